@@ -1,0 +1,192 @@
+/*
+ * The fork helper (see fork.h).
+ *
+ * Why in C: between fork() and the first line of Python in the child, a
+ * signal handled by a Python handler of the parent would run parent code in
+ * the child.  Blocking every signal around fork() and resetting the
+ * dispositions in the child before unblocking closes that window, which no
+ * Python-level sequence can.  The parent gets a pidfd for the child taken
+ * before any Python code of the parent runs again, so no other reaper can
+ * race us between fork() and pidfd_open().
+ */
+#include "fork.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int
+open_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    long fd;
+
+    do {
+        fd = syscall(SYS_pidfd_open, pid, 0);
+    } while (fd < 0 && errno == EINTR);
+    return (int)fd;
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Collect the signal numbers of a sequence into a sigset_t. */
+static int
+sigset_from_sequence(PyObject *seq, sigset_t *set)
+{
+    PyObject *fast = PySequence_Fast(seq, "signals must be a sequence");
+    Py_ssize_t i, n;
+
+    if (fast == NULL) {
+        return -1;
+    }
+    sigemptyset(set);
+    n = PySequence_Fast_GET_SIZE(fast);
+    for (i = 0; i < n; i++) {
+        long signum = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+
+        if (signum == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (signum <= 0 || signum >= NSIG) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "signal number %ld out of range",
+                         signum);
+            return -1;
+        }
+        if (signum != SIGKILL && signum != SIGSTOP) {
+            sigaddset(set, (int)signum);
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* Async-signal-safe: runs in the child before the interpreter is fixed up. */
+static void
+reset_signals(const sigset_t *set)
+{
+    struct sigaction dfl;
+    int signum;
+
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (signum = 1; signum < NSIG; signum++) {
+        if (sigismember(set, signum) == 1) {
+            (void)sigaction(signum, &dfl, NULL);
+        }
+    }
+}
+
+/*
+ * fork(signals_to_reset) -> (pid, pidfd)
+ *
+ * In the child returns (0, -1) with the listed signals back at SIG_DFL.  In
+ * the parent returns the child's pid and a pidfd for it (-1 where the kernel
+ * has none).  Raises OSError if fork() fails, after CPython's after-fork
+ * hooks of the parent ran.
+ */
+PyObject *
+gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
+          Py_ssize_t nargs)
+{
+    sigset_t reset, all, old;
+    pid_t pid;
+    int saved_errno, pidfd = -1;
+
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "fork() takes exactly 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (sigset_from_sequence(args[0], &reset) < 0) {
+        return NULL;
+    }
+    sigfillset(&all);
+    errno = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (errno != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyOS_BeforeFork();
+    pid = fork();
+    saved_errno = errno;
+    if (pid == 0) {
+        reset_signals(&reset);
+        PyOS_AfterFork_Child();
+        (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return Py_BuildValue("(ii)", 0, -1);
+    }
+    if (pid > 0) {
+        pidfd = open_pidfd(pid);
+    }
+    PyOS_AfterFork_Parent();
+    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(ii)", (int)pid, pidfd);
+}
+
+/*
+ * reap(pid) -> exit code or None
+ *
+ * Non-blocking waitpid() of exactly this pid.  The exit code follows
+ * multiprocessing: the exit status, or -signum for a child killed by a
+ * signal.  None while the child runs.  ChildProcessError if the pid is not
+ * our child (or was reaped by someone else).
+ */
+PyObject *
+gipc_reap(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long lpid = PyLong_AsLong(arg);
+    pid_t got;
+    int status = 0;
+
+    if (lpid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (lpid <= 0) {
+        PyErr_SetString(PyExc_ValueError, "reap() needs a positive pid");
+        return NULL;
+    }
+    do {
+        got = waitpid((pid_t)lpid, &status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (got == 0) {
+        Py_RETURN_NONE;
+    }
+    if (WIFSIGNALED(status)) {
+        return PyLong_FromLong(-WTERMSIG(status));
+    }
+    return PyLong_FromLong(WEXITSTATUS(status));
+}
+
+/* pidfd_open(pid) -> fd, or -1 where the kernel has no pidfds. */
+PyObject *
+gipc_pidfd_open(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long lpid = PyLong_AsLong(arg);
+    int fd;
+
+    if (lpid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    fd = open_pidfd((pid_t)lpid);
+    if (fd < 0 && errno != ENOSYS) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}

@@ -1,0 +1,17 @@
+/*
+ * The fork helper: fork with CPython's fork protocol, reset signal
+ * dispositions in the child before any Python code runs there, and hand the
+ * parent a pidfd for the child; plus reaping exactly one pid.
+ */
+#ifndef GIPC_FORK_H
+#define GIPC_FORK_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+PyObject *gipc_fork(PyObject *module, PyObject *const *args,
+                    Py_ssize_t nargs);
+PyObject *gipc_reap(PyObject *module, PyObject *arg);
+PyObject *gipc_pidfd_open(PyObject *module, PyObject *arg);
+
+#endif /* GIPC_FORK_H */

@@ -1,0 +1,723 @@
+/*
+ * Framed pipe I/O (see frame.h for the wire format).
+ *
+ * Writing: header and payload leave with one writev(); no concatenated copy
+ * is ever made.  A partial write reports how far it got, so the caller can
+ * wait for writability and continue the very same frame.
+ *
+ * Reading: a Reader keeps a buffer per read end.  One read() may bring many
+ * small frames; all of them are parsed before the descriptor is read again.
+ * A large payload is read straight into the bytes object that is returned,
+ * allocated once at its final size.  The state of a frame that is only
+ * partly received survives between calls, so a caller that stops waiting
+ * (a timeout) can resume the same frame later without losing sync.
+ */
+#include "frame.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define READ_BUFFER_DEFAULT (64 * 1024)
+#define READ_BUFFER_MIN 64
+
+/* ------------------------------------------------------------------ */
+/* Header encoding                                                    */
+/* ------------------------------------------------------------------ */
+
+static int
+encode_header(unsigned char *out, uint64_t n)
+{
+    int i;
+
+    if (n <= (uint64_t)GIPC_SHORT_MAX) {
+        for (i = 3; i >= 0; i--) {
+            out[i] = (unsigned char)(n & 0xff);
+            n >>= 8;
+        }
+        return 4;
+    }
+    memset(out, 0xff, 4);
+    for (i = 11; i >= 4; i--) {
+        out[i] = (unsigned char)(n & 0xff);
+        n >>= 8;
+    }
+    return 12;
+}
+
+static uint64_t
+decode_be(const unsigned char *p, int width)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < width; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static PyObject *
+set_errno_error(int code, const char *fmt, ...)
+{
+    PyObject *msg, *exc;
+    va_list vargs;
+
+    va_start(vargs, fmt);
+    msg = PyUnicode_FromFormatV(fmt, vargs);
+    va_end(vargs);
+    if (msg == NULL) {
+        return NULL;
+    }
+    exc = PyObject_CallFunction(PyExc_OSError, "iO", code, msg);
+    Py_DECREF(msg);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                            */
+/* ------------------------------------------------------------------ */
+
+static int
+fd_from_object(PyObject *obj, int *fd)
+{
+    int value = PyObject_AsFileDescriptor(obj);
+
+    if (value < 0) {
+        return -1;
+    }
+    *fd = value;
+    return 0;
+}
+
+/*
+ * Write what is left of one frame.  `offset` counts the bytes of header and
+ * payload already written.  Returns the bytes written in this call, or -1
+ * with errno set.  Stops at EAGAIN (returning what was written so far, which
+ * may be 0) or after GIPC_IO_SLICE bytes.
+ */
+static Py_ssize_t
+write_frame_part(int fd, const unsigned char *hdr, Py_ssize_t hdrlen,
+                 const char *data, Py_ssize_t len, Py_ssize_t offset,
+                 int *would_block)
+{
+    Py_ssize_t total = hdrlen + len;
+    Py_ssize_t written = 0;
+
+    *would_block = 0;
+    while (offset + written < total && written < GIPC_IO_SLICE) {
+        struct iovec iov[2];
+        int iovcnt = 0;
+        Py_ssize_t pos = offset + written;
+        ssize_t n;
+
+        if (pos < hdrlen) {
+            iov[iovcnt].iov_base = (void *)(hdr + pos);
+            iov[iovcnt].iov_len = (size_t)(hdrlen - pos);
+            iovcnt++;
+            pos = hdrlen;
+        }
+        if (len > 0) {
+            Py_ssize_t rest = total - pos;
+            if (rest > GIPC_IO_SLICE) {
+                rest = GIPC_IO_SLICE;
+            }
+            iov[iovcnt].iov_base = (void *)(data + (pos - hdrlen));
+            iov[iovcnt].iov_len = (size_t)rest;
+            iovcnt++;
+        }
+        n = writev(fd, iov, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                *would_block = 1;
+                return written;
+            }
+            return -1;
+        }
+        written += n;
+    }
+    return written;
+}
+
+/*
+ * write_frame(fd, data, offset=0) -> int
+ *
+ * Returns -1 once the whole frame is in the pipe, otherwise the new offset
+ * (bytes of header plus payload written so far) to pass to the next call.
+ */
+PyObject *
+gipc_write_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
+                 Py_ssize_t nargs)
+{
+    Py_buffer view;
+    unsigned char hdr[12];
+    Py_ssize_t hdrlen, offset = 0, total, n;
+    int fd, would_block, saved_errno;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "write_frame() takes 2 or 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (fd_from_object(args[0], &fd) < 0) {
+        return NULL;
+    }
+    if (nargs == 3) {
+        offset = PyLong_AsSsize_t(args[2]);
+        if (offset == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) ||
+            PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "a raw message must be a C-contiguous object "
+                         "supporting the buffer protocol, not %.200s",
+                         Py_TYPE(args[1])->tp_name);
+        }
+        return NULL;
+    }
+    hdrlen = encode_header(hdr, (uint64_t)view.len);
+    total = hdrlen + view.len;
+    if (offset < 0 || offset >= total) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "write_frame(): offset out of range");
+        return NULL;
+    }
+    for (;;) {
+        if (total - offset >= GIPC_NOGIL_MIN) {
+            Py_BEGIN_ALLOW_THREADS
+            n = write_frame_part(fd, hdr, hdrlen, view.buf, view.len, offset,
+                                 &would_block);
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            n = write_frame_part(fd, hdr, hdrlen, view.buf, view.len, offset,
+                                 &would_block);
+        }
+        if (n >= 0) {
+            break;
+        }
+        /* Only EINTR surfaces here when a signal handler must run first;
+         * write_frame_part retries EINTR itself. */
+        saved_errno = errno;
+        PyBuffer_Release(&view);
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyBuffer_Release(&view);
+    offset += n;
+    if (offset == total) {
+        return PyLong_FromLong(-1);
+    }
+    if (!would_block && PyErr_CheckSignals() < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(offset);
+}
+
+/* frame_size(n) -> total bytes on the wire for a payload of n bytes. */
+PyObject *
+gipc_frame_size(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative payload size");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n + (n > GIPC_SHORT_MAX ? 12 : 4));
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int busy;               /* guards against use from two OS threads */
+    Py_ssize_t max_size;    /* largest payload accepted */
+    char *buf;
+    Py_ssize_t cap;
+    Py_ssize_t start;       /* unparsed bytes are buf[start:end] */
+    Py_ssize_t end;
+    PyObject *payload;      /* large frame being received, or NULL */
+    Py_ssize_t filled;      /* bytes of payload received so far */
+} ReaderObject;
+
+static int
+reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "max_size", "buffer_size", NULL};
+    PyObject *fdobj;
+    Py_ssize_t max_size, cap = READ_BUFFER_DEFAULT;
+    int fd;
+    char *buf;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|n:Reader", kwlist,
+                                     &fdobj, &max_size, &cap)) {
+        return -1;
+    }
+    if (fd_from_object(fdobj, &fd) < 0) {
+        return -1;
+    }
+    if (max_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_size must not be negative");
+        return -1;
+    }
+    if (cap < READ_BUFFER_MIN) {
+        cap = READ_BUFFER_MIN;
+    }
+    buf = PyMem_Malloc((size_t)cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_Free(self->buf);
+    Py_CLEAR(self->payload);
+    self->buf = buf;
+    self->cap = cap;
+    self->fd = fd;
+    self->max_size = max_size;
+    self->start = self->end = self->filled = 0;
+    return 0;
+}
+
+static void
+reader_dealloc(ReaderObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->payload);
+    PyMem_Free(self->buf);
+    self->buf = NULL;
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+reader_traverse(ReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->payload);
+    return 0;
+}
+
+/*
+ * Read into dst, at most `want` bytes, retrying EINTR.  Returns bytes read,
+ * 0 at EOF, -1 with errno set (EAGAIN included).  Runs without the GIL when
+ * the read may be large.
+ */
+static ssize_t
+read_some(int fd, char *dst, Py_ssize_t want)
+{
+    ssize_t n;
+
+    for (;;) {
+        if (want >= GIPC_NOGIL_MIN) {
+            Py_BEGIN_ALLOW_THREADS
+            n = read(fd, dst, (size_t)want);
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            n = read(fd, dst, (size_t)want);
+        }
+        if (n >= 0 || errno != EINTR) {
+            return n;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            errno = EINTR;
+            return -2;
+        }
+    }
+}
+
+enum { STEP_ERROR = -1, STEP_WAIT = 0, STEP_DONE = 1 };
+
+static int
+truncated_error(Py_ssize_t got, Py_ssize_t expected)
+{
+    if (expected < 0) {
+        set_errno_error(EPROTO,
+                        "pipe closed in the middle of a message header "
+                        "(%zd bytes of it received)", got);
+    }
+    else {
+        set_errno_error(EPROTO,
+                        "pipe closed in the middle of a message "
+                        "(%zd of %zd payload bytes received)", got, expected);
+    }
+    return STEP_ERROR;
+}
+
+/* Fill `dst` (a payload of `len` bytes, `*filled` of them already there)
+ * straight from the descriptor. */
+static int
+fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
+            Py_ssize_t *budget)
+{
+    while (*filled < len) {
+        Py_ssize_t want = len - *filled;
+        ssize_t n;
+
+        if (*budget <= 0) {
+            return STEP_WAIT;
+        }
+        n = read_some(self->fd, dst + *filled, want);
+        if (n == -2) {
+            return STEP_ERROR;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return STEP_WAIT;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            return STEP_ERROR;
+        }
+        if (n == 0) {
+            return truncated_error(*filled, len);
+        }
+        *filled += n;
+        *budget -= n;
+    }
+    return STEP_DONE;
+}
+
+/* Read more bytes into the buffer.  The caller made room. */
+static int
+fill_buffer(ReaderObject *self, Py_ssize_t *budget)
+{
+    ssize_t n;
+
+    if (*budget <= 0) {
+        return STEP_WAIT;
+    }
+    if (self->start > 0 && self->start == self->end) {
+        self->start = self->end = 0;
+    }
+    else if (self->start > 0 && self->cap - self->end < self->cap / 4) {
+        memmove(self->buf, self->buf + self->start,
+                (size_t)(self->end - self->start));
+        self->end -= self->start;
+        self->start = 0;
+    }
+    n = read_some(self->fd, self->buf + self->end, self->cap - self->end);
+    if (n == -2) {
+        return STEP_ERROR;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return STEP_WAIT;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return STEP_ERROR;
+    }
+    if (n == 0) {
+        if (self->end == self->start) {
+            PyErr_SetString(PyExc_EOFError,
+                            "end of stream: the writing end of the pipe "
+                            "is closed");
+            return STEP_ERROR;
+        }
+        return truncated_error(self->end - self->start, -1);
+    }
+    self->end += n;
+    *budget -= n;
+    return STEP_DONE;
+}
+
+/*
+ * Parse the header at buf[start:end].  Returns STEP_DONE with the payload
+ * length and header size set, STEP_WAIT if more bytes are needed, or
+ * STEP_ERROR for a header that no valid peer sends.
+ */
+static int
+parse_header(ReaderObject *self, Py_ssize_t *len, Py_ssize_t *hdrlen)
+{
+    const unsigned char *p = (const unsigned char *)self->buf + self->start;
+    Py_ssize_t avail = self->end - self->start;
+    int32_t short_len;
+    uint64_t n;
+
+    if (avail < 4) {
+        return STEP_WAIT;
+    }
+    short_len = (int32_t)(uint32_t)decode_be(p, 4);
+    if (short_len >= 0) {
+        n = (uint64_t)short_len;
+        *hdrlen = 4;
+    }
+    else if (short_len == -1) {
+        if (avail < 12) {
+            return STEP_WAIT;
+        }
+        n = decode_be(p + 4, 8);
+        *hdrlen = 12;
+    }
+    else {
+        set_errno_error(EPROTO,
+                        "corrupt message header: negative length %d",
+                        (int)short_len);
+        return STEP_ERROR;
+    }
+    if (n > (uint64_t)self->max_size) {
+        set_errno_error(EMSGSIZE,
+                        "incoming message of %llu bytes exceeds "
+                        "max_message_size (%zd bytes)",
+                        (unsigned long long)n, self->max_size);
+        return STEP_ERROR;
+    }
+    *len = (Py_ssize_t)n;
+    return STEP_DONE;
+}
+
+/*
+ * Run the frame state machine until a frame is complete (STEP_DONE, with
+ * *result a new reference to the payload bytes and *len its length), the
+ * descriptor would block or the slice of work is used up (STEP_WAIT), or an
+ * error is set (STEP_ERROR).
+ */
+static int
+next_frame(ReaderObject *self, PyObject **result, Py_ssize_t *len)
+{
+    Py_ssize_t budget = GIPC_IO_SLICE;
+    Py_ssize_t hdrlen, avail;
+    int rc;
+
+    for (;;) {
+        if (self->payload != NULL) {
+            Py_ssize_t size = PyBytes_GET_SIZE(self->payload);
+            rc = fill_direct(self, PyBytes_AS_STRING(self->payload), size,
+                             &self->filled, &budget);
+            if (rc != STEP_DONE) {
+                return rc;
+            }
+            *result = self->payload;
+            *len = size;
+            self->payload = NULL;
+            self->filled = 0;
+            return STEP_DONE;
+        }
+        rc = parse_header(self, len, &hdrlen);
+        if (rc == STEP_ERROR) {
+            return rc;
+        }
+        avail = self->end - self->start;
+        if (rc == STEP_DONE && *len <= avail - hdrlen) {
+            const char *src = self->buf + self->start + hdrlen;
+
+            *result = PyBytes_FromStringAndSize(src, *len);
+            if (*result == NULL) {
+                return STEP_ERROR;
+            }
+            self->start += hdrlen + *len;
+            return STEP_DONE;
+        }
+        if (rc == STEP_DONE && hdrlen + *len > self->cap / 2) {
+            /* A large payload: allocate it once, at its final size, copy
+             * what the buffer already holds and read the rest directly. */
+            Py_ssize_t have = avail - hdrlen;
+
+            self->payload = PyBytes_FromStringAndSize(NULL, *len);
+            if (self->payload == NULL) {
+                return STEP_ERROR;
+            }
+            memcpy(PyBytes_AS_STRING(self->payload),
+                   self->buf + self->start + hdrlen, (size_t)have);
+            self->filled = have;
+            self->start = self->end = 0;
+            continue;
+        }
+        rc = fill_buffer(self, &budget);
+        if (rc != STEP_DONE) {
+            return rc;
+        }
+    }
+}
+
+static int
+reader_enter(ReaderObject *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pipe reader used by two threads at once");
+        return -1;
+    }
+    if (self->fd < 0 || self->buf == NULL) {
+        PyErr_SetString(PyExc_ValueError, "reader is closed");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+/* read_frame() -> bytes, or None when the caller must wait for input. */
+static PyObject *
+reader_read_frame(ReaderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = NULL;
+    Py_ssize_t len;
+    int rc;
+
+    if (reader_enter(self) < 0) {
+        return NULL;
+    }
+    rc = next_frame(self, &result, &len);
+    self->busy = 0;
+    if (rc == STEP_ERROR) {
+        return NULL;
+    }
+    if (rc != STEP_DONE) {
+        Py_RETURN_NONE;
+    }
+    return result;
+}
+
+static PyObject *
+reader_pending_bytes(ReaderObject *self, void *Py_UNUSED(closure))
+{
+    Py_ssize_t n = self->end - self->start;
+
+    if (self->payload != NULL) {
+        n += self->filled;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+/*
+ * frame_ready() -> bool: a whole frame is buffered, so read_frame() would
+ * return it without a system call.
+ */
+static PyObject *
+reader_frame_ready(ReaderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t len, hdrlen;
+    int rc;
+
+    if (self->payload != NULL) {
+        Py_RETURN_FALSE;
+    }
+    rc = parse_header(self, &len, &hdrlen);
+    if (rc == STEP_ERROR) {
+        /* Report it as ready: the next read raises the error. */
+        PyErr_Clear();
+        Py_RETURN_TRUE;
+    }
+    return PyBool_FromLong(rc == STEP_DONE &&
+                           len <= self->end - self->start - hdrlen);
+}
+
+/* detach() -> int: forget the descriptor (the caller closes it) and free
+ * the buffers.  Returns the descriptor, or -1 if already detached. */
+static PyObject *
+reader_detach(ReaderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int fd = self->fd;
+
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "reader is in use");
+        return NULL;
+    }
+    self->fd = -1;
+    Py_CLEAR(self->payload);
+    PyMem_Free(self->buf);
+    self->buf = NULL;
+    self->cap = self->filled = 0;
+    self->start = self->end = 0;
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *
+reader_get_max_size(ReaderObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->max_size);
+}
+
+static int
+reader_set_max_size(ReaderObject *self, PyObject *value,
+                    void *Py_UNUSED(closure))
+{
+    Py_ssize_t n;
+
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete max_size");
+        return -1;
+    }
+    n = PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_size must not be negative");
+        return -1;
+    }
+    self->max_size = n;
+    return 0;
+}
+
+static PyObject *
+reader_get_fd(ReaderObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyMethodDef reader_methods[] = {
+    {"read_frame", (PyCFunction)reader_read_frame, METH_NOARGS,
+     PyDoc_STR("read_frame() -> bytes or None\n\n"
+               "Return the next payload, or None when the descriptor would "
+               "block (or after a bounded slice of work); call again once "
+               "it is readable.  A partly received frame is kept.")},
+    {"frame_ready", (PyCFunction)reader_frame_ready, METH_NOARGS,
+     PyDoc_STR("True if a whole frame is already buffered.")},
+    {"detach", (PyCFunction)reader_detach, METH_NOARGS,
+     PyDoc_STR("Forget the descriptor and free the buffers; return the fd.")},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef reader_getset[] = {
+    {"max_size", (getter)reader_get_max_size, (setter)reader_set_max_size,
+     PyDoc_STR("Largest payload accepted, in bytes."), NULL},
+    {"buffered", (getter)reader_pending_bytes, NULL,
+     PyDoc_STR("Bytes received but not yet returned."), NULL},
+    {"fd", (getter)reader_get_fd, NULL,
+     PyDoc_STR("The descriptor read from, -1 once detached."), NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot reader_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR(
+        "Reader(fd, max_size, buffer_size=65536)\n\n"
+        "Frame parser for the read end of a non-blocking pipe.")},
+    {Py_tp_init, (void *)reader_init},
+    {Py_tp_new, (void *)PyType_GenericNew},
+    {Py_tp_dealloc, (void *)reader_dealloc},
+    {Py_tp_traverse, (void *)reader_traverse},
+    {Py_tp_methods, reader_methods},
+    {Py_tp_getset, reader_getset},
+    {0, NULL}
+};
+
+PyType_Spec gipc_reader_spec = {
+    .name = "gipc._core.Reader",
+    .basicsize = sizeof(ReaderObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = reader_slots,
+};

@@ -1,0 +1,110 @@
+/*
+ * gipc._core: the C half of gipc.  Framed pipe I/O (frame.c) and the fork
+ * helper (fork.c).  It knows nothing of gevent: when a descriptor would
+ * block it says so and the Python layer waits on the hub.
+ *
+ * Multi-phase initialisation; the only per-module data is the Reader type,
+ * kept in module state rather than in a static.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "fork.h"
+#include "frame.h"
+
+typedef struct {
+    PyObject *reader_type;
+} core_state;
+
+static inline core_state *
+get_state(PyObject *module)
+{
+    return (core_state *)PyModule_GetState(module);
+}
+
+static PyMethodDef core_methods[] = {
+    {"write_frame", (PyCFunction)(void (*)(void))gipc_write_frame,
+     METH_FASTCALL,
+     PyDoc_STR("write_frame(fd, data, offset=0) -> int\n\n"
+               "Write (the rest of) one frame carrying the buffer `data` to "
+               "the non-blocking descriptor `fd`.  Returns -1 once the whole "
+               "frame is written, otherwise the offset reached; call again "
+               "with it when the descriptor is writable.")},
+    {"frame_size", gipc_frame_size, METH_O,
+     PyDoc_STR("frame_size(n) -> bytes on the wire for an n-byte payload.")},
+    {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
+     PyDoc_STR("fork(signals_to_reset) -> (pid, pidfd)\n\n"
+               "fork() with CPython's fork protocol.  In the child the given "
+               "signals are back at SIG_DFL before any Python code runs, and "
+               "(0, -1) is returned.  The parent gets a pidfd for the child "
+               "(-1 where unsupported).")},
+    {"reap", gipc_reap, METH_O,
+     PyDoc_STR("reap(pid) -> int or None\n\n"
+               "Non-blocking waitpid() of exactly `pid`: its exit code "
+               "(-signum if killed by a signal), or None while it runs.")},
+    {"pidfd_open", gipc_pidfd_open, METH_O,
+     PyDoc_STR("pidfd_open(pid) -> fd, or -1 where the kernel has none.")},
+    {NULL, NULL, 0, NULL}
+};
+
+static int
+core_exec(PyObject *module)
+{
+    core_state *state = get_state(module);
+
+    state->reader_type = PyType_FromModuleAndSpec(module, &gipc_reader_spec,
+                                                  NULL);
+    if (state->reader_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "Reader", state->reader_type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "IO_SLICE", GIPC_IO_SLICE) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Py_VISIT(get_state(module)->reader_type);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    Py_CLEAR(get_state(module)->reader_type);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    core_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+    {0, NULL}
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gipc._core",
+    .m_doc = "C core of gipc: framed pipe I/O and the fork helper.",
+    .m_size = sizeof(core_state),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,24 @@
+"""gipc: gevent-cooperative child processes and inter-process communication.
+
+``gipc.pipe()`` makes message channels whose ``get()``/``put()`` never block
+the event loop; ``gipc.start_process()`` forks a child with a fresh gevent
+hub.  The public API of gipc 1.8 is kept; the hot paths are in C
+(``gipc._core``).
+"""
+from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+from .handles import DEFAULT_MAX_MESSAGE_SIZE
+from .pipe import pipe
+from .process import Process, _GProcess, start_process
+
+__version__ = "2.0.0.dev0"
+
+__all__ = [
+    "pipe",
+    "start_process",
+    "Process",
+    "GIPCError",
+    "GIPCClosed",
+    "GIPCLocked",
+    "GIPCProtocolError",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+]

@@ -1,0 +1,101 @@
+"""Waiting on the gevent hub: the one place where gipc blocks.
+
+The C core never waits; when a descriptor would block, the handle waits here
+for readiness on an I/O watcher of the current hub and calls the core again.
+Each handle keeps one watcher per hub and reuses it for every wait.
+"""
+import time
+
+import gevent
+from gevent import get_hub
+
+READ = 1
+WRITE = 2
+
+# Timeouts beyond this are treated as "no timeout": libev timers misbehave
+# with absurd values, and nobody waits 30 years on purpose.
+_TIMEOUT_FOREVER = 1e9
+
+
+def check_timeout(timeout):
+    """Validate a ``timeout`` argument: None, a number of seconds, or a
+    ``gevent.Timeout``.  Returns it, with huge numbers mapped to None."""
+    if timeout is None or isinstance(timeout, gevent.Timeout):
+        return timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            "timeout must be None, a number of seconds or a gevent.Timeout, "
+            "not %s" % type(timeout).__name__)
+    if timeout != timeout:
+        raise ValueError("timeout must not be NaN")
+    if timeout > _TIMEOUT_FOREVER:
+        return None
+    return timeout
+
+
+class Deadline:
+    """A numeric timeout turned into a point in time, shared by every wait of
+    one call.  ``Deadline(None)`` never expires."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, seconds):
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self):
+        """Seconds left (may be <= 0), or None without a deadline."""
+        if self._end is None:
+            return None
+        return self._end - time.monotonic()
+
+
+class FdWaiter:
+    """Waits cooperatively until one descriptor is ready for one kind of
+    I/O, reusing a single watcher of the current hub."""
+
+    __slots__ = ("_fd", "_events", "_hub", "_watcher")
+
+    def __init__(self, fd, events):
+        self._fd = fd
+        self._events = events
+        self._hub = None
+        self._watcher = None
+
+    def wait(self, seconds=None):
+        """Wait until the descriptor is ready and return True, or return
+        False once ``seconds`` have passed (None waits for ever)."""
+        hub = get_hub()
+        watcher = self._watcher
+        if watcher is None or self._hub is not hub:
+            self.close()
+            watcher = self._watcher = hub.loop.io(self._fd, self._events)
+            self._hub = hub
+        if seconds is None:
+            hub.wait(watcher)
+            return True
+        if seconds <= 0:
+            return False
+        timer = gevent.Timeout.start_new(seconds)
+        try:
+            hub.wait(watcher)
+            return True
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return False
+        finally:
+            timer.close()
+
+    def forget(self):
+        """Drop the watcher without touching it: after fork, it belongs to
+        the parent's dead loop.  The caller keeps it referenced."""
+        watcher = self._watcher
+        self._watcher = self._hub = None
+        return watcher
+
+    def close(self):
+        """Release the watcher (before the descriptor is closed)."""
+        watcher = self._watcher
+        self._watcher = self._hub = None
+        if watcher is not None:
+            watcher.close()

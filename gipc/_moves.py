@@ -1,0 +1,60 @@
+"""Which handles move to a child process, checked before any fork.
+
+Handles given as top-level ``args`` or ``kwargs`` values (both halves of a
+duplex handle) move: the child owns them, the parent closes them once the
+child is started.  Everything is validated first, so that a bad handle
+raises before any child exists.
+"""
+from .exceptions import GIPCError, GIPCLocked
+from .handles import _GIPCDuplexHandle, _GIPCHandle, handles_in
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _find_nested(obj, seen):
+    """Return a handle hidden somewhere inside a built-in container."""
+    if id(obj) in seen:
+        return None
+    seen.add(id(obj))
+    items = obj.values() if isinstance(obj, dict) else obj
+    for item in items:
+        if isinstance(item, (_GIPCHandle, _GIPCDuplexHandle)):
+            return item
+        if isinstance(item, _CONTAINERS):
+            found = _find_nested(item, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def collect_moved_handles(args, kwargs):
+    """Return the single-end handles that ``args``/``kwargs`` move to a
+    child, after checking that each one may move now.
+
+    :raises GIPCClosed: a handle is closed (or already moved to a child).
+    :raises GIPCLocked: a greenlet is inside ``get()``/``put()`` on it.
+    :raises GIPCError: a handle belongs to another process, is broken, or
+        hides inside a container (it would be closed in the child).
+    """
+    top_level = list(args) + list(kwargs.values())
+    moved = []
+    for handle in handles_in(top_level):
+        if handle in moved:
+            continue
+        handle._validate()
+        if handle._lock.locked():
+            raise GIPCLocked(
+                "Can't pass %s to a child: locked for I/O operation." % handle)
+        moved.append(handle)
+    seen = set()
+    for value in top_level:
+        if isinstance(value, _CONTAINERS) and \
+                not isinstance(value, _GIPCDuplexHandle):
+            nested = _find_nested(value, seen)
+            if nested is not None:
+                raise GIPCError(
+                    "%r is inside a %s argument: only handles passed directly "
+                    "as arguments move to the child (others are closed "
+                    "there); pass it as an argument of its own"
+                    % (nested, type(value).__name__))
+    return moved

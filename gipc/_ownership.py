@@ -1,0 +1,47 @@
+"""Which process owns which handle.
+
+A handle belongs to one process: the one that created it, or the child it
+was passed to by ``start_process``.  This module keeps the list of the
+current process's open handles (gipc 1.8's ``_all_handles``) and the pid of
+the current process, refreshed after every fork so that the per-call
+ownership check costs a comparison, not a system call.
+"""
+import os
+
+#: pid of the current process, kept fresh across fork().
+pid = os.getpid()
+
+#: Open handles owned by the current process (creation order).
+all_handles = []
+
+
+def _refresh_pid():
+    global pid
+    pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def register(handle):
+    """Record a newly opened handle of this process."""
+    all_handles.append(handle)
+
+
+def unregister(handle):
+    """Forget a handle that was closed (tolerates one never registered)."""
+    try:
+        all_handles.remove(handle)
+    except ValueError:
+        pass
+
+
+def get_all_handles():
+    """Return a copy of the list of this process's open handles."""
+    return list(all_handles)
+
+
+def set_all_handles(handles):
+    """Replace the list of this process's open handles."""
+    global all_handles
+    all_handles = list(handles)

@@ -1,0 +1,199 @@
+"""How a gipc child is started and watched: the "popen" object.
+
+``multiprocessing.process.BaseProcess`` delegates everything about the OS
+process to a popen object (``poll``, ``wait``, ``terminate``, ``kill``,
+``close``, ``sentinel``).  This one forks through the C helper and watches
+the child through its pidfd on the gevent hub, then reaps exactly that pid:
+no SIGCHLD handler, no ``waitpid(-1)``, so the exit statuses of other
+children of the program (multiprocessing, subprocess) are never stolen.
+"""
+import os
+import signal
+import sys
+import threading
+import warnings
+import weakref
+
+import gevent
+
+from . import _child, _core
+from ._cooperate import READ, FdWaiter, check_timeout
+from .exceptions import GIPCError
+from .signals import _signals_to_reset
+
+# Exit code reported when something else in the program reaped our child
+# (see README, "Child processes and other reapers").
+UNKNOWN_EXIT_CODE = 255
+
+_warned_threads = False
+
+
+def _check_can_fork():
+    if sys.is_finalizing():
+        raise GIPCError("cannot start a child process during interpreter "
+                        "shutdown")
+    if threading.current_thread() is not threading.main_thread():
+        raise GIPCError("gipc starts child processes from the main thread "
+                        "only (the child's fresh gevent hub needs it)")
+    hub = gevent.get_hub()
+    if gevent.getcurrent() is hub:
+        raise GIPCError("cannot start a child process from the gevent hub "
+                        "greenlet (e.g. in a watcher callback); spawn a "
+                        "greenlet for it")
+
+
+def _warn_about_threads():
+    # fork() copies only the calling thread: locks held by other threads
+    # stay locked in the child for ever.  gevent's own threadpool workers
+    # are not threading.Thread objects and do not show up here.
+    global _warned_threads
+    if _warned_threads:
+        return
+    others = [t.name for t in threading.enumerate()
+              if t is not threading.current_thread()]
+    if others:
+        _warned_threads = True
+        warnings.warn(
+            "gipc is forking while other threads run (%s); only the "
+            "calling thread exists in the child, and locks held by the "
+            "others stay held there" % ", ".join(others),
+            RuntimeWarning, stacklevel=4)
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+
+
+def _parent_sentinel(parent_pid):
+    """In the child: a descriptor that becomes readable when the parent
+    exits (for ``parent_process().is_alive()``)."""
+    fd = _core.pidfd_open(parent_pid)
+    if fd >= 0 and os.getppid() != parent_pid:
+        # The parent exited before we opened it: the pidfd names another
+        # process.  Hand out something already readable instead.
+        os.close(fd)
+        fd = -1
+    if fd < 0:
+        r, w = os.pipe()
+        os.close(w)
+        fd = r
+    return fd
+
+
+class Popen:
+    """Fork a child for ``process_obj`` and watch it from the hub."""
+
+    method = "gipc"
+
+    def __init__(self, process_obj):
+        _flush_std_streams()
+        self.returncode = None
+        self.finalizer = None
+        self._moved = getattr(process_obj, "_gipc_moved", ())
+        self._launch(process_obj)
+
+    def _launch(self, process_obj):
+        _check_can_fork()
+        _warn_about_threads()
+        parent_pid = os.getpid()
+        pid, pidfd = _core.fork(_signals_to_reset)
+        if pid == 0:
+            _child.run(process_obj, self._moved, _parent_sentinel(parent_pid))
+            os._exit(1)  # not reached: run() ends in os._exit
+        self.pid = pid
+        if pidfd < 0:
+            raise GIPCError("this kernel has no pidfd_open(); gipc needs "
+                            "Linux 5.3 or newer")
+        self.sentinel = pidfd
+        # As multiprocessing does: the sentinel stays valid until close()
+        # or until this object is collected.
+        self.finalizer = weakref.finalize(self, _close_quietly, pidfd)
+
+    def poll(self, flag=os.WNOHANG):
+        """The exit code if the child has exited (reaping it), else None."""
+        if self.returncode is None:
+            if flag == 0:
+                return self.wait()
+            try:
+                code = _core.reap(self.pid)
+            except ChildProcessError:
+                code = self._reaped_elsewhere()
+            if code is not None:
+                self.returncode = code
+        return self.returncode
+
+    def _reaped_elsewhere(self):
+        # Someone else collected the status (waitpid(-1) in a SIGCHLD
+        # handler, e.g. gevent's child watchers).  The pidfd still tells
+        # whether the child has gone; its status is lost.
+        if self.sentinel is None or not _fd_readable(self.sentinel):
+            return None
+        warnings.warn(
+            "the exit status of gipc child %d was collected by another "
+            "reaper (gevent child watchers?); reporting exit code %d"
+            % (self.pid, UNKNOWN_EXIT_CODE), RuntimeWarning, stacklevel=3)
+        return UNKNOWN_EXIT_CODE
+
+    def wait(self, timeout=None):
+        """Wait cooperatively for the child to exit; return its exit code,
+        or None if ``timeout`` seconds passed first."""
+        if self.returncode is not None:
+            return self.returncode
+        timeout = check_timeout(timeout)
+        if self.poll() is None:
+            waiter = FdWaiter(self.sentinel, READ)
+            try:
+                if not waiter.wait(timeout):
+                    return None
+            finally:
+                waiter.close()
+        return self.poll()
+
+    def _send_signal(self, sig):
+        if self.returncode is None and self.sentinel is not None:
+            try:
+                signal.pidfd_send_signal(self.sentinel, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self):
+        """Send SIGTERM unless the child is known to have exited."""
+        self._send_signal(signal.SIGTERM)
+
+    def kill(self):
+        """Send SIGKILL unless the child is known to have exited."""
+        self._send_signal(signal.SIGKILL)
+
+    def close(self):
+        """Release the pidfd."""
+        if self.finalizer is not None:
+            self.finalizer()
+        self.sentinel = None
+
+    def _forget_in_child(self):
+        # In a child: this popen and its pidfd belong to the parent.
+        if self.finalizer is not None:
+            self.finalizer.detach()
+        if self.sentinel is not None:
+            _close_quietly(self.sentinel)
+        self.sentinel = None
+        self.returncode = UNKNOWN_EXIT_CODE
+
+
+def _close_quietly(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _fd_readable(fd):
+    import select
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))

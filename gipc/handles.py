@@ -1,0 +1,386 @@
+"""Pipe handles: the read end, the write end and the duplex pair.
+
+A handle is a thin shell around a descriptor and the C core: it checks that
+it may be used (open, owned by this process, stream in sync), serialises
+greenlets that use it at once, encodes or decodes, and waits on the hub
+when the core says the descriptor would block.
+"""
+import errno
+import select
+import os
+
+import gevent
+import gevent.lock
+
+from . import _core, _ownership
+from ._cooperate import READ, WRITE, Deadline, FdWaiter, check_timeout
+from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+
+#: Default ``max_message_size``: 4 GiB.  Large enough for any message that
+#: fits comfortably in memory, small enough that a corrupt header cannot
+#: make the reader allocate absurd amounts.
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 ** 3
+
+_write_frame = _core.write_frame
+
+# Errors of the C core after which the byte stream is out of sync.
+_STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
+
+
+class _GIPCHandle:
+    """What read and write ends have in common: ownership, locking,
+    closing.  Instances are made by :func:`gipc.pipe`."""
+
+    def __init__(self, fd):
+        self._fd = fd
+        self._id = os.urandom(3).hex()
+        self._legit_pid = _ownership.pid
+        # Equals the owner's pid while the handle is usable; None once it is
+        # closed or broken.  One comparison guards every call.
+        self._ok_pid = self._legit_pid
+        self._closed = False
+        self._broken = None
+        self._lock = gevent.lock.Semaphore(1)
+        _ownership.register(self)
+
+    @property
+    def closed(self):
+        """True once the handle is closed (or moved to a child)."""
+        return self._closed
+
+    def fileno(self):
+        """The underlying file descriptor."""
+        if self._closed:
+            raise GIPCClosed("GIPCHandle has been closed before.")
+        return self._fd
+
+    def _raise_unusable(self):
+        if self._closed:
+            raise GIPCClosed("GIPCHandle has been closed before.")
+        if self._legit_pid != _ownership.pid:
+            raise GIPCError(
+                "GIPCHandle %s not registered for current process %s "
+                "(it belongs to process %s)." % (
+                    self, _ownership.pid, self._legit_pid))
+        if self._broken is not None:
+            code, reason = self._broken
+            raise GIPCProtocolError(
+                code, "%s is unusable: %s" % (self, reason))
+
+    def _validate(self):
+        """Raise unless this process may use the handle now."""
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+
+    def _mark_broken(self, code, reason):
+        self._broken = (code, reason)
+        self._ok_pid = None
+
+    def _stream_error(self, exc):
+        """Turn an OSError of the core into the error to raise, marking the
+        handle broken when the stream can no longer be trusted."""
+        if exc.errno in _STREAM_ERRNOS:
+            self._mark_broken(exc.errno, exc.strerror)
+            return GIPCProtocolError(exc.errno, exc.strerror)
+        return exc
+
+    def _acquire_slow(self, timeout, deadline):
+        """Wait for another greenlet to finish its call on this handle."""
+        if deadline is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise gevent.Timeout(timeout)
+        if self._ok_pid != _ownership.pid:
+            self._lock.release()
+            self._raise_unusable()
+
+    def _take_over(self):
+        """Make this handle usable in the current process (it was passed to
+        this child).  The parent's lock state and watcher mean nothing here."""
+        self._legit_pid = _ownership.pid
+        if not self._closed and self._broken is None:
+            self._ok_pid = self._legit_pid
+        self._lock = gevent.lock.Semaphore(1)
+        return self._waiter.forget()
+
+    def _close_fd(self):
+        os.close(self._fd)
+
+    def close(self):
+        """Close the descriptor; the handle is unusable afterwards.
+
+        Raises :exc:`GIPCClosed` if already closed, :exc:`GIPCLocked` while
+        another greenlet is inside ``get()``/``put()`` on this handle, and
+        :exc:`GIPCError` in a process that does not own the handle.
+        """
+        if self._closed:
+            raise GIPCClosed("GIPCHandle has been closed before.")
+        if self._legit_pid != _ownership.pid:
+            self._raise_unusable()
+        if not self._lock.acquire(blocking=False):
+            raise GIPCLocked(
+                "Can't close handle %s: locked for I/O operation." % self)
+        try:
+            self._waiter.close()
+            self._close_fd()
+        finally:
+            self._fd = None
+            self._closed = True
+            self._ok_pid = None
+            _ownership.unregister(self)
+            self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        try:
+            self.close()
+        except GIPCClosed:
+            pass
+        except GIPCLocked:
+            raise GIPCLocked(
+                "Context manager can't close handle %s. It's locked for I/O "
+                "operation out of context." % self) from None
+
+    def __reduce__(self):
+        raise TypeError(
+            "%s cannot be pickled: pass it to gipc.start_process() as an "
+            "argument to use it in a child process" % type(self).__name__)
+
+    def __repr__(self):
+        return "<%s_%s fd: %s>" % (type(self).__name__, self._id, self._fd)
+
+    __str__ = __repr__
+
+
+class _GIPCReader(_GIPCHandle):
+    """The read end of a pipe: ``get()`` returns one message per call."""
+
+    def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+        self._core = _core.Reader(fd, max_message_size)
+        self._waiter = FdWaiter(fd, READ)
+        self._decoder = decoder
+        _GIPCHandle.__init__(self, fd)
+
+    @property
+    def max_message_size(self):
+        """Largest message (in bytes, encoded) that ``get()`` accepts.  A
+        larger one raises :exc:`GIPCProtocolError` before any memory is
+        allocated for it."""
+        return self._core.max_size
+
+    @max_message_size.setter
+    def max_message_size(self, value):
+        self._core.max_size = _check_size(value)
+
+    def get(self, timeout=None):
+        """Receive the next message, decode it and return it, waiting
+        cooperatively until it is here.
+
+        :arg timeout: None (wait for ever), a number of seconds, or a started
+            ``gevent.Timeout``.  A number bounds the whole call and raises
+            ``gevent.Timeout`` when it expires; a part of a message received
+            by then is kept, and the next ``get()`` continues it.  A
+            ``gevent.Timeout`` behaves as in gipc 1.8: it is cancelled as soon
+            as a message begins to arrive, and the call then completes it.
+        :raises EOFError: the write end is closed and no message is left.
+        :raises GIPCProtocolError: the stream is corrupt, a message exceeds
+            ``max_message_size``, or the pipe closed inside a message.
+        :raises GIPCClosed, GIPCError: closed handle, or foreign process.
+        """
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+        deadline = None
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+            if timeout is not None and not isinstance(timeout, gevent.Timeout):
+                deadline = Deadline(timeout)
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            self._acquire_slow(timeout, deadline)
+        try:
+            data = self._core.read_frame()
+            if data is None:
+                data = self._receive(timeout, deadline)
+            elif timeout is not None and deadline is None:
+                timeout.cancel()
+        except OSError as exc:
+            raise self._stream_error(exc)
+        finally:
+            lock.release()
+        decoder = self._decoder
+        return data if decoder is None else decoder(data)
+
+    def _receive(self, timeout, deadline):
+        read_frame = self._core.read_frame
+        if timeout is not None and deadline is None:
+            # gipc 1.8 semantics for a gevent.Timeout: it covers the wait for
+            # a message to begin, then it is cancelled.
+            self._waiter.wait()
+            timeout.cancel()
+            data = read_frame()
+            if data is not None:
+                return data
+        while True:
+            if deadline is None:
+                self._waiter.wait()
+            elif not self._waiter.wait(deadline.remaining()):
+                raise gevent.Timeout(timeout)
+            data = read_frame()
+            if data is not None:
+                return data
+
+    def poll(self):
+        """True if ``get()`` would return at once: a whole message is
+        buffered, or the pipe has data or EOF to report."""
+        self._validate()
+        if self._core.frame_ready():
+            return True
+        p = select.poll()
+        p.register(self._fd, select.POLLIN)
+        return bool(p.poll(0))
+
+    def _close_fd(self):
+        self._core.detach()
+        os.close(self._fd)
+
+
+class _GIPCWriter(_GIPCHandle):
+    """The write end of a pipe: ``put()`` sends one message per call."""
+
+    def __init__(self, fd, encoder):
+        self._waiter = FdWaiter(fd, WRITE)
+        self._encoder = encoder
+        _GIPCHandle.__init__(self, fd)
+
+    def put(self, o):
+        """Encode ``o`` and write it as one message, waiting cooperatively
+        until all of it is in the pipe.
+
+        With ``encoder=None`` (raw mode), ``o`` is any C-contiguous object
+        with the buffer protocol (bytes, bytearray, memoryview, array,
+        numpy array), sent without a copy.
+
+        :raises BrokenPipeError: every read end of the pipe is closed.
+        :raises GIPCProtocolError: an earlier ``put()`` was interrupted
+            half-way through a message.
+        :raises GIPCClosed, GIPCError: closed handle, or foreign process.
+        Errors of the encoder (e.g. ``pickle.PicklingError``) propagate and
+        leave the stream intact.
+        """
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+        encoder = self._encoder
+        data = o if encoder is None else encoder(o)
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            self._acquire_slow(None, None)
+        try:
+            offset = _write_frame(self._fd, data, 0)
+            if offset >= 0:
+                self._send_rest(data, offset)
+        finally:
+            lock.release()
+
+    def _send_rest(self, data, offset):
+        try:
+            while offset >= 0:
+                self._waiter.wait()
+                offset = _write_frame(self._fd, data, offset)
+        except BaseException as exc:
+            if offset > 0:
+                total = _core.frame_size(memoryview(data).nbytes)
+                self._mark_broken(errno.EPROTO, (
+                    "put() was interrupted by %s after writing %d of %d "
+                    "bytes of a message; the stream is out of sync"
+                    % (type(exc).__name__, offset, total)))
+            raise
+
+
+class _PairContext(tuple):
+    """A pair of handles that is also a context manager: leaving the
+    ``with`` block closes both (the second first, as gipc 1.8 does)."""
+
+    def __enter__(self):
+        for handle in self:
+            handle.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        try:
+            self[1].__exit__(exc_type, exc_value, traceback)
+        finally:
+            self[0].__exit__(exc_type, exc_value, traceback)
+
+
+class _GIPCDuplexHandle(_PairContext):
+    """One end of a duplex pipe: ``put()`` goes to the other end's
+    ``get()`` and vice versa.  Wraps a reader and a writer."""
+
+    def __new__(cls, rwpair):
+        return tuple.__new__(cls, rwpair)
+
+    def __init__(self, rwpair):
+        self._reader, self._writer = rwpair
+        self.put = self._writer.put
+        self.get = self._reader.get
+
+    @property
+    def closed(self):
+        """True once both halves are closed."""
+        return self._reader._closed and self._writer._closed
+
+    def poll(self):
+        """True if ``get()`` would return at once (see
+        :meth:`_GIPCReader.poll`)."""
+        return self._reader.poll()
+
+    def close(self):
+        """Close both halves; tolerates one of them being closed already.
+        Raises :exc:`GIPCClosed` if both are."""
+        if self._writer._closed and self._reader._closed:
+            raise GIPCClosed("Reader & writer in %s already closed." % (self,))
+        if not self._writer._closed:
+            self._writer.close()
+        if not self._reader._closed:
+            self._reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        try:
+            self.close()
+        except GIPCClosed:
+            pass
+
+    def __reduce__(self):
+        raise TypeError(
+            "_GIPCDuplexHandle cannot be pickled: pass it to "
+            "gipc.start_process() as an argument to use it in a child process")
+
+    def __repr__(self):
+        return "<%s(%r, %s)>" % (type(self).__name__, self._reader, self._writer)
+
+    __str__ = __repr__
+
+
+def _check_size(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_message_size must be an int, not %s"
+                        % type(value).__name__)
+    if value < 0:
+        raise ValueError("max_message_size must not be negative")
+    return value
+
+
+def handles_in(objects):
+    """Yield the single-end handles among ``objects`` (both halves of a
+    duplex handle)."""
+    for obj in objects:
+        if isinstance(obj, _GIPCHandle):
+            yield obj
+        elif isinstance(obj, _GIPCDuplexHandle):
+            yield obj._reader
+            yield obj._writer

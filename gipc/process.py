@@ -1,0 +1,122 @@
+"""Child processes: ``Process`` (the ``multiprocessing.Process`` API) and
+``start_process()`` (gipc 1.8's entry point, returning a ``_GProcess``).
+
+Both are ``multiprocessing.process.BaseProcess`` subclasses, so every method
+and every rule of ``multiprocessing.Process`` holds; only the popen object
+differs: it forks through gipc's C helper, gives the child a fresh gevent
+hub, and waits on the hub, so ``join()`` never blocks the event loop.
+"""
+import multiprocessing.util  # noqa: F401  (registers multiprocessing's
+# exit handler, which terminates daemonic children and joins the others)
+import signal
+import warnings
+from multiprocessing import process as mp_process
+
+from ._moves import collect_moved_handles
+from ._popen import Popen
+
+
+class Process(mp_process.BaseProcess):
+    """A child process with the exact ``multiprocessing.Process`` API
+    (``start``, ``run``, ``join``, ``is_alive``, ``exitcode``, ``pid``,
+    ``name``, ``daemon``, ``terminate``, ``kill``, ``close``,
+    ``sentinel``), whose waits are gevent-cooperative.
+
+    gipc pipe handles given directly in ``args`` or ``kwargs`` move to the
+    child: usable there, closed in the parent once the child has started.
+    """
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj):
+        return Popen(process_obj)
+
+    def start(self):
+        """Start the child: fork, run ``self.run()`` there, and close the
+        moved handles in the parent."""
+        self._check_closed()
+        if self._popen is None:
+            self._gipc_moved = collect_moved_handles(self._args, self._kwargs)
+        try:
+            super().start()
+        finally:
+            moved = self.__dict__.pop("_gipc_moved", ())
+        if self._popen is not None:
+            for handle in moved:
+                if not handle._closed:
+                    handle.close()
+
+
+def _status(process):
+    """The state word of gipc 1.8's repr."""
+    if process._closed:
+        return "closed"
+    if process._popen is None:
+        return "initial"
+    if process._parent_pid != mp_process.current_process().pid:
+        return "unknown"
+    code = process._popen.poll()
+    if code is None:
+        return "started"
+    if code == 0:
+        return "stopped"
+    if code < 0:
+        try:
+            return "stopped[%s]" % signal.Signals(-code).name
+        except ValueError:
+            pass
+    return "stopped[%s]" % code
+
+
+class _GProcess(Process):
+    """The process object of :func:`start_process` (gipc 1.8's name): a
+    :class:`Process` that is already started; a second ``start()`` only
+    warns."""
+
+    def start(self):
+        """Start the child; warn and do nothing if it was started."""
+        if self._popen is not None:
+            warnings.warn("Redundant call to %r.start(): the process is "
+                          "already started" % self, RuntimeWarning,
+                          stacklevel=2)
+            return
+        super().start()
+
+    def __repr__(self):
+        return "<%s(%s, %s%s)>" % (
+            type(self).__name__, self._name, _status(self),
+            " daemon" if self._config.get("daemon") else "")
+
+    __str__ = __repr__
+
+
+def start_process(target, args=(), kwargs={}, daemon=None, name=None):
+    """Start a child process running ``target(*args, **kwargs)`` and return
+    its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).
+
+    gipc handles (and duplex handles) given directly as ``args`` or
+    ``kwargs`` values move to the child: they are usable there and closed in
+    the parent right after the fork.  Every other gipc handle is closed in
+    the child.  The child starts with a fresh gevent hub: no greenlet of the
+    parent runs there, every signal except SIGKILL, SIGSTOP and SIGPIPE is
+    back at its default disposition, and it exits with ``os._exit`` and
+    multiprocessing's exit codes.
+
+    :raises TypeError: ``args`` is not a tuple or ``kwargs`` not a dict.
+    :raises GIPCClosed, GIPCLocked, GIPCError: a handle cannot move (closed,
+        in use, foreign, or hidden in a container); nothing was forked.
+    :raises OSError: fork() failed; the handles stay usable in the parent.
+    """
+    if not isinstance(args, tuple):
+        raise TypeError("`args` must be a tuple.")
+    if not isinstance(kwargs, dict):
+        raise TypeError("`kwargs` must be a dictionary.")
+    if not callable(target):
+        raise TypeError("`target` must be callable, not %s"
+                        % type(target).__name__)
+    process = _GProcess(target=target, name=name, args=args, kwargs=kwargs)
+    if daemon is not None:
+        process.daemon = daemon
+    process.start()
+    return process

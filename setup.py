@@ -1,0 +1,30 @@
+"""Build script for the C extension gipc._core (metadata: pyproject.toml).
+
+Set GIPC_STRICT=1 to turn compiler warnings into errors (CI does), and
+GIPC_SANITIZE=1 to build with AddressSanitizer and UBSan.
+"""
+import os
+
+from setuptools import Extension, setup
+
+extra_compile_args = ["-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
+extra_link_args = []
+if os.environ.get("GIPC_STRICT"):
+    extra_compile_args.append("-Werror")
+if os.environ.get("GIPC_SANITIZE"):
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+             "-fno-sanitize-recover=undefined", "-O1", "-g"]
+    extra_compile_args += flags
+    extra_link_args += flags
+
+setup(
+    ext_modules=[
+        Extension(
+            "gipc._core",
+            sources=["csrc/module.c", "csrc/frame.c", "csrc/fork.c"],
+            depends=["csrc/frame.h", "csrc/fork.h"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ],
+)

@@ -1,0 +1,84 @@
+"""Shared fixtures.  Every test is checked for leaks: it must leave no open
+descriptor, no open gipc handle, no live or zombie child and no running
+greenlet behind."""
+import gc
+import os
+
+import gevent
+import greenlet
+import pytest
+
+import gipc
+from gipc import _ownership
+
+
+def _open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _children():
+    """pids of this process's children, zombies included."""
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def _live_greenlets():
+    hub = gevent.get_hub()
+    return [g for g in gc.get_objects()
+            if isinstance(g, greenlet.greenlet) and g and g is not hub
+            and not isinstance(g, gevent.hub.Hub)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prime_gevent():
+    # The hub, its loop and threadpool open descriptors once, lazily; open
+    # them before the first leak check.
+    hub = gevent.get_hub()
+    hub.threadpool.spawn(lambda: None).get()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail a test that leaves descriptors, handles, children or greenlets
+    behind."""
+    fds_before = _open_fds()
+    children_before = _children()
+    greenlets_before = set(map(id, _live_greenlets()))
+    yield
+    gc.collect()
+    problems = []
+    handles = _ownership.get_all_handles()
+    if handles:
+        problems.append("open gipc handles: %r" % handles)
+        for h in handles:
+            try:
+                h.close()
+            except gipc.GIPCError:
+                pass
+    stray = [g for g in _live_greenlets() if id(g) not in greenlets_before]
+    if stray:
+        problems.append("running greenlets: %r" % stray)
+        gevent.killall([g for g in stray if isinstance(g, gevent.Greenlet)])
+    children = _children() - children_before
+    if children:
+        problems.append("child processes left: %r" % sorted(children))
+    leaked = _open_fds() - fds_before
+    leaked = {fd for fd in leaked if os.path.exists("/proc/self/fd/" + fd)}
+    if leaked:
+        targets = {}
+        for fd in leaked:
+            try:
+                targets[fd] = os.readlink("/proc/self/fd/" + fd)
+            except OSError:
+                pass
+        if targets:
+            problems.append("descriptors left open: %r" % targets)
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
