@@ -1,0 +1,428 @@
+"""The life of a child process: exit codes, signals, join, is_alive, close,
+repr, and the argument checks of start_process()."""
+import os
+import signal
+import sys
+import threading
+import warnings
+
+import gevent
+import gevent.event
+import gevent.select
+import pytest
+
+import gipc
+from gipc import GIPCError
+
+JOIN = 10  # seconds: generous bound for every wait on a child
+
+
+def _children():
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def _finish(process):
+    process.join(timeout=JOIN)
+    assert process.exitcode is not None, "child did not exit in time"
+    process.close()
+
+
+def _wait_exited(process):
+    """Wait (bounded, on the hub) until the child has exited, without
+    joining it."""
+    ready, _, _ = gevent.select.select([process.sentinel], [], [], JOIN)
+    assert ready, "child did not exit in time"
+
+
+# --- targets ----------------------------------------------------------------
+
+def _return_value():
+    return 7  # multiprocessing ignores the return value: exit code 0
+
+
+def _exit_with(code):
+    sys.exit(code)
+
+
+def _raise():
+    raise ValueError("boom in the child")
+
+
+def _os_exit(code):
+    os._exit(code)
+
+
+def _signal_self(signum):
+    os.kill(os.getpid(), signum)
+
+
+def _wait_for_message(reader):
+    reader.get()
+
+
+def _with_stderr_to(path, target, *args):
+    """Run ``target`` with the child's ``sys.stderr`` writing to ``path``
+    through a block-buffered file (so the child's final flush matters)."""
+    sys.stderr = open(path, "w", buffering=1 << 16)
+    target(*args)
+
+
+# --- exit codes ---------------------------------------------------------------
+
+@pytest.mark.parametrize("target, args, expected", [
+    (_return_value, (), 0),
+    (_exit_with, (None,), 0),
+    (_exit_with, (0,), 0),
+    (_exit_with, (3,), 3),
+    (_exit_with, (255,), 255),
+    (_os_exit, (42,), 42),
+    (_signal_self, (signal.SIGTERM,), -signal.SIGTERM),
+    (_signal_self, (signal.SIGKILL,), -signal.SIGKILL),
+    (_signal_self, (signal.SIGUSR1,), -signal.SIGUSR1),
+])
+def test_exit_codes(target, args, expected):
+    p = gipc.start_process(target, args=args)
+    p.join(timeout=JOIN)
+    assert p.exitcode == expected
+    assert not p.is_alive()
+    p.close()
+
+
+def test_sys_exit_with_message_prints_it_and_exits_1(tmp_path):
+    err = tmp_path / "stderr"
+    p = gipc.start_process(_with_stderr_to,
+                           args=(str(err), _exit_with, "goodbye, parent"))
+    p.join(timeout=JOIN)
+    assert p.exitcode == 1
+    assert err.read_text() == "goodbye, parent\n"
+    p.close()
+
+
+def test_uncaught_exception_prints_traceback_and_exits_1(tmp_path):
+    err = tmp_path / "stderr"
+    p = gipc.start_process(_with_stderr_to, args=(str(err), _raise))
+    p.join(timeout=JOIN)
+    assert p.exitcode == 1
+    text = err.read_text()
+    assert "Traceback (most recent call last)" in text
+    assert "ValueError: boom in the child" in text
+    assert "_raise" in text
+    p.close()
+
+
+def test_child_never_returns_into_the_parent_stack(tmp_path):
+    # If the child returned from start_process(), it would run the rest of
+    # this test too and create the marker file.
+    marker = tmp_path / "marker"
+    parent = os.getpid()
+    p = gipc.start_process(_return_value)
+    if os.getpid() != parent:  # pragma: no cover - only a broken child
+        marker.write_text("child came back")
+        os._exit(0)
+    p.join(timeout=JOIN)
+    assert p.exitcode == 0
+    assert not marker.exists()
+    p.close()
+
+
+# --- terminate / kill -------------------------------------------------------
+
+@pytest.mark.parametrize("method, signum", [
+    ("terminate", signal.SIGTERM), ("kill", signal.SIGKILL)])
+def test_terminate_and_kill(method, signum):
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        assert p.is_alive()
+        getattr(p, method)()
+        p.join(timeout=JOIN)
+        assert p.exitcode == -signum
+        assert not p.is_alive()
+        # Signalling an exited (reaped) child is harmless.
+        p.terminate()
+        p.kill()
+        assert p.exitcode == -signum
+    p.close()
+
+
+def test_terminate_after_exit_before_join_is_harmless():
+    p = gipc.start_process(_exit_with, args=(4,))
+    _wait_exited(p)
+    p.terminate()
+    p.kill()
+    p.join(timeout=JOIN)
+    assert p.exitcode == 4
+    p.close()
+
+
+# --- join, is_alive ---------------------------------------------------------
+
+def test_join_from_several_greenlets_with_and_without_timeout():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        ticks = []
+        ticker_stop = gevent.event.Event()
+
+        def ticker():
+            while not ticker_stop.is_set():
+                ticks.append(1)
+                ticker_stop.wait(0.005)
+
+        t = gevent.spawn(ticker)
+        # Joins with a short timeout all return None while the child runs,
+        # and the hub keeps running meanwhile.
+        short = [gevent.spawn(p.join, 0.05) for _ in range(5)]
+        gevent.joinall(short, timeout=JOIN, raise_error=True)
+        assert all(g.successful() for g in short)
+        assert [g.value for g in short] == [None] * 5
+        assert p.exitcode is None and p.is_alive()
+        assert len(ticks) >= 2
+        # Unbounded joins (and one bounded one) wait until the child exits.
+        waiting = [gevent.spawn(p.join) for _ in range(5)]
+        waiting.append(gevent.spawn(p.join, JOIN))
+        gevent.sleep(0)
+        assert not any(g.ready() for g in waiting)
+        w.put("go")
+        gevent.joinall(waiting, timeout=JOIN, raise_error=True)
+        assert all(g.successful() for g in waiting)
+        ticker_stop.set()
+        t.join(timeout=JOIN)
+    assert p.exitcode == 0
+    p.close()
+
+
+def test_join_timeout_zero_and_negative_do_not_wait():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        assert p.join(0) is None
+        assert p.join(-1) is None
+        assert p.exitcode is None
+        w.put(None)
+        _finish(p)
+
+
+def test_join_rejects_bad_timeout_types():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        with pytest.raises(TypeError):
+            p.join("1")
+        w.put(None)
+        _finish(p)
+
+
+def test_is_alive_transitions():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        assert p.pid > 0 and p.pid != os.getpid()
+        assert p.is_alive()
+        assert p.exitcode is None
+        w.put("go")
+        _wait_exited(p)
+        # Exited but not joined yet: is_alive() notices (and reaps).
+        assert not p.is_alive()
+        assert p.exitcode == 0
+        assert p.pid not in _children()
+        p.join(timeout=JOIN)
+        assert not p.is_alive()
+    p.close()
+
+
+def test_sentinel_is_readable_once_the_child_exited():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        assert isinstance(p.sentinel, int)
+        ready, _, _ = gevent.select.select([p.sentinel], [], [], 0)
+        assert ready == []
+        w.put("go")
+        _wait_exited(p)
+    _finish(p)
+
+
+def test_attributes():
+    p = gipc.start_process(_return_value, name="worker-1", daemon=True)
+    assert p.name == "worker-1"
+    assert p.daemon is True
+    assert isinstance(p, gipc._GProcess)
+    assert isinstance(p, gipc.Process)
+    _finish(p)
+    q = gipc.start_process(_return_value)
+    assert q.daemon is False
+    assert q.name.startswith("_GProcess-")
+    _finish(q)
+
+
+# --- close ----------------------------------------------------------------
+
+def test_close_while_running_raises_value_error():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        with pytest.raises(ValueError, match="still running"):
+            p.close()
+        assert p.is_alive()  # still usable
+        w.put("go")
+        p.join(timeout=JOIN)
+    assert p.exitcode == 0
+    p.close()
+
+
+def test_after_close_the_process_object_is_closed():
+    p = gipc.start_process(_exit_with, args=(5,))
+    p.join(timeout=JOIN)
+    sentinel = p.sentinel
+    p.close()
+    # The pidfd is released.
+    with pytest.raises(OSError):
+        os.fstat(sentinel)
+    for call in (p.is_alive, p.join, p.terminate, p.kill, p.start,
+                 lambda: p.exitcode, lambda: p.pid, lambda: p.sentinel):
+        with pytest.raises(ValueError, match="process object is closed"):
+            call()
+    p.close()  # closing twice is allowed, as in multiprocessing
+    assert repr(p) == "<_GProcess(%s, closed)>" % p.name
+
+
+# --- repr -----------------------------------------------------------------
+
+def test_repr_follows_gipc_1_8():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,), name="rp")
+        assert repr(p) == "<_GProcess(rp, started)>"
+        assert str(p) == repr(p)
+        w.put("go")
+        p.join(timeout=JOIN)
+    assert repr(p) == "<_GProcess(rp, stopped)>"
+    p.close()
+
+    p = gipc.start_process(_exit_with, args=(1,), name="one", daemon=True)
+    p.join(timeout=JOIN)
+    assert repr(p) == "<_GProcess(one, stopped[1] daemon)>"
+    p.close()
+
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,), name="t")
+        p.terminate()
+        p.join(timeout=JOIN)
+    assert repr(p) == "<_GProcess(t, stopped[SIGTERM])>"
+    p.close()
+
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,), name="d",
+                               daemon=True)
+        assert repr(p) == "<_GProcess(d, started daemon)>"
+        p.kill()
+        p.join(timeout=JOIN)
+    assert repr(p) == "<_GProcess(d, stopped[SIGKILL] daemon)>"
+    p.close()
+
+
+# --- start() -------------------------------------------------------------
+
+def test_second_start_is_harmless_and_warns():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        before = _children()
+        with pytest.warns(RuntimeWarning, match="start"):
+            p.start()
+        assert _children() == before
+        w.put("go")
+        p.join(timeout=JOIN)
+        assert p.exitcode == 0
+        # ... and after the child exited too.
+        with pytest.warns(RuntimeWarning):
+            p.start()
+        assert _children() == before - {p.pid}
+    p.close()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(args=[1]), "args"),
+    (dict(args=None), "args"),
+    (dict(kwargs=[("a", 1)]), "kwargs"),
+    (dict(kwargs=None), "kwargs"),
+])
+def test_bad_args_or_kwargs_raise_type_error_before_fork(kwargs, message):
+    before = _children()
+    with pytest.raises(TypeError, match=message):
+        gipc.start_process(_return_value, **kwargs)
+    assert _children() == before
+
+
+def test_args_and_kwargs_reach_the_target():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_report_args, args=(w, 1, "two"),
+                               kwargs={"three": [3]})
+        assert r.get(timeout=JOIN) == ((1, "two"), {"three": [3]})
+        _finish(p)
+
+
+def _report_args(writer, *args, **kwargs):
+    writer.put((args, kwargs))
+
+
+# --- where start_process() refuses to run ---------------------------------
+
+def test_start_process_from_a_thread_raises():
+    outcome = []
+
+    def in_thread():
+        try:
+            gipc.start_process(_return_value)
+        except BaseException as exc:  # noqa: BLE001 - recorded for asserts
+            outcome.append(exc)
+        else:  # pragma: no cover
+            outcome.append(None)
+
+    before = _children()
+    t = threading.Thread(target=in_thread)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "threads running" warning either
+        t.start()
+        t.join(JOIN)
+    assert not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], GIPCError)
+    assert "main thread" in str(outcome[0])
+    assert _children() == before
+
+
+def test_start_process_from_the_hub_raises():
+    result = gevent.event.AsyncResult()
+
+    def in_hub():
+        try:
+            gipc.start_process(_return_value)
+        except BaseException as exc:  # noqa: BLE001
+            result.set(exc)
+        else:  # pragma: no cover
+            result.set(None)
+
+    before = _children()
+    gevent.get_hub().loop.run_callback(in_hub)
+    exc = result.get(timeout=JOIN)
+    assert isinstance(exc, GIPCError)
+    assert "hub" in str(exc)
+    assert _children() == before
+
+
+def test_process_subclass_with_run():
+    with gipc.pipe() as (r, w):
+        p = _Squarer(w, 9)
+        p.start()
+        assert r.get(timeout=JOIN) == 81
+        p.join(timeout=JOIN)
+        assert p.exitcode == 0
+        p.close()
+
+
+class _Squarer(gipc.Process):
+    def __init__(self, writer, n):
+        super().__init__(args=(writer,))
+        self.n = n
+
+    def run(self):
+        self._args[0].put(self.n ** 2)
