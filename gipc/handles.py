@@ -216,8 +216,10 @@ class _GIPCReader(_GIPCHandle):
         read_frame = self._core.read_frame
         if timeout is not None and deadline is None:
             # gipc 1.8 semantics for a gevent.Timeout: it covers the wait for
-            # a message to begin, then it is cancelled.
-            self._waiter.wait()
+            # a message to begin, then it is cancelled.  A message has begun
+            # when part of it is buffered already.
+            if not self._core.buffered:
+                self._waiter.wait()
             timeout.cancel()
             data = read_frame()
             if data is not None:
