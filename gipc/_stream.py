@@ -1,0 +1,145 @@
+"""What every framed stream endpoint of gipc has in common.
+
+Pipe handles (``handles.py``) and multiprocessing-style connections
+(``connection.py``) are thin shells around a descriptor and the C core.
+Both must check that they may be used (open, owned by this process, stream
+in sync), serialise the greenlets that use one direction at once, wait on
+the hub when the core says the descriptor would block, and mark the stream
+broken when it can no longer be trusted.  That logic lives here, once.
+"""
+import errno
+import select
+
+import gevent
+
+from . import _core, _ownership
+from .exceptions import GIPCClosed, GIPCError, GIPCProtocolError
+
+_write_frame = _core.write_frame
+
+# Errors of the C core after which the byte stream is out of sync.
+STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
+
+
+class Endpoint:
+    """Ownership, closed and broken state of one descriptor-backed
+    endpoint, registered with :mod:`gipc._ownership`.
+
+    Subclasses call :meth:`_init_endpoint` and may override
+    :meth:`_closed_error` (the exception raised when used after close).
+    """
+
+    def _init_endpoint(self):
+        self._legit_pid = _ownership.pid
+        # Equals the owner's pid while the endpoint is usable; None once it
+        # is closed or broken.  One comparison guards every call.
+        self._ok_pid = self._legit_pid
+        self._closed = False
+        self._broken = None
+        _ownership.register(self)
+
+    #: How error messages name the sending call.
+    _send_name = "put()"
+
+    def _closed_error(self):
+        return GIPCClosed("GIPCHandle has been closed before.")
+
+    def _raise_unusable(self):
+        if self._closed:
+            raise self._closed_error()
+        if self._legit_pid != _ownership.pid:
+            raise GIPCError(
+                "%s not registered for current process %s (it belongs to "
+                "process %s)." % (self, _ownership.pid, self._legit_pid))
+        if self._broken is not None:
+            code, reason = self._broken
+            raise GIPCProtocolError(
+                code, "%s is unusable: %s" % (self, reason))
+
+    def _validate(self):
+        """Raise unless this process may use the endpoint now."""
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+
+    def _mark_broken(self, code, reason):
+        self._broken = (code, reason)
+        self._ok_pid = None
+
+    def _stream_error(self, exc):
+        """Turn an OSError of the core into the error to raise, marking the
+        endpoint broken when the stream can no longer be trusted."""
+        if exc.errno in STREAM_ERRNOS:
+            self._mark_broken(exc.errno, exc.strerror)
+            return GIPCProtocolError(exc.errno, exc.strerror)
+        return exc
+
+    def _acquire_slow(self, lock, timeout=None, deadline=None):
+        """Wait for another greenlet to finish its call in the direction
+        guarded by ``lock``, then check again that the endpoint is usable.
+        Raises ``gevent.Timeout(timeout)`` once ``deadline`` passed."""
+        if deadline is None:
+            lock.acquire()
+        elif not lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise gevent.Timeout(timeout)
+        if self._ok_pid != _ownership.pid:
+            lock.release()
+            self._raise_unusable()
+
+    def _own_here(self):
+        """Make the endpoint usable in the current process (it was passed to
+        this child)."""
+        self._legit_pid = _ownership.pid
+        if not self._closed and self._broken is None:
+            self._ok_pid = self._legit_pid
+
+    def _finish_close(self):
+        """Record that the descriptor is closed."""
+        self._fd = None
+        self._closed = True
+        self._ok_pid = None
+        _ownership.unregister(self)
+
+    def _receive_frame(self, core, waiter, deadline=None):
+        """The next payload of ``core`` (a ``_core.Reader``), waiting on
+        ``waiter`` while it is incomplete; None once ``deadline`` passed
+        (the part received so far stays in ``core``).  The caller holds the
+        read lock and turns OSErrors with :meth:`_stream_error`."""
+        read_frame = core.read_frame
+        data = read_frame()
+        while data is None:
+            if deadline is None:
+                waiter.wait()
+            elif not waiter.wait(deadline.remaining()):
+                return None
+            data = read_frame()
+        return data
+
+    def _send_frame(self, fd, data, waiter):
+        """Write ``data`` as one frame, waiting on ``waiter`` while the
+        descriptor is full.  The caller holds the write lock.  If anything
+        interrupts the frame half-way, the endpoint is marked broken."""
+        offset = _write_frame(fd, data, 0)
+        if offset < 0:
+            return
+        try:
+            while offset >= 0:
+                waiter.wait()
+                offset = _write_frame(fd, data, offset)
+        except BaseException as exc:
+            if offset > 0:
+                total = _core.frame_size(memoryview(data).nbytes)
+                self._mark_broken(errno.EPROTO, (
+                    "%s was interrupted by %s after writing %d of %d "
+                    "bytes of a message; the stream is out of sync"
+                    % (self._send_name, type(exc).__name__, offset, total)))
+            raise
+
+
+def input_ready(core, fd):
+    """True if reading would not wait: ``core`` holds a whole message, or
+    ``fd`` has data (or EOF, or an error) to report.  Never blocks."""
+    if core.frame_ready():
+        return True
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
