@@ -1,12 +1,15 @@
 """Which handles move to a child process, checked before any fork.
 
-Handles given as top-level ``args`` or ``kwargs`` values (both halves of a
-duplex handle) move: the child owns them, the parent closes them once the
-child is started.  Everything is validated first, so that a bad handle
-raises before any child exists.
+Handles and :class:`gipc.Connection` objects given as top-level ``args``
+or ``kwargs`` values (both halves of a duplex handle) move: the child owns
+them, the parent closes them once the child is started.  Everything is
+validated first, so that a bad handle raises before any child exists.
 """
+from .connection import Connection
 from .exceptions import GIPCError, GIPCLocked
 from .handles import _GIPCDuplexHandle, _GIPCHandle, handles_in
+
+_MOVABLE = (_GIPCHandle, _GIPCDuplexHandle, Connection)
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
@@ -18,7 +21,7 @@ def _find_nested(obj, seen):
     seen.add(id(obj))
     items = obj.values() if isinstance(obj, dict) else obj
     for item in items:
-        if isinstance(item, (_GIPCHandle, _GIPCDuplexHandle)):
+        if isinstance(item, _MOVABLE):
             return item
         if isinstance(item, _CONTAINERS):
             found = _find_nested(item, seen)
@@ -27,9 +30,18 @@ def _find_nested(obj, seen):
     return None
 
 
+def _movable_in(objects):
+    """The single-end handles and connections among ``objects``."""
+    for obj in objects:
+        if isinstance(obj, Connection):
+            yield obj
+        else:
+            yield from handles_in((obj,))
+
+
 def collect_moved_handles(args, kwargs):
-    """Return the single-end handles that ``args``/``kwargs`` move to a
-    child, after checking that each one may move now.
+    """Return the single-end handles and connections that ``args``/
+    ``kwargs`` move to a child, after checking that each one may move now.
 
     :raises GIPCClosed: a handle is closed (or already moved to a child).
     :raises GIPCLocked: a greenlet is inside ``get()``/``put()`` on it.
@@ -38,7 +50,7 @@ def collect_moved_handles(args, kwargs):
     """
     top_level = list(args) + list(kwargs.values())
     moved = []
-    for handle in handles_in(top_level):
+    for handle in _movable_in(top_level):
         if handle in moved:
             continue
         handle._validate()

@@ -1,0 +1,320 @@
+"""``gipc.Pipe()`` and ``gipc.Connection``: the API of
+``multiprocessing.connection``, cooperative.
+
+A :class:`Connection` speaks the wire format of ``multiprocessing``
+(see README, "Wire format") through gipc's C core: frames go out with
+``_core.write_frame`` and come in through a ``_core.Reader``.  Whenever the
+descriptor would block, the calling greenlet waits on the gevent hub; the
+event loop never stops.  A gipc ``Connection`` can talk to a stdlib
+``multiprocessing.connection.Connection`` on the other end of the same pipe
+or socket.
+
+Connections are owned like gipc's pipe handles: one given directly in
+``args``/``kwargs`` of :class:`gipc.Process` moves to the child (closed in
+the parent once the child has started); every other one is closed in the
+child.
+"""
+import errno
+import os
+import socket
+
+import gevent.lock
+from multiprocessing import BufferTooShort
+from multiprocessing.reduction import ForkingPickler
+
+from . import _core, _ownership
+from ._cooperate import READ, WRITE, FdWaiter
+from ._stream import Endpoint
+from .exceptions import GIPCLocked
+from .handles import DEFAULT_MAX_MESSAGE_SIZE
+from .pipe import _os_pipe
+
+__all__ = ["Connection", "Pipe"]
+
+
+class _DirectionLocks:
+    """One lock per direction, so that a greenlet may send while another
+    one waits in ``recv()``.  ``locked()`` answers for both (what
+    ``gipc._moves`` asks before a connection moves to a child)."""
+
+    __slots__ = ("read", "write")
+
+    def __init__(self):
+        self.read = gevent.lock.Semaphore(1)
+        self.write = gevent.lock.Semaphore(1)
+
+    def locked(self):
+        return self.read.locked() or self.write.locked()
+
+
+class Connection(Endpoint):
+    """A connection over a pipe or socket descriptor, with the API of
+    ``multiprocessing.connection.Connection``; every wait is cooperative.
+
+    ``Connection(fd, readable=True, writable=True)`` takes ownership of
+    ``fd`` (it is closed by :meth:`close`) and makes it non-blocking.
+    Usually made by :func:`Pipe`.
+    """
+
+    _send_name = "send()"
+
+    def __init__(self, handle, readable=True, writable=True):
+        fd = handle.__index__()
+        if fd < 0:
+            raise ValueError("invalid handle")
+        if not readable and not writable:
+            raise ValueError(
+                "at least one of `readable` and `writable` must be True")
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._readable = bool(readable)
+        self._writable = bool(writable)
+        self._core = _core.Reader(fd, DEFAULT_MAX_MESSAGE_SIZE) \
+            if readable else None
+        self._rwaiter = FdWaiter(fd, READ)
+        self._wwaiter = FdWaiter(fd, WRITE)
+        self._lock = _DirectionLocks()
+        self._init_endpoint()
+
+    # -- state --------------------------------------------------------------
+
+    def _closed_error(self):
+        return OSError("handle is closed")
+
+    @property
+    def closed(self):
+        """True if the connection is closed (or was moved to a child)."""
+        return self._closed
+
+    @property
+    def readable(self):
+        """True if the connection is readable."""
+        return self._readable
+
+    @property
+    def writable(self):
+        """True if the connection is writable."""
+        return self._writable
+
+    def fileno(self):
+        """The file descriptor of the connection."""
+        if self._closed:
+            raise self._closed_error()
+        return self._fd
+
+    def _check_readable(self):
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+        if not self._readable:
+            raise OSError("connection is write-only")
+
+    def _check_writable(self):
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+        if not self._writable:
+            raise OSError("connection is read-only")
+
+    # -- sending --------------------------------------------------------------
+
+    def send_bytes(self, buf, offset=0, size=None):
+        """Send the bytes of a bytes-like object (or ``size`` of them from
+        ``offset``) as one message."""
+        self._check_writable()
+        m = memoryview(buf)
+        if m.itemsize > 1:
+            m = m.cast('B')
+        n = m.nbytes
+        if offset < 0:
+            raise ValueError("offset is negative")
+        if n < offset:
+            raise ValueError("buffer length < offset")
+        if size is None:
+            size = n - offset
+        elif size < 0:
+            raise ValueError("size is negative")
+        elif offset + size > n:
+            raise ValueError("buffer length < offset + size")
+        self._send(m[offset:offset + size])
+
+    def send(self, obj):
+        """Send a picklable object."""
+        self._check_writable()
+        self._send(ForkingPickler.dumps(obj))
+
+    def _send(self, data):
+        lock = self._lock.write
+        if not lock.acquire(blocking=False):
+            self._acquire_slow(lock)
+        try:
+            self._send_frame(self._fd, data, self._wwaiter)
+        finally:
+            lock.release()
+
+    # -- receiving ------------------------------------------------------------
+
+    def recv_bytes(self, maxlength=None):
+        """Receive one message as ``bytes``.  A message longer than
+        ``maxlength`` raises ``OSError`` and makes the connection unreadable
+        (closes it if it is read-only), as in ``multiprocessing``."""
+        self._check_readable()
+        if maxlength is not None and maxlength < 0:
+            raise ValueError("negative maxlength")
+        return self._recv(maxlength)
+
+    def recv_bytes_into(self, buf, offset=0):
+        """Receive one message into the writable buffer ``buf`` at byte
+        ``offset``; return its size.  If it does not fit, raise
+        ``multiprocessing.BufferTooShort`` carrying the whole message (which
+        is consumed), as ``multiprocessing`` does."""
+        self._check_readable()
+        with memoryview(buf) as m:
+            bytesize = m.itemsize * len(m)
+            if offset < 0:
+                raise ValueError("negative offset")
+            elif offset > bytesize:
+                raise ValueError("offset too large")
+            data = self._recv()
+            size = len(data)
+            if bytesize < offset + size:
+                raise BufferTooShort(data)
+            with m.cast('B') as target:
+                target[offset:offset + size] = data
+            return size
+
+    def recv(self):
+        """Receive one message and unpickle it."""
+        self._check_readable()
+        return ForkingPickler.loads(self._recv())
+
+    def _recv(self, maxlength=None):
+        lock = self._lock.read
+        if not lock.acquire(blocking=False):
+            self._acquire_slow(lock)
+        core = self._core
+        limited = maxlength is not None and maxlength < core.max_size
+        data = None
+        try:
+            if limited:
+                core.max_size = maxlength
+            data = self._receive_frame(core, self._rwaiter)
+        except OSError as exc:
+            if not (limited and exc.errno == errno.EMSGSIZE):
+                raise self._stream_error(exc)
+        finally:
+            if limited:
+                core.max_size = DEFAULT_MAX_MESSAGE_SIZE
+            lock.release()
+        # (A frame whose header arrived in an earlier, interrupted call was
+        # not checked against maxlength by the core.)
+        if data is None or (maxlength is not None and len(data) > maxlength):
+            self._bad_message_length()
+        return data
+
+    def _bad_message_length(self):
+        # As multiprocessing: the stream is out of sync for reading.
+        if self._writable:
+            self._readable = False
+        else:
+            self.close()
+        raise OSError("bad message length")
+
+    def poll(self, timeout=0.0):
+        """True if there is something to read (a message, or EOF), waiting
+        cooperatively up to ``timeout`` seconds (None: for ever)."""
+        self._check_readable()
+        from .wait import wait
+        return bool(wait([self], timeout))
+
+    def _ready_core(self):
+        """The reader whose buffered frames count as ready input, if any."""
+        return self._core if self._readable else None
+
+    # -- closing and moving ---------------------------------------------------
+
+    def close(self):
+        """Close the connection; closing a closed connection does nothing.
+
+        Raises :exc:`gipc.GIPCLocked` while another greenlet is inside a
+        call on it, and :exc:`gipc.GIPCError` in a process that does not own
+        it.
+        """
+        if self._closed:
+            return
+        if self._legit_pid != _ownership.pid:
+            self._raise_unusable()
+        locks = self._lock
+        if not locks.read.acquire(blocking=False):
+            raise GIPCLocked("Can't close %s: a greenlet is receiving on it."
+                             % self)
+        try:
+            if not locks.write.acquire(blocking=False):
+                raise GIPCLocked("Can't close %s: a greenlet is sending on "
+                                 "it." % self)
+            try:
+                fd = self._fd
+                self._rwaiter.close()
+                self._wwaiter.close()
+                if self._core is not None:
+                    self._core.detach()
+                try:
+                    os.close(fd)
+                finally:
+                    self._finish_close()
+            finally:
+                locks.write.release()
+        finally:
+            locks.read.release()
+
+    def _take_over(self):
+        """Make the connection usable in this child process; returns the
+        parent's watchers, to be kept referenced and never touched."""
+        self._own_here()
+        self._lock = _DirectionLocks()
+        return (self._rwaiter.forget(), self._wwaiter.forget())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+
+    def __reduce__(self):
+        raise TypeError(
+            "gipc.Connection cannot be pickled: pass it to gipc.Process() "
+            "as an argument to use it in a child process")
+
+    def __repr__(self):
+        mode = "".join(("r" if self._readable else "",
+                        "w" if self._writable else ""))
+        state = "closed" if self._closed else "fd=%s" % self._fd
+        return "<gipc.Connection %s %s>" % (state, mode)
+
+
+def Pipe(duplex=True):
+    """Return a pair ``(conn1, conn2)`` of :class:`Connection` objects,
+    as ``multiprocessing.Pipe`` does.
+
+    ``duplex=True``: both are readable and writable (a Unix socket pair).
+    ``duplex=False``: ``conn1`` only receives and ``conn2`` only sends (an
+    OS pipe).
+    """
+    if duplex:
+        s1, s2 = socket.socketpair()
+        fd1, fd2 = s1.detach(), s2.detach()
+        kinds = ((True, True), (True, True))
+    else:
+        fd1, fd2 = _os_pipe(None)
+        kinds = ((True, False), (False, True))
+    try:
+        c1 = Connection(fd1, *kinds[0])
+    except BaseException:
+        os.close(fd1)
+        os.close(fd2)
+        raise
+    try:
+        c2 = Connection(fd2, *kinds[1])
+    except BaseException:
+        c1.close()
+        os.close(fd2)
+        raise
+    return c1, c2
