@@ -5,10 +5,14 @@ the event loop; ``gipc.start_process()`` forks a child with a fresh gevent
 hub.  The public API of gipc 1.8 is kept; the hot paths are in C
 (``gipc._core``).
 """
+from multiprocessing import active_children, current_process, parent_process
+
+from .connection import Connection, Pipe
 from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import pipe
 from .process import Process, _GProcess, start_process
+from .wait import wait
 
 __version__ = "2.0.0.dev0"
 
@@ -16,6 +20,12 @@ __all__ = [
     "pipe",
     "start_process",
     "Process",
+    "Pipe",
+    "Connection",
+    "wait",
+    "current_process",
+    "parent_process",
+    "active_children",
     "GIPCError",
     "GIPCClosed",
     "GIPCLocked",
