@@ -457,9 +457,17 @@ def test_64bit_header_large_payload_pickled():
     r, w = gipc.pipe(encoder=None)
 
     def feed():
-        for i in range(0, len(blob), 4096):
-            _hand_write(w, blob[i:i + 4096])
-            gevent.sleep(0)
+        fd = os.dup(w.fileno())
+        try:
+            view = memoryview(blob)
+            while view:
+                gevent.socket.wait_write(fd, timeout=WAIT)
+                try:
+                    view = view[os.write(fd, view[:4096]):]
+                except BlockingIOError:
+                    pass
+        finally:
+            os.close(fd)
 
     g = gevent.spawn(feed)
     try:
