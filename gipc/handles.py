@@ -32,6 +32,10 @@ class _GIPCHandle:
     closing.  Instances are made by :func:`gipc.pipe`."""
 
     def __init__(self, fd):
+        # gipc.pipe() makes non-blocking pipes; a descriptor given to a
+        # handle directly (as gipc 1.8 allowed) is made non-blocking here,
+        # or the C core would block the event loop on it.
+        os.set_blocking(fd, False)
         self._fd = fd
         self._id = os.urandom(3).hex()
         self._legit_pid = _ownership.pid
