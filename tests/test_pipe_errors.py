@@ -664,3 +664,39 @@ def test_closed_handle_in_foreign_process_reports_closed():
     report = _in_forked_child(r.get)
     assert report.startswith("GIPCClosed:"), report
     w.close()
+
+
+# ------------------------------------------- waiting for a busy handle
+
+
+def test_numeric_timeout_covers_waiting_for_a_busy_handle():
+    with gipc.pipe() as (r, w):
+        g = gevent.spawn(r.get)
+        try:
+            gevent.sleep(0)  # g holds the handle, waiting for input
+            assert not g.ready()
+            with pytest.raises(gevent.Timeout):
+                r.get(timeout=0.05)
+            w.put("for g")
+            assert g.get(timeout=WAIT) == "for g"
+        finally:
+            _kill(g)
+
+
+def test_greenlet_waiting_for_the_handle_sees_it_broken():
+    """A second reader queued behind one that hits a corrupt header gets
+    the protocol error too, instead of reading the desynchronised stream."""
+    with _raw_pipe() as (r, w):
+        first = gevent.spawn(r.get)
+        second = gevent.spawn(r.get)
+        try:
+            gevent.sleep(0)
+            assert not first.ready() and not second.ready()
+            _hand_write(w, struct.pack(">i", -9) + _frame(b"after"))
+            with pytest.raises(GIPCProtocolError):
+                first.get(timeout=WAIT)
+            with pytest.raises(GIPCProtocolError, match="negative length"):
+                second.get(timeout=WAIT)
+        finally:
+            _kill(first, second)
+
