@@ -113,6 +113,10 @@ class Popen:
         # As multiprocessing does: the sentinel stays valid until close()
         # or until this object is collected.
         self.finalizer = weakref.finalize(self, _close_quietly, pidfd)
+        # Not at interpreter exit: multiprocessing's exit handler (which
+        # runs after weakref's) still needs the pidfd to terminate and join
+        # the children left.
+        self.finalizer.atexit = False
 
     def poll(self, flag=os.WNOHANG):
         """The exit code if the child has exited (reaping it), else None."""
