@@ -17,6 +17,7 @@ import gevent.hub
 from gevent._hub_local import get_hub_if_exists
 
 from . import _ownership
+from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
 # The parent's hub, loop watchers and greenlets, kept referenced for the
@@ -27,15 +28,47 @@ _parked = []
 
 def _replace_hub():
     old_hub = get_hub_if_exists()
-    if old_hub is None:
-        return
-    _parked.append(old_hub)
-    gevent.hub.set_hub(None)
-    loop = old_hub.loop
-    if loop is not None:
-        # libev has one default loop per process; the new hub would inherit
-        # its watchers (and so run parent greenlets) unless it is destroyed.
-        loop.destroy()
+    if old_hub is not None:
+        _parked.append(old_hub)
+        _make_unswitchable(old_hub)
+        gevent.hub.set_hub(None)
+        loop = old_hub.loop
+        if loop is not None:
+            # libev has one default loop per process; the new hub would
+            # inherit its watchers (and so run parent greenlets) unless it
+            # is destroyed.
+            loop.destroy()
+    # The fresh hub and its (new default) loop, now.  libev's default loop
+    # installs a SIGCHLD handler that reaps *every* child with waitpid(-1);
+    # gevent undoes that only for the first default loop of a process, so
+    # here it would stay and steal the exit statuses of this child's own
+    # children (gipc, subprocess, multiprocessing).  gevent's child
+    # watchers put it back when they are used (loop.install_sigchld()).
+    gevent.get_hub()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _make_unswitchable(old_hub):
+    """Make a switch into the parent's hub raise instead of resuming it.
+
+    gevent objects the parent used (an Event or Semaphore it waited on, a
+    greenlet it spawned) stay bound to the parent's hub; waiting on one in
+    the child switches to that hub, whose run loop would then continue in
+    the child (and crash: its loop is destroyed).  The parked hub gets a
+    class whose switch() raises a clear error instead."""
+    base = type(old_hub)
+
+    def switch(self, *args, **kwargs):
+        raise GIPCError(
+            "this gevent object (lock, event, queue, greenlet...) belongs to "
+            "the parent process's hub and cannot be waited on in a gipc "
+            "child; create it in the child")
+
+    try:
+        old_hub.__class__ = type("ParkedParentHub", (base,), {
+            "switch": switch, "throw": switch, "__module__": __name__})
+    except TypeError:
+        pass  # an exotic hub class: keep it as it is
 
 
 def _sync_python_signal_table():

@@ -111,24 +111,45 @@ def test_only_passed_handles_exist_in_the_child():
             h.close()
 
 
-def _read_unpassed(reader_fd, writer):
-    # The parent's reader was not passed: its descriptor is closed here.
+def _report_fd(fd, inode, writer):
+    # The parent's reader was not passed: its descriptor is closed here
+    # (its number may have been reused for something else since).
     try:
-        os.fstat(reader_fd)
+        same = os.fstat(fd).st_ino == inode
     except OSError:
-        writer.put("closed")
-    else:
-        writer.put("open")
+        same = False
+    writer.put("open" if same else "closed")
 
 
 def test_unpassed_handles_descriptors_are_closed_in_child():
     other_r, other_w = gipc.pipe()
     r, w = gipc.pipe()
-    p = gipc.start_process(_read_unpassed, args=(other_r.fileno(), w))
+    inode = os.fstat(other_r.fileno()).st_ino
+    p = gipc.start_process(_report_fd, args=(other_r.fileno(), inode, w))
     assert r.get(timeout=JOIN) == "closed"
     _finish(p)
     for h in (other_r, other_w, r):
         h.close()
+
+
+def test_child_holds_no_copy_of_unpassed_write_end():
+    # If the child kept a copy of other_w, closing it here would not give
+    # the reader EOF while the child lives.
+    other_r, other_w = gipc.pipe()
+    r, w = gipc.pipe()
+    p = gipc.start_process(_wait_for, args=(r,))
+    other_w.close()
+    with pytest.raises(EOFError):
+        other_r.get(timeout=JOIN)
+    assert p.is_alive()
+    w.put("done")
+    _finish(p)
+    other_r.close()
+    w.close()
+
+
+def _wait_for(reader):
+    reader.get()
 
 
 def test_handle_passed_twice_moves_once():
