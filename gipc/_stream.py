@@ -38,7 +38,8 @@ class Endpoint:
         self._broken = None
         _ownership.register(self)
 
-    #: How error messages name the sending call.
+    #: How error messages name the endpoint and its sending call.
+    _noun = "GIPCHandle"
     _send_name = "put()"
 
     def _closed_error(self):
@@ -49,8 +50,9 @@ class Endpoint:
             raise self._closed_error()
         if self._legit_pid != _ownership.pid:
             raise GIPCError(
-                "%s not registered for current process %s (it belongs to "
-                "process %s)." % (self, _ownership.pid, self._legit_pid))
+                "%s %s not registered for current process %s (it belongs "
+                "to process %s)." % (self._noun, self, _ownership.pid,
+                                     self._legit_pid))
         if self._broken is not None:
             code, reason = self._broken
             raise GIPCProtocolError(
@@ -99,20 +101,21 @@ class Endpoint:
         self._ok_pid = None
         _ownership.unregister(self)
 
-    def _receive_frame(self, core, waiter, deadline=None):
-        """The next payload of ``core`` (a ``_core.Reader``), waiting on
-        ``waiter`` while it is incomplete; None once ``deadline`` passed
-        (the part received so far stays in ``core``).  The caller holds the
-        read lock and turns OSErrors with :meth:`_stream_error`."""
+    def _wait_frame(self, core, waiter, deadline=None):
+        """Call after ``core.read_frame()`` returned None: wait on
+        ``waiter`` and read again until a payload is complete, and return
+        it; return None once ``deadline`` passed (the part received so far
+        stays in ``core``).  The caller holds the read lock and turns
+        OSErrors with :meth:`_stream_error`."""
         read_frame = core.read_frame
-        data = read_frame()
-        while data is None:
+        while True:
             if deadline is None:
                 waiter.wait()
             elif not waiter.wait(deadline.remaining()):
                 return None
             data = read_frame()
-        return data
+            if data is not None:
+                return data
 
     def _send_frame(self, fd, data, waiter):
         """Write ``data`` as one frame, waiting on ``waiter`` while the

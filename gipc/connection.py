@@ -56,6 +56,7 @@ class Connection(Endpoint):
     Usually made by :func:`Pipe`.
     """
 
+    _noun = "Connection"
     _send_name = "send()"
 
     def __init__(self, handle, readable=True, writable=True):
@@ -196,7 +197,9 @@ class Connection(Endpoint):
         try:
             if limited:
                 core.max_size = maxlength
-            data = self._receive_frame(core, self._rwaiter)
+            data = core.read_frame()
+            if data is None:
+                data = self._wait_frame(core, self._rwaiter)
         except OSError as exc:
             if not (limited and exc.errno == errno.EMSGSIZE):
                 raise self._stream_error(exc)
