@@ -1,0 +1,120 @@
+"""What is measured: the cases of issue 4, their sizes and counts (full and
+--quick), the metrics they report, and the targets of the issue."""
+from collections import namedtuple
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# higher: True if a larger value is better.
+Metric = namedtuple("Metric", "key label unit higher")
+Case = namedtuple("Case", "id title metrics full quick timeout")
+
+_MSGS = Metric("msgs_per_s", None, "msgs/s", True)
+_BW = Metric("mb_per_s", None, "MB/s", True)
+
+
+def _m(metric, label):
+    return metric._replace(label=label)
+
+
+CASES = [
+    Case("1", "raw 64 B messages, one direction",
+         [_m(_MSGS, "1  raw 64 B msgs/s")],
+         {"n": 200000, "size": 64}, {"n": 20000, "size": 64}, 120),
+    Case("2", "pickled (12345, 2.5, 'three'), one direction",
+         [_m(_MSGS, "2  pickled tuple msgs/s")],
+         {"n": 100000}, {"n": 10000}, 120),
+    Case("3a", "raw 64 KiB messages, bandwidth",
+         [_m(_BW, "3a raw 64 KiB MB/s")],
+         {"n": 4096, "size": 64 * KiB}, {"n": 256, "size": 64 * KiB}, 120),
+    Case("3b", "raw 1 MiB messages, bandwidth",
+         [_m(_BW, "3b raw 1 MiB MB/s")],
+         {"n": 256, "size": MiB}, {"n": 16, "size": MiB}, 120),
+    Case("3c", "raw 64 MiB messages, bandwidth",
+         [_m(_BW, "3c raw 64 MiB MB/s")],
+         {"n": 8, "size": 64 * MiB}, {"n": 4, "size": 8 * MiB}, 120),
+    Case("3d", "raw 64 MiB messages into a reused buffer, bandwidth",
+         [_m(_BW, "3d raw 64 MiB into buffer MB/s")],
+         {"n": 8, "size": 64 * MiB, "into": True},
+         {"n": 4, "size": 8 * MiB, "into": True}, 120),
+    Case("4", "round trip of a 64 B raw message, ping-pong",
+         [Metric("rtt_median_us", "4  round trip median µs", "µs", False),
+          Metric("rtt_p99_us", "4  round trip p99 µs", "µs", False)],
+         {"n": 20000}, {"n": 2000}, 120),
+    Case("5", "start a child that returns at once, join it (median of n)",
+         [Metric("start_join_ms", "5  start + join ms", "ms", False)],
+         {"n": 50}, {"n": 10}, 120),
+    Case("6", "event-loop stall: largest gap between 1 ms ticks while "
+              "4 raw 64 MiB messages are sent / received",
+         [Metric("stall_send_ms", "6  stall sending ms", "ms", False),
+          Metric("stall_recv_ms", "6  stall receiving ms", "ms", False)],
+         {"n": 4, "size": 64 * MiB}, {"n": 4, "size": 8 * MiB}, 180),
+    Case("7", "peak RSS of the receiver for one 1 GiB raw message, minus "
+              "RSS before",
+         [Metric("extra_rss_mib", "7  extra RSS MiB", "MiB", False),
+          Metric("extra_rss_ratio", "7  extra RSS / message size", "x",
+                 False)],
+         {"size": GiB}, {"size": 32 * MiB}, 180),
+]
+
+CASE_BY_ID = {c.id: c for c in CASES}
+
+# Implementations, in table order.  Ratios are computed against the three
+# references.
+IMPLS = ["gipc", "gipc18", "mp", "pyref", "cref"]
+REFS = ["cref", "mp", "pyref"]
+IMPL_TITLES = {
+    "gipc": "gipc (this tree)",
+    "gipc18": "gipc 1.8 (PyPI)",
+    "mp": "multiprocessing",
+    "pyref": "Python reference",
+    "cref": "C reference",
+}
+
+# The targets of issue 4: (text, case, metric, reference or None for an
+# absolute bound, op, bound).  With a reference, the bound applies to
+# gipc / reference.
+TARGETS = [
+    ("raw 64 B msgs/s >= 0.6 x C reference", "1", "msgs_per_s", "cref",
+     ">=", 0.6),
+    ("raw 64 B msgs/s >= 1.4 x multiprocessing", "1", "msgs_per_s", "mp",
+     ">=", 1.4),
+    ("pickled tuple msgs/s >= 1.5 x multiprocessing", "2", "msgs_per_s",
+     "mp", ">=", 1.5),
+    ("raw 1 MiB MB/s >= 0.7 x C reference", "3b", "mb_per_s", "cref",
+     ">=", 0.7),
+    ("raw 64 MiB MB/s >= 1.0 x Python reference", "3c", "mb_per_s", "pyref",
+     ">=", 1.0),
+    ("raw 64 MiB into a reused buffer MB/s >= 0.6 x C reference", "3d",
+     "mb_per_s", "cref", ">=", 0.6),
+    ("round-trip median <= 1.3 x C reference", "4", "rtt_median_us", "cref",
+     "<=", 1.3),
+    ("start + join <= 1.5 x Python reference (os.fork + os.waitpid)", "5",
+     "start_join_ms", "pyref", "<=", 1.5),
+    ("event-loop stall sending 64 MiB messages <= 20 ms", "6",
+     "stall_send_ms", None, "<=", 20.0),
+    ("event-loop stall receiving 64 MiB messages <= 20 ms", "6",
+     "stall_recv_ms", None, "<=", 20.0),
+    ("extra memory to receive 1 GiB <= 1.15 GiB (1.15 x message size)", "7",
+     "extra_rss_ratio", None, "<=", 1.15),
+]
+
+
+def select(spec):
+    """Case ids for a --cases value like '1,3,6' or '3b,4' (a bare number
+    selects all its sub-cases)."""
+    if not spec:
+        return [c.id for c in CASES]
+    wanted = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        ids = [c.id for c in CASES if c.id == part or
+               (part.isdigit() and c.id.rstrip("abcd") == part)]
+        if not ids:
+            raise ValueError("unknown case %r (known: %s)"
+                             % (part, ", ".join(c.id for c in CASES)))
+        wanted.extend(i for i in ids if i not in wanted)
+    return [c.id for c in CASES if c.id in wanted]

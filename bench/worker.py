@@ -1,0 +1,64 @@
+"""Runs one case of one implementation in a fresh process and prints one
+line ``BENCHRESULT {json}``.  Started by bench.runner with a timeout (the
+runner kills the worker's whole process group, children included, when it
+expires).  For gipc 1.8 it runs under the virtual environment's python
+with the repository root appended to sys.path (see impl_gipc18.py)."""
+import json
+import sys
+import traceback
+
+from .common import BenchError, NotApplicable
+
+MARK = "BENCHRESULT "
+
+
+def _transport(impl, params):
+    if impl in ("gipc", "gipc18"):
+        from . import impl_gipc
+        t = impl_gipc.GipcTransport(
+            impl, params.get("pipe_size") if impl == "gipc" and
+            params.get("pipe_size_explicit") else None)
+        return t
+    if impl == "mp":
+        from . import impl_mp
+        return impl_mp.transport(params)
+    if impl == "pyref":
+        from . import impl_pyref
+        return impl_pyref.transport(params)
+    raise ValueError("unknown implementation %r" % impl)
+
+
+def run(impl, case_id, params):
+    if impl == "cref":
+        from . import impl_cref
+        return impl_cref.run(case_id, params)
+    from . import scenarios
+    T = _transport(impl, params)
+    out = scenarios.run(T, case_id, params)
+    if hasattr(T, "info"):
+        out.update({"_" + k: v for k, v in T.info().items()})
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    impl, case_id, params = argv[0], argv[1], json.loads(argv[2])
+    code = 0
+    try:
+        result = {"ok": True, "metrics": run(impl, case_id, params)}
+    except NotApplicable as exc:
+        result = {"ok": True, "na": str(exc)}
+    except BenchError as exc:
+        result = {"ok": False, "error": str(exc)}
+        code = 3
+    except BaseException as exc:  # crash: report it, with the traceback
+        traceback.print_exc()
+        result = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+        code = 4
+    sys.stdout.write(MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
