@@ -13,6 +13,7 @@ from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import pipe
 from .process import Process, _GProcess, start_process
 from .wait import wait
+from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc")
 
 __version__ = "2.0.0.dev0"
 
