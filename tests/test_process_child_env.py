@@ -220,6 +220,23 @@ def test_signal_dispositions_in_the_child():
     assert wakeup == -1
 
 
+def _report_sigchld_caught(writer):
+    gevent.sleep(0.001)  # the fresh hub and loop are up
+    writer.put(bool(_proc_status()["SigCgt"] & (1 << (signal.SIGCHLD - 1))))
+
+
+def test_fresh_loop_in_the_child_does_not_catch_sigchld():
+    # libev's default loop installs a SIGCHLD handler reaping every child
+    # with waitpid(-1); in the child it would steal the exit statuses of
+    # the child's own children.
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+    r, w = gipc.pipe()
+    p = gipc.start_process(_report_sigchld_caught, args=(w,))
+    assert r.get(timeout=JOIN) is False
+    _finish(p)
+    r.close()
+
+
 def test_signals_to_reset_matches_gipc_1_8_rule():
     import gipc.gipc
     assert gipc.gipc._signals_to_reset is _signals_to_reset
