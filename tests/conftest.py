@@ -11,6 +11,11 @@ import pytest
 import gipc
 from gipc import _ownership
 
+# Subprocesses started by tests (python -c ..., from the repository root)
+# must import the installed gipc, not the source tree, which has no compiled
+# extension after a plain `pip install .`.
+os.environ.setdefault("PYTHONSAFEPATH", "1")
+
 
 def _open_fds():
     return set(os.listdir("/proc/self/fd"))

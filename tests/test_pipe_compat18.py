@@ -48,10 +48,6 @@ def test_top_level_names_are_the_same_objects():
         assert getattr(gipc.gipc, exc) is getattr(gipc, exc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gipc/__init__.py does not import the gipc.gipc submodule, so "
-    "`import gipc; gipc.gipc` raises AttributeError (it works in gipc 1.8, "
-    "whose package imports everything from gipc.gipc)"))
 def test_gipc_gipc_reachable_after_plain_import():
     # In a fresh interpreter: in this one, gipc.gipc was imported above.
     code = "import gipc; print(gipc.gipc._get_all_handles())"
