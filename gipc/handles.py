@@ -5,8 +5,6 @@ it may be used (open, owned by this process, stream in sync), serialises
 greenlets that use it at once, encodes or decodes, and waits on the hub
 when the core says the descriptor would block.
 """
-import errno
-import select
 import os
 
 import gevent
@@ -14,22 +12,18 @@ import gevent.lock
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, Deadline, FdWaiter, check_timeout
-from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+from ._stream import Endpoint, input_ready
+from .exceptions import GIPCClosed, GIPCLocked
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
 #: fits comfortably in memory, small enough that a corrupt header cannot
 #: make the reader allocate absurd amounts.
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 ** 3
 
-_write_frame = _core.write_frame
-
-# Errors of the C core after which the byte stream is out of sync.
-_STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
-
-
-class _GIPCHandle:
+class _GIPCHandle(Endpoint):
     """What read and write ends have in common: ownership, locking,
-    closing.  Instances are made by :func:`gipc.pipe`."""
+    closing (the checks themselves are :class:`gipc._stream.Endpoint`'s).
+    Instances are made by :func:`gipc.pipe`."""
 
     def __init__(self, fd):
         # gipc.pipe() makes non-blocking pipes; a descriptor given to a
@@ -38,14 +32,8 @@ class _GIPCHandle:
         os.set_blocking(fd, False)
         self._fd = fd
         self._id = os.urandom(3).hex()
-        self._legit_pid = _ownership.pid
-        # Equals the owner's pid while the handle is usable; None once it is
-        # closed or broken.  One comparison guards every call.
-        self._ok_pid = self._legit_pid
-        self._closed = False
-        self._broken = None
         self._lock = gevent.lock.Semaphore(1)
-        _ownership.register(self)
+        self._init_endpoint()
 
     @property
     def closed(self):
@@ -58,52 +46,10 @@ class _GIPCHandle:
             raise GIPCClosed("GIPCHandle has been closed before.")
         return self._fd
 
-    def _raise_unusable(self):
-        if self._closed:
-            raise GIPCClosed("GIPCHandle has been closed before.")
-        if self._legit_pid != _ownership.pid:
-            raise GIPCError(
-                "GIPCHandle %s not registered for current process %s "
-                "(it belongs to process %s)." % (
-                    self, _ownership.pid, self._legit_pid))
-        if self._broken is not None:
-            code, reason = self._broken
-            raise GIPCProtocolError(
-                code, "%s is unusable: %s" % (self, reason))
-
-    def _validate(self):
-        """Raise unless this process may use the handle now."""
-        if self._ok_pid != _ownership.pid:
-            self._raise_unusable()
-
-    def _mark_broken(self, code, reason):
-        self._broken = (code, reason)
-        self._ok_pid = None
-
-    def _stream_error(self, exc):
-        """Turn an OSError of the core into the error to raise, marking the
-        handle broken when the stream can no longer be trusted."""
-        if exc.errno in _STREAM_ERRNOS:
-            self._mark_broken(exc.errno, exc.strerror)
-            return GIPCProtocolError(exc.errno, exc.strerror)
-        return exc
-
-    def _acquire_slow(self, timeout, deadline):
-        """Wait for another greenlet to finish its call on this handle."""
-        if deadline is None:
-            self._lock.acquire()
-        elif not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
-            raise gevent.Timeout(timeout)
-        if self._ok_pid != _ownership.pid:
-            self._lock.release()
-            self._raise_unusable()
-
     def _take_over(self):
         """Make this handle usable in the current process (it was passed to
         this child).  The parent's lock state and watcher mean nothing here."""
-        self._legit_pid = _ownership.pid
-        if not self._closed and self._broken is None:
-            self._ok_pid = self._legit_pid
+        self._own_here()
         self._lock = gevent.lock.Semaphore(1)
         return self._waiter.forget()
 
@@ -128,10 +74,7 @@ class _GIPCHandle:
             self._waiter.close()
             self._close_fd()
         finally:
-            self._fd = None
-            self._closed = True
-            self._ok_pid = None
-            _ownership.unregister(self)
+            self._finish_close()
             self._lock.release()
 
     def __enter__(self):
@@ -202,7 +145,7 @@ class _GIPCReader(_GIPCHandle):
                 deadline = Deadline(timeout)
         lock = self._lock
         if not lock.acquire(blocking=False):
-            self._acquire_slow(timeout, deadline)
+            self._acquire_slow(lock, timeout, deadline)
         try:
             data = self._core.read_frame()
             if data is None:
@@ -228,24 +171,16 @@ class _GIPCReader(_GIPCHandle):
             data = read_frame()
             if data is not None:
                 return data
-        while True:
-            if deadline is None:
-                self._waiter.wait()
-            elif not self._waiter.wait(deadline.remaining()):
-                raise gevent.Timeout(timeout)
-            data = read_frame()
-            if data is not None:
-                return data
+        data = self._wait_frame(self._core, self._waiter, deadline)
+        if data is None:
+            raise gevent.Timeout(timeout)
+        return data
 
     def poll(self):
         """True if ``get()`` would return at once: a whole message is
         buffered, or the pipe has data or EOF to report."""
         self._validate()
-        if self._core.frame_ready():
-            return True
-        p = select.poll()
-        p.register(self._fd, select.POLLIN)
-        return bool(p.poll(0))
+        return input_ready(self._core, self._fd)
 
     def _close_fd(self):
         self._core.detach()
@@ -281,27 +216,11 @@ class _GIPCWriter(_GIPCHandle):
         data = o if encoder is None else encoder(o)
         lock = self._lock
         if not lock.acquire(blocking=False):
-            self._acquire_slow(None, None)
+            self._acquire_slow(lock)
         try:
-            offset = _write_frame(self._fd, data, 0)
-            if offset >= 0:
-                self._send_rest(data, offset)
+            self._send_frame(self._fd, data, self._waiter)
         finally:
             lock.release()
-
-    def _send_rest(self, data, offset):
-        try:
-            while offset >= 0:
-                self._waiter.wait()
-                offset = _write_frame(self._fd, data, offset)
-        except BaseException as exc:
-            if offset > 0:
-                total = _core.frame_size(memoryview(data).nbytes)
-                self._mark_broken(errno.EPROTO, (
-                    "put() was interrupted by %s after writing %d of %d "
-                    "bytes of a message; the stream is out of sync"
-                    % (type(exc).__name__, offset, total)))
-            raise
 
 
 class _PairContext(tuple):
