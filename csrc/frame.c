@@ -259,7 +259,22 @@ typedef struct {
     Py_ssize_t end;
     PyObject *payload;      /* large frame being received, or NULL */
     Py_ssize_t filled;      /* bytes of payload received so far */
+    /* read_frame_into: a caller's buffer that a large payload is being read
+     * into, held across calls so the same call sequence can resume it. */
+    PyObject *target_obj;
+    Py_buffer target;
+    Py_ssize_t target_off;
+    Py_ssize_t target_len;
 } ReaderObject;
+
+static void
+release_target(ReaderObject *self)
+{
+    if (self->target_obj != NULL) {
+        PyBuffer_Release(&self->target);
+        Py_CLEAR(self->target_obj);
+    }
+}
 
 static int
 reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
@@ -290,6 +305,7 @@ reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     PyMem_Free(self->buf);
+    release_target(self);
     Py_CLEAR(self->payload);
     self->buf = buf;
     self->cap = cap;
@@ -305,6 +321,7 @@ reader_dealloc(ReaderObject *self)
     PyTypeObject *tp = Py_TYPE(self);
 
     PyObject_GC_UnTrack(self);
+    release_target(self);
     Py_CLEAR(self->payload);
     PyMem_Free(self->buf);
     self->buf = NULL;
@@ -317,6 +334,7 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->payload);
+    Py_VISIT(self->target_obj);
     return 0;
 }
 
@@ -488,32 +506,107 @@ parse_header(ReaderObject *self, Py_ssize_t *len, Py_ssize_t *hdrlen)
     return STEP_DONE;
 }
 
+/* Where read_frame_into wants the payload: buffer `obj`, viewed as `view`,
+ * from byte `offset` on. */
+typedef struct {
+    PyObject *obj;
+    Py_buffer *view;
+    Py_ssize_t offset;
+} destination;
+
+static int
+fits(const destination *dest, Py_ssize_t len)
+{
+    return dest != NULL && len <= dest->view->len - dest->offset;
+}
+
+static char *
+dest_ptr(const destination *dest)
+{
+    return (char *)dest->view->buf + dest->offset;
+}
+
+/* A payload was being read into a caller's buffer, but the caller now
+ * reads differently: move what arrived into a bytes object of its own. */
+static int
+migrate_target(ReaderObject *self)
+{
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, self->target_len);
+
+    if (payload == NULL) {
+        return -1;
+    }
+    memcpy(PyBytes_AS_STRING(payload),
+           (char *)self->target.buf + self->target_off, (size_t)self->filled);
+    release_target(self);
+    self->payload = payload;
+    return 0;
+}
+
+/* A whole payload is here as bytes: hand it out, or copy it to `dest`. */
+static int
+deliver_bytes(PyObject *payload, const destination *dest, PyObject **result)
+{
+    if (fits(dest, PyBytes_GET_SIZE(payload))) {
+        memcpy(dest_ptr(dest), PyBytes_AS_STRING(payload),
+               (size_t)PyBytes_GET_SIZE(payload));
+        Py_DECREF(payload);
+        *result = NULL;
+    }
+    else {
+        *result = payload;
+    }
+    return STEP_DONE;
+}
+
 /*
- * Run the frame state machine until a frame is complete (STEP_DONE, with
- * *result a new reference to the payload bytes and *len its length), the
- * descriptor would block or the slice of work is used up (STEP_WAIT), or an
- * error is set (STEP_ERROR).
+ * Run the frame state machine until a frame is complete, the descriptor
+ * would block or the slice of work is used up (STEP_WAIT), or an error is
+ * set (STEP_ERROR).  On STEP_DONE, *len is the payload length and *result
+ * is either a new reference to the payload as bytes, or NULL when the
+ * payload went into `dest` (a payload too large for `dest` comes as bytes).
+ * `dest` is NULL for read_frame.
  */
 static int
-next_frame(ReaderObject *self, PyObject **result, Py_ssize_t *len)
+next_frame(ReaderObject *self, const destination *dest, PyObject **result,
+           Py_ssize_t *len)
 {
     Py_ssize_t budget = GIPC_IO_SLICE;
     Py_ssize_t hdrlen, avail;
     int rc;
 
     for (;;) {
+        if (self->target_obj != NULL) {
+            if (dest == NULL || dest->obj != self->target_obj ||
+                dest->offset != self->target_off) {
+                if (migrate_target(self) < 0) {
+                    return STEP_ERROR;
+                }
+                continue;
+            }
+            rc = fill_direct(self, (char *)self->target.buf + self->target_off,
+                             self->target_len, &self->filled, &budget);
+            if (rc != STEP_DONE) {
+                return rc;
+            }
+            *len = self->target_len;
+            *result = NULL;
+            release_target(self);
+            self->filled = 0;
+            return STEP_DONE;
+        }
         if (self->payload != NULL) {
-            Py_ssize_t size = PyBytes_GET_SIZE(self->payload);
-            rc = fill_direct(self, PyBytes_AS_STRING(self->payload), size,
+            PyObject *payload = self->payload;
+
+            *len = PyBytes_GET_SIZE(payload);
+            rc = fill_direct(self, PyBytes_AS_STRING(payload), *len,
                              &self->filled, &budget);
             if (rc != STEP_DONE) {
                 return rc;
             }
-            *result = self->payload;
-            *len = size;
             self->payload = NULL;
             self->filled = 0;
-            return STEP_DONE;
+            return deliver_bytes(payload, dest, result);
         }
         rc = parse_header(self, len, &hdrlen);
         if (rc == STEP_ERROR) {
@@ -523,24 +616,44 @@ next_frame(ReaderObject *self, PyObject **result, Py_ssize_t *len)
         if (rc == STEP_DONE && *len <= avail - hdrlen) {
             const char *src = self->buf + self->start + hdrlen;
 
-            *result = PyBytes_FromStringAndSize(src, *len);
-            if (*result == NULL) {
-                return STEP_ERROR;
+            if (fits(dest, *len)) {
+                memcpy(dest_ptr(dest), src, (size_t)*len);
+                *result = NULL;
+            }
+            else {
+                *result = PyBytes_FromStringAndSize(src, *len);
+                if (*result == NULL) {
+                    return STEP_ERROR;
+                }
             }
             self->start += hdrlen + *len;
             return STEP_DONE;
         }
         if (rc == STEP_DONE && hdrlen + *len > self->cap / 2) {
-            /* A large payload: allocate it once, at its final size, copy
-             * what the buffer already holds and read the rest directly. */
+            /* A large payload: read it straight into its final place (the
+             * caller's buffer, or a bytes object allocated once at its final
+             * size), after copying what the buffer already holds. */
             Py_ssize_t have = avail - hdrlen;
+            char *dst;
 
-            self->payload = PyBytes_FromStringAndSize(NULL, *len);
-            if (self->payload == NULL) {
-                return STEP_ERROR;
+            if (fits(dest, *len)) {
+                if (PyObject_GetBuffer(dest->obj, &self->target,
+                                       PyBUF_WRITABLE) < 0) {
+                    return STEP_ERROR;
+                }
+                self->target_obj = Py_NewRef(dest->obj);
+                self->target_off = dest->offset;
+                self->target_len = *len;
+                dst = (char *)self->target.buf + self->target_off;
             }
-            memcpy(PyBytes_AS_STRING(self->payload),
-                   self->buf + self->start + hdrlen, (size_t)have);
+            else {
+                self->payload = PyBytes_FromStringAndSize(NULL, *len);
+                if (self->payload == NULL) {
+                    return STEP_ERROR;
+                }
+                dst = PyBytes_AS_STRING(self->payload);
+            }
+            memcpy(dst, self->buf + self->start + hdrlen, (size_t)have);
             self->filled = have;
             self->start = self->end = 0;
             continue;
@@ -579,7 +692,7 @@ reader_read_frame(ReaderObject *self, PyObject *Py_UNUSED(ignored))
     if (reader_enter(self) < 0) {
         return NULL;
     }
-    rc = next_frame(self, &result, &len);
+    rc = next_frame(self, NULL, &result, &len);
     self->busy = 0;
     if (rc == STEP_ERROR) {
         return NULL;
@@ -590,12 +703,75 @@ reader_read_frame(ReaderObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+/*
+ * read_frame_into(buffer, offset=0) -> int, bytes or None
+ *
+ * Receive the next payload into the writable buffer at `offset` and return
+ * its length.  A payload that does not fit comes back as bytes instead (the
+ * caller reports it, as multiprocessing's BufferTooShort does).  None when
+ * the caller must wait for input; calling again with the same buffer and
+ * offset continues a large payload in place.
+ */
+static PyObject *
+reader_read_frame_into(ReaderObject *self, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    PyObject *result = NULL;
+    Py_buffer view;
+    destination dest;
+    Py_ssize_t len, offset = 0;
+    int rc;
+
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "read_frame_into() takes 1 or 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (nargs == 2) {
+        offset = PyLong_AsSsize_t(args[1]);
+        if (offset == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(args[0], &view,
+                           PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (offset < 0 || offset > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError,
+                        offset < 0 ? "negative offset" : "offset too large");
+        return NULL;
+    }
+    if (reader_enter(self) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    dest.obj = args[0];
+    dest.view = &view;
+    dest.offset = offset;
+    rc = next_frame(self, &dest, &result, &len);
+    self->busy = 0;
+    PyBuffer_Release(&view);
+    if (rc == STEP_ERROR) {
+        return NULL;
+    }
+    if (rc != STEP_DONE) {
+        Py_RETURN_NONE;
+    }
+    if (result != NULL) {
+        return result;
+    }
+    return PyLong_FromSsize_t(len);
+}
+
 static PyObject *
 reader_pending_bytes(ReaderObject *self, void *Py_UNUSED(closure))
 {
     Py_ssize_t n = self->end - self->start;
 
-    if (self->payload != NULL) {
+    if (self->payload != NULL || self->target_obj != NULL) {
         n += self->filled;
     }
     return PyLong_FromSsize_t(n);
@@ -611,7 +787,7 @@ reader_frame_ready(ReaderObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t len, hdrlen;
     int rc;
 
-    if (self->payload != NULL) {
+    if (self->payload != NULL || self->target_obj != NULL) {
         Py_RETURN_FALSE;
     }
     rc = parse_header(self, &len, &hdrlen);
@@ -636,6 +812,7 @@ reader_detach(ReaderObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     self->fd = -1;
+    release_target(self);
     Py_CLEAR(self->payload);
     PyMem_Free(self->buf);
     self->buf = NULL;
@@ -684,6 +861,13 @@ static PyMethodDef reader_methods[] = {
                "Return the next payload, or None when the descriptor would "
                "block (or after a bounded slice of work); call again once "
                "it is readable.  A partly received frame is kept.")},
+    {"read_frame_into", (PyCFunction)(void (*)(void))reader_read_frame_into,
+     METH_FASTCALL,
+     PyDoc_STR("read_frame_into(buffer, offset=0) -> int, bytes or None\n\n"
+               "Receive the next payload into a writable buffer at offset "
+               "and return its length; a payload too large for the buffer "
+               "is returned as bytes; None when the descriptor would block "
+               "(call again with the same buffer and offset).")},
     {"frame_ready", (PyCFunction)reader_frame_ready, METH_NOARGS,
      PyDoc_STR("True if a whole frame is already buffered.")},
     {"detach", (PyCFunction)reader_detach, METH_NOARGS,
