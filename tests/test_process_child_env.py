@@ -270,29 +270,39 @@ def test_parent_sigterm_handler_does_not_protect_the_child():
 
 # --- threadpool and resolver ------------------------------------------------
 
-def _use_threadpool_and_resolver(writer):
+def _use_threadpool_and_resolver(writer, generations=1):
     pool = gevent.get_hub().threadpool
     in_thread = pool.spawn(
         lambda: (os.getpid(), threading.get_ident())).get(timeout=JOIN)
     infos = gevent.socket.getaddrinfo("localhost", 80)
     writer.put((os.getpid(), threading.get_ident(), in_thread,
                 sorted({info[4][0] for info in infos})))
+    if generations > 1:
+        # A grandchild inherits a threadpool and a resolver that were used.
+        child = gipc.start_process(_use_threadpool_and_resolver,
+                                   args=(writer, generations - 1))
+        child.join(timeout=JOIN)
+        code = child.exitcode
+        child.close()
+        if code != 0:
+            os._exit(3)
 
 
 def test_threadpool_and_resolver_work_in_the_child():
-    # Used in the parent first, so that their state is inherited.
-    gevent.get_hub().threadpool.spawn(os.getpid).get(timeout=JOIN)
-    assert gevent.socket.getaddrinfo("localhost", 80)
+    # The test process's threadpool was used (conftest), so its state is
+    # inherited; the grandchild inherits a used resolver too.
     r, w = gipc.pipe()
-    p = gipc.start_process(_use_threadpool_and_resolver, args=(w,))
-    pid, main_ident, (thread_pid, thread_ident), addresses = \
-        r.get(timeout=JOIN)
-    assert pid == p.pid
+    p = gipc.start_process(_use_threadpool_and_resolver, args=(w, 2))
+    child_pid = p.pid
+    reports = [r.get(timeout=JOIN), r.get(timeout=JOIN)]
     _finish(p)
     r.close()
-    assert thread_pid == pid
-    assert thread_ident != main_ident
-    assert set(addresses) & {"127.0.0.1", "::1"}
+    assert reports[0][0] == child_pid
+    assert reports[1][0] not in (child_pid, os.getpid())
+    for pid, main_ident, (thread_pid, thread_ident), addresses in reports:
+        assert thread_pid == pid
+        assert thread_ident != main_ident
+        assert set(addresses) & {"127.0.0.1", "::1"}
 
 
 # --- stdio ----------------------------------------------------------------
