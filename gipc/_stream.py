@@ -101,21 +101,21 @@ class Endpoint:
         self._ok_pid = None
         _ownership.unregister(self)
 
-    def _wait_frame(self, core, waiter, deadline=None):
-        """Call after ``core.read_frame()`` returned None: wait on
-        ``waiter`` and read again until a payload is complete, and return
-        it; return None once ``deadline`` passed (the part received so far
-        stays in ``core``).  The caller holds the read lock and turns
-        OSErrors with :meth:`_stream_error`."""
-        read_frame = core.read_frame
+    def _wait_frame(self, read, waiter, deadline=None):
+        """Call after ``read()`` (a read method of the C reader, bound to
+        its arguments) returned None: wait on ``waiter`` and read again
+        until it returns a result, and return that; return None once
+        ``deadline`` passed (the part received so far stays in the reader).
+        The caller holds the read lock and turns OSErrors with
+        :meth:`_stream_error`."""
         while True:
             if deadline is None:
                 waiter.wait()
             elif not waiter.wait(deadline.remaining()):
                 return None
-            data = read_frame()
-            if data is not None:
-                return data
+            result = read()
+            if result is not None:
+                return result
 
     def _send_frame(self, fd, data, waiter):
         """Write ``data`` as one frame, waiting on ``waiter`` while the

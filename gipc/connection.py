@@ -15,6 +15,7 @@ the parent once the child has started); every other one is closed in the
 child.
 """
 import errno
+import functools
 import os
 import socket
 
@@ -169,25 +170,25 @@ class Connection(Endpoint):
         is consumed), as ``multiprocessing`` does."""
         self._check_readable()
         with memoryview(buf) as m:
-            bytesize = m.itemsize * len(m)
-            if offset < 0:
-                raise ValueError("negative offset")
-            elif offset > bytesize:
-                raise ValueError("offset too large")
-            data = self._recv()
-            size = len(data)
-            if bytesize < offset + size:
-                raise BufferTooShort(data)
-            with m.cast('B') as target:
-                target[offset:offset + size] = data
-            return size
+            bytesize = m.nbytes
+        if offset < 0:
+            raise ValueError("negative offset")
+        elif offset > bytesize:
+            raise ValueError("offset too large")
+        result = self._recv(
+            read=functools.partial(self._core.read_frame_into, buf, offset))
+        if isinstance(result, int):
+            return result
+        raise BufferTooShort(result)
 
     def recv(self):
         """Receive one message and unpickle it."""
         self._check_readable()
         return ForkingPickler.loads(self._recv())
 
-    def _recv(self, maxlength=None):
+    def _recv(self, maxlength=None, read=None):
+        """One message as bytes, or as ``read`` (a read method of the C
+        reader) returns it."""
         lock = self._lock.read
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
@@ -197,9 +198,11 @@ class Connection(Endpoint):
         try:
             if limited:
                 core.max_size = maxlength
-            data = core.read_frame()
+            if read is None:
+                read = core.read_frame
+            data = read()
             if data is None:
-                data = self._wait_frame(core, self._rwaiter)
+                data = self._wait_frame(read, self._rwaiter)
         except OSError as exc:
             if not (limited and exc.errno == errno.EMSGSIZE):
                 raise self._stream_error(exc)

@@ -5,7 +5,9 @@ it may be used (open, owned by this process, stream in sync), serialises
 greenlets that use it at once, encodes or decodes, and waits on the hub
 when the core says the descriptor would block.
 """
+import functools
 import os
+from multiprocessing import BufferTooShort
 
 import gevent
 import gevent.lock
@@ -136,6 +138,33 @@ class _GIPCReader(_GIPCHandle):
             ``max_message_size``, or the pipe closed inside a message.
         :raises GIPCClosed, GIPCError: closed handle, or foreign process.
         """
+        data = self._read(self._core.read_frame, timeout)
+        decoder = self._decoder
+        return data if decoder is None else decoder(data)
+
+    def get_into(self, buffer, offset=0, timeout=None):
+        """Receive the next message's raw bytes into the writable,
+        C-contiguous ``buffer`` at byte ``offset`` and return their number.
+        No decoder runs and no intermediate ``bytes`` object is made: a large
+        message is read from the pipe straight into ``buffer``.
+
+        ``timeout`` works as for :meth:`get`; a timed-out call may leave part
+        of a message in ``buffer``, and calling again with the same buffer
+        and offset continues it.
+        :raises multiprocessing.BufferTooShort: the message does not fit;
+            it is consumed and carried whole by the exception (``args[0]``).
+        :raises ValueError: ``offset`` is negative or beyond the buffer.
+        Other errors as for :meth:`get`.
+        """
+        size = self._read(functools.partial(self._core.read_frame_into,
+                                            buffer, offset), timeout)
+        if isinstance(size, int):
+            return size
+        raise BufferTooShort(size)
+
+    def _read(self, read, timeout):
+        """Run ``read`` (a read method of the C reader) under the handle's
+        lock until it returns a result, waiting cooperatively."""
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
         deadline = None
@@ -147,20 +176,18 @@ class _GIPCReader(_GIPCHandle):
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock, timeout, deadline)
         try:
-            data = self._core.read_frame()
-            if data is None:
-                data = self._receive(timeout, deadline)
+            result = read()
+            if result is None:
+                result = self._receive(read, timeout, deadline)
             elif timeout is not None and deadline is None:
                 timeout.cancel()
         except OSError as exc:
             raise self._stream_error(exc)
         finally:
             lock.release()
-        decoder = self._decoder
-        return data if decoder is None else decoder(data)
+        return result
 
-    def _receive(self, timeout, deadline):
-        read_frame = self._core.read_frame
+    def _receive(self, read, timeout, deadline):
         if timeout is not None and deadline is None:
             # gipc 1.8 semantics for a gevent.Timeout: it covers the wait for
             # a message to begin, then it is cancelled.  A message has begun
@@ -168,13 +195,13 @@ class _GIPCReader(_GIPCHandle):
             if not self._core.buffered:
                 self._waiter.wait()
             timeout.cancel()
-            data = read_frame()
-            if data is not None:
-                return data
-        data = self._wait_frame(self._core, self._waiter, deadline)
-        if data is None:
+            result = read()
+            if result is not None:
+                return result
+        result = self._wait_frame(read, self._waiter, deadline)
+        if result is None:
             raise gevent.Timeout(timeout)
-        return data
+        return result
 
     def poll(self):
         """True if ``get()`` would return at once: a whole message is
@@ -250,6 +277,7 @@ class _GIPCDuplexHandle(_PairContext):
         self._reader, self._writer = rwpair
         self.put = self._writer.put
         self.get = self._reader.get
+        self.get_into = self._reader.get_into
 
     @property
     def closed(self):
