@@ -17,6 +17,11 @@ from .exceptions import GIPCClosed, GIPCError, GIPCProtocolError
 
 _write_frame = _core.write_frame
 
+#: Calls one endpoint serves without waiting before it lets the other
+#: greenlets run: a loop of get()/put() that never has to wait (the peer
+#: keeps up) must not starve the event loop.
+FAIRNESS_QUOTA = 256
+
 # Errors of the C core after which the byte stream is out of sync.
 STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
 
@@ -36,7 +41,19 @@ class Endpoint:
         self._ok_pid = self._legit_pid
         self._closed = False
         self._broken = None
+        self._quota = FAIRNESS_QUOTA
         _ownership.register(self)
+
+    def _take_turn(self):
+        """Count one call; every FAIRNESS_QUOTA calls, yield to the event
+        loop.  Called before a call touches the stream, so that a timeout
+        or kill arriving during the yield loses no message."""
+        quota = self._quota - 1
+        if quota:
+            self._quota = quota
+        else:
+            self._quota = FAIRNESS_QUOTA
+            gevent.sleep(0)
 
     #: How error messages name the endpoint and its sending call.
     _noun = "GIPCHandle"

@@ -144,6 +144,7 @@ class Connection(Endpoint):
         self._send(ForkingPickler.dumps(obj))
 
     def _send(self, data):
+        self._take_turn()
         lock = self._lock.write
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
@@ -189,6 +190,7 @@ class Connection(Endpoint):
     def _recv(self, maxlength=None, read=None):
         """One message as bytes, or as ``read`` (a read method of the C
         reader) returns it."""
+        self._take_turn()
         lock = self._lock.read
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)

@@ -167,6 +167,7 @@ class _GIPCReader(_GIPCHandle):
         lock until it returns a result, waiting cooperatively."""
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
+        self._take_turn()
         deadline = None
         if timeout is not None:
             timeout = check_timeout(timeout)
@@ -241,6 +242,7 @@ class _GIPCWriter(_GIPCHandle):
             self._raise_unusable()
         encoder = self._encoder
         data = o if encoder is None else encoder(o)
+        self._take_turn()
         lock = self._lock
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
