@@ -192,7 +192,9 @@ def _meta_lines(meta):
         "%s" % (meta["mode"], meta["reps"], meta["pipe_size"],
                 "--pipe-size" if meta["pipe_size_explicit"]
                 else "gipc's default", meta["seconds"],
-                " ".join(meta.get("loadavg", []))),
+                " ".join(meta.get("loadavg", []))) +
+        ("; every process pinned to CPU %d" % meta["pin_cpu"]
+         if meta.get("pin_cpu") is not None else "; no CPU pinning"),
     ]
 
 
@@ -203,6 +205,13 @@ LEGEND = [
     "blocking I/O.",
     "gipc/X = gipc's median divided by X's (for msgs/s and MB/s higher is "
     "better, for µs, ms and memory lower is better).",
+    "The receiver compares every message with the expected bytes inside the "
+    "timed loop, for every implementation alike (for 64 MiB messages this "
+    "memory-bound compare is a sizeable part of the time); case 6 checks "
+    "after its window, case 7 with zlib.crc32 after the measurement.",
+    "The machine may be shared: repetitions are interleaved across "
+    "implementations and medians reported, yet single values can vary by "
+    "2x under load (see the load average above).",
 ]
 
 
@@ -259,8 +268,9 @@ def _notes(summary):
 
 def markdown(summary, meta, table, targets):
     lines = ["# gipc benchmark results", ""]
-    lines += ["Produced by `python -m bench%s` (see bench/README in the "
-              "package docstring of bench/__init__.py)."
+    lines += ["Produced by `python -m bench%s --save-md PATH` from the "
+              "repository root (options: `python -m bench --help`; the "
+              "suite is described in bench/__init__.py)."
               % (" --with-gipc18" if "gipc18" in meta["impls"] else ""), ""]
     lines += ["- " + l for l in _meta_lines(meta)]
     lines += ["", "```"] + table + ["```", ""]

@@ -50,6 +50,11 @@ def parse_args(argv):
     ap.add_argument("--save-md", metavar="PATH",
                     help="also write the table, the targets and the machine "
                     "info as Markdown to PATH (e.g. bench/RESULTS.md)")
+    ap.add_argument("--pin-cpu", type=int, default=None, metavar="CPU",
+                    help="run every case (parent and child) on this one CPU "
+                    "(sched_setaffinity); default: no pinning.  On a VM, "
+                    "cross-CPU wake-ups of an idle vCPU can dominate the "
+                    "round trip (case 4); pinning shows the software cost")
     ap.add_argument("--timeout-scale", type=float, default=1.0,
                     help="multiply every per-case timeout")
     return ap.parse_args(argv)
@@ -155,6 +160,8 @@ def main(argv=None):
         params = dict(case.quick if args.quick else case.full)
         params["pipe_size"] = pipe_size
         params["pipe_size_explicit"] = args.pipe_size is not None
+        if args.pin_cpu is not None:
+            params["pin_cpu"] = args.pin_cpu
         timeout = case.timeout * args.timeout_scale * (0.5 if args.quick
                                                        else 1)
         for rep in range(reps):
@@ -177,6 +184,7 @@ def main(argv=None):
     meta.update({"mode": "quick" if args.quick else "full", "reps": reps,
                  "pipe_size": pipe_size,
                  "pipe_size_explicit": args.pipe_size is not None,
+                 "pin_cpu": args.pin_cpu,
                  "seconds": round(time.time() - started, 1),
                  "impls": impls, "cases": case_ids})
     summary = report.summarise(results, impls)

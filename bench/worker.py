@@ -29,6 +29,9 @@ def _transport(impl, params):
 
 
 def run(impl, case_id, params):
+    if params.get("pin_cpu") is not None:
+        import os
+        os.sched_setaffinity(0, {params["pin_cpu"]})
     if impl == "cref":
         from . import impl_cref
         return impl_cref.run(case_id, params)
