@@ -92,8 +92,10 @@ reset_signals(const sigset_t *set)
  *
  * In the child returns (0, -1) with the listed signals back at SIG_DFL.  In
  * the parent returns the child's pid and a pidfd for it (-1 where the kernel
- * has none).  Raises OSError if fork() fails, after CPython's after-fork
- * hooks of the parent ran.
+ * has none; the child is then already killed and reaped).  Raises OSError
+ * if fork() fails, or if the pidfd cannot be opened for another reason (the
+ * child is killed and reaped first), after CPython's after-fork hooks of
+ * the parent ran.
  */
 PyObject *
 gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -127,6 +129,19 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     }
     if (pid > 0) {
         pidfd = open_pidfd(pid);
+        if (pidfd < 0) {
+            /* No way to watch the child (out of descriptors, or no pidfds
+             * in this kernel): do not leave it running unwatched and
+             * unreaped.  SIGKILL cannot be blocked or handled, so the
+             * blocking waitpid() returns at once. */
+            saved_errno = errno;
+            (void)kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+            if (saved_errno != ENOSYS) {
+                pid = -1;
+            }
+        }
     }
     PyOS_AfterFork_Parent();
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
