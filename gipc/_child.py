@@ -14,7 +14,7 @@ import traceback
 
 import gevent
 import gevent.hub
-from gevent._hub_local import get_hub_if_exists
+from gevent._hub_local import get_hub_class, get_hub_if_exists
 
 from . import _ownership
 from .exceptions import GIPCError
@@ -26,58 +26,95 @@ from .signals import _signals_to_reset
 _parked = []
 
 
-def _replace_hub():
-    old_hub = get_hub_if_exists()
-    if old_hub is not None:
-        _parked.append(old_hub)
-        _make_unswitchable(old_hub)
-        gevent.hub.set_hub(None)
-        loop = old_hub.loop
-        if loop is not None:
-            # libev has one default loop per process; the new hub would
-            # inherit its watchers (and so run parent greenlets) unless it
-            # is destroyed.
-            loop.destroy()
-    # The fresh hub and its (new default) loop, now.  libev's default loop
-    # installs a SIGCHLD handler that reaps *every* child with waitpid(-1);
-    # gevent undoes that only for the first default loop of a process, so
-    # here it would stay and steal the exit statuses of this child's own
-    # children (gipc, subprocess, multiprocessing).  gevent's child
-    # watchers put it back when they are used (loop.install_sigchld()).
-    gevent.get_hub()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+class ChildPlan:
+    """What the child needs, worked out in the parent before the fork.
+
+    Every object a child touches costs a copy-on-write page fault there, so
+    work that can be done once in the parent is done there: the class that
+    parks the parent's hub, and the signals whose Python handler must go.
+    """
+
+    __slots__ = ("parked_hub_class", "python_handlers")
+
+    def __init__(self):
+        hub = get_hub_if_exists()
+        self.parked_hub_class = (
+            None if hub is None else _parked_class(type(hub)))
+        self.python_handlers = [
+            signum for signum in _signals_to_reset
+            if signal.getsignal(signum) not in (signal.SIG_DFL, None)]
 
 
-def _make_unswitchable(old_hub):
-    """Make a switch into the parent's hub raise instead of resuming it.
+_parked_classes = {}
+
+
+def _parked_class(base):
+    """A subclass of the hub class ``base`` whose switch() raises.
 
     gevent objects the parent used (an Event or Semaphore it waited on, a
     greenlet it spawned) stay bound to the parent's hub; waiting on one in
     the child switches to that hub, whose run loop would then continue in
-    the child (and crash: its loop is destroyed).  The parked hub gets a
-    class whose switch() raises a clear error instead."""
-    base = type(old_hub)
+    the child (and crash: its loop is destroyed).  The parked hub gets this
+    class, so such a switch raises a clear error instead."""
+    cls = _parked_classes.get(base)
+    if cls is None:
+        def switch(self, *args, **kwargs):
+            raise GIPCError(
+                "this gevent object (lock, event, queue, greenlet...) belongs "
+                "to the parent process's hub and cannot be waited on in a "
+                "gipc child; create it in the child")
 
-    def switch(self, *args, **kwargs):
-        raise GIPCError(
-            "this gevent object (lock, event, queue, greenlet...) belongs to "
-            "the parent process's hub and cannot be waited on in a gipc "
-            "child; create it in the child")
-
-    try:
-        old_hub.__class__ = type("ParkedParentHub", (base,), {
+        cls = _parked_classes[base] = type("ParkedParentHub", (base,), {
             "switch": switch, "throw": switch, "__module__": __name__})
-    except TypeError:
-        pass  # an exotic hub class: keep it as it is
+    return cls
 
 
-def _sync_python_signal_table():
+def _park_hub(parked_hub_class):
+    """Take the parent's hub out of service; a fresh one comes on first use.
+
+    The fresh hub is made lazily (a child that never touches gevent does not
+    pay for it), by gevent itself: with no hub set, get_hub() creates one.
+    Before that happens, the parent's default loop must be destroyed (libev
+    has one default loop per process, and the new hub would inherit its
+    watchers and so run parent greenlets), and right after it, libev's
+    SIGCHLD handler must go: it reaps *every* child with waitpid(-1), and
+    gevent removes it only for the first default loop of a process.  A
+    one-shot __init__ on the hub class does both.
+    """
+    old_hub = get_hub_if_exists()
+    if old_hub is not None:
+        _parked.append(old_hub)
+        if parked_hub_class is not None:
+            try:
+                old_hub.__class__ = parked_hub_class
+            except TypeError:
+                pass  # an exotic hub class: keep it as it is
+        gevent.hub.set_hub(None)
+    hub_class = get_hub_class()
+    own_init = hub_class.__dict__.get("__init__")
+    init = hub_class.__init__
+
+    def first_hub_init(self, *args, **kwargs):
+        if own_init is None:
+            del hub_class.__init__
+        else:
+            hub_class.__init__ = own_init
+        if old_hub is not None and old_hub.loop is not None:
+            old_hub.loop.destroy()
+        init(self, *args, **kwargs)
+        if getattr(self.loop, "default", False):
+            # gevent's child watchers install it again when used.
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    hub_class.__init__ = first_hub_init
+
+
+def _sync_python_signal_table(python_handlers):
     # The C helper reset the dispositions; make the signal module agree, so
     # that signal.getsignal() tells the truth in the child.
-    for signum in _signals_to_reset:
+    for signum in python_handlers:
         try:
-            if signal.getsignal(signum) not in (signal.SIG_DFL, None):
-                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
     signal.set_wakeup_fd(-1)
@@ -105,13 +142,13 @@ def _drop_parent_children():
             forget()
 
 
-def run(process_obj, moved, parent_sentinel):
+def run(process_obj, moved, parent_sentinel, plan):
     """Bootstrap the child and exit with multiprocessing's exit code."""
     code = 1
     try:
         gc.freeze()
-        _replace_hub()
-        _sync_python_signal_table()
+        _park_hub(plan.parked_hub_class)
+        _sync_python_signal_table(plan.python_handlers)
         _keep_only(moved)
         _drop_parent_children()
         code = process_obj._bootstrap(parent_sentinel=parent_sentinel)

@@ -101,9 +101,11 @@ class Popen:
         _check_can_fork()
         _warn_about_threads()
         parent_pid = os.getpid()
+        plan = _child.ChildPlan()
         pid, pidfd = _core.fork(_signals_to_reset)
         if pid == 0:
-            _child.run(process_obj, self._moved, _parent_sentinel(parent_pid))
+            _child.run(process_obj, self._moved, _parent_sentinel(parent_pid),
+                       plan)
             os._exit(1)  # not reached: run() ends in os._exit
         self.pid = pid
         if pidfd < 0:
