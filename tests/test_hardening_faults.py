@@ -6,7 +6,6 @@ exception, within a bounded time, leaving nothing open."""
 import errno
 import os
 import pickle
-import resource
 import select
 import signal
 import struct
