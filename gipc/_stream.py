@@ -12,7 +12,7 @@ import select
 
 import gevent
 
-from . import _core, _ownership
+from . import _core, _ownership, _pipesize
 from .exceptions import GIPCClosed, GIPCError, GIPCProtocolError
 
 _write_frame = _core.write_frame
@@ -42,6 +42,9 @@ class Endpoint:
         self._closed = False
         self._broken = None
         self._quota = FAIRNESS_QUOTA
+        # The first time a send finds the pipe full, try to grow it once.
+        self._may_grow = True
+        self._grew_pipe = False
         _ownership.register(self)
 
     def _take_turn(self):
@@ -113,6 +116,9 @@ class Endpoint:
 
     def _finish_close(self):
         """Record that the descriptor is closed."""
+        if self._grew_pipe:
+            self._grew_pipe = False
+            _pipesize.release()
         self._fd = None
         self._closed = True
         self._ok_pid = None
@@ -141,6 +147,9 @@ class Endpoint:
         offset = _write_frame(fd, data, 0)
         if offset < 0:
             return
+        if self._may_grow:
+            self._may_grow = False
+            self._grew_pipe = _pipesize.grow(fd)
         try:
             while offset >= 0:
                 waiter.wait()

@@ -1,9 +1,9 @@
 """``gipc.pipe()``: make the handles of a message channel."""
-import fcntl
 import functools
 import os
 import pickle
 
+from . import _pipesize
 from .exceptions import GIPCError
 from .handles import (
     DEFAULT_MAX_MESSAGE_SIZE, _check_size, _GIPCDuplexHandle, _GIPCReader,
@@ -40,13 +40,10 @@ def _os_pipe(pipe_size):
     """A non-blocking, close-on-exec pipe, optionally resized."""
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     if pipe_size is not None:
-        try:
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, pipe_size)
-        except OSError:
-            # Best effort: the kernel caps unprivileged pipe sizes
-            # (/proc/sys/fs/pipe-max-size, pipe-user-pages-soft); a smaller
-            # pipe only costs speed.
-            pass
+        # Best effort: the kernel caps unprivileged pipe sizes
+        # (/proc/sys/fs/pipe-max-size, pipe-user-pages-soft); a smaller
+        # pipe only costs speed.
+        _pipesize.set_size(w, pipe_size)
     return r, w
 
 
@@ -64,6 +61,8 @@ def _new_pair(encoder, decoder, max_message_size, pipe_size):
         reader.close()
         os.close(w)
         raise
+    if pipe_size is not None:
+        writer._may_grow = False  # the caller chose the capacity
     return reader, writer
 
 
@@ -86,8 +85,9 @@ def pipe(duplex=False, encoder="default", decoder="default", *,
     :arg max_message_size: largest message a reader accepts, in bytes
         (default 4 GiB); see :attr:`_GIPCReader.max_message_size`.
     :arg pipe_size: if given, ask the kernel for pipes of this many bytes
-        (``F_SETPIPE_SZ``, best effort; larger pipes move big messages with
-        fewer wake-ups).
+        (``F_SETPIPE_SZ``, best effort) and keep that capacity.  By default
+        a pipe starts at the kernel's 64 KiB and is grown once to 1 MiB the
+        first time a ``put()`` finds it full (see ``gipc._pipesize``).
     :returns: a 2-tuple that also works as a context manager closing both
         handles: ``with gipc.pipe() as (r, w): ...``.
     :raises GIPCError: ``encoder`` or ``decoder`` is not acceptable (before

@@ -7,6 +7,7 @@ import os
 import gevent
 import greenlet
 import pytest
+from gevent.threadpool import _WorkerGreenlet as ThreadPoolWorker
 
 import gipc
 from gipc import _ownership
@@ -34,10 +35,16 @@ def _children():
 
 
 def _live_greenlets():
-    hub = gevent.get_hub()
+    """Running greenlets of this thread, gevent's own excepted (hubs, the
+    threadpool's workers and the main greenlets of their threads: gevent
+    keeps those for the life of the pool)."""
+    here = greenlet.getcurrent()
+    while here.parent is not None:
+        here = here.parent
     return [g for g in gc.get_objects()
-            if isinstance(g, greenlet.greenlet) and g and g is not hub
-            and not isinstance(g, gevent.hub.Hub)]
+            if isinstance(g, greenlet.greenlet) and g
+            and not isinstance(g, (gevent.hub.Hub, ThreadPoolWorker))
+            and (g.parent is not None or g is here)]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -188,7 +188,7 @@ def test_get_into_cancelled_inside_the_payload_then_get(how):
 @pytest.mark.parametrize("how", HOWS)
 def test_put_cancelled_before_any_byte(how):
     import fcntl
-    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+    with gipc.pipe(encoder=None, decoder=None, pipe_size=65536) as (r, w):
         size = fcntl.fcntl(w.fileno(), fcntl.F_GETPIPE_SZ)
         filler = b"f" * (size - 4)
         w.put(filler)  # the pipe is exactly full

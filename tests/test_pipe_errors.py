@@ -541,7 +541,7 @@ def test_put_interrupted_by_kill_midframe_marks_writer_broken():
 def test_put_timeout_before_any_byte_leaves_writer_usable():
     """A put() that times out before writing anything (pipe completely
     full) leaves the stream in sync."""
-    r, w = _raw_pipe()
+    r, w = _raw_pipe(pipe_size=65536)
     size = fcntl.fcntl(w.fileno(), fcntl.F_GETPIPE_SZ)
     first = b"f" * (size - 4)
     w.put(first)  # fills the pipe exactly
