@@ -189,6 +189,8 @@ def test_protocol_errors_of_handles(traced):
     _assert_flat(_measure(loop, ROUNDS // 4), ROUNDS // 4, "protocol errors")
 
 
+@pytest.mark.skipif(bool(os.environ.get("GIPC_SANITIZED")),
+                    reason="ASan's quarantine holds freed memory")
 def test_large_frames_rss_flat():
     """Large frames (8 MiB, read straight into their final bytes object):
     resident memory does not grow with the number of frames."""
