@@ -65,10 +65,15 @@ def log(msg):
 
 
 def gipc_default_pipe_size():
-    """F_GETPIPE_SZ of a default gipc.pipe(), in a subprocess (the library
-    may be mid-edit; a failure here must not stop the run)."""
-    code = ("import fcntl, gipc\n"
-            "r, w = gipc.pipe()\n"
+    """F_GETPIPE_SZ of a default gipc.pipe() under load (gipc grows a pipe
+    the first time a put() finds it full, so measure it after one message
+    larger than the pipe), in a subprocess (the library may be mid-edit; a
+    failure here must not stop the run)."""
+    code = ("import fcntl, gevent, gipc\n"
+            "r, w = gipc.pipe(encoder=None, decoder=None)\n"
+            "g = gevent.spawn(w.put, bytes(4 << 20))\n"
+            "assert len(r.get()) == 4 << 20\n"
+            "g.join()\n"
             "print(fcntl.fcntl(w.fileno(), fcntl.F_GETPIPE_SZ))\n")
     try:
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,

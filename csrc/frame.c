@@ -17,8 +17,10 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READ_BUFFER_DEFAULT (64 * 1024)
@@ -265,6 +267,9 @@ typedef struct {
     Py_buffer target;
     Py_ssize_t target_off;
     Py_ssize_t target_len;
+    /* For the current call only: until when (CLOCK_MONOTONIC, ns) to spin
+     * on an empty pipe before reporting that it would block; 0: no spin. */
+    int64_t spin_until;
 } ReaderObject;
 
 static void
@@ -338,32 +343,82 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
     return 0;
 }
 
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /*
- * Read into dst, at most `want` bytes, retrying EINTR.  Returns bytes read,
- * 0 at EOF, -1 with errno set (EAGAIN included).  Runs without the GIL when
- * the read may be large.
+ * The pipe is empty: poll it without sleeping until it has input or the
+ * spin deadline passes.  A reader that sleeps in the kernel must be woken
+ * by the writer (a cross-CPU wake-up, costly on virtual machines); one that
+ * spins a few microseconds for a reply that is about to arrive is not.
+ * Spins at most once per call.  Returns 1 if the pipe became readable.
+ */
+static int
+spin_for_input(ReaderObject *self)
+{
+    struct pollfd pfd;
+    int ready = 0;
+    int64_t until = self->spin_until;
+
+    self->spin_until = 0;
+    pfd.fd = self->fd;
+    pfd.events = POLLIN;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        pfd.revents = 0;
+        if (poll(&pfd, 1, 0) > 0) {
+            ready = 1;
+            break;
+        }
+    } while (monotonic_ns() < until);
+    Py_END_ALLOW_THREADS
+    return ready;
+}
+
+/*
+ * Read into dst, at most `want` bytes, retrying EINTR (and spinning on
+ * EAGAIN while the reader's spin deadline allows).  Returns bytes read, 0 at
+ * EOF, -1 with errno set (EAGAIN included), -2 if a signal handler raised.
+ * Runs without the GIL when the read may be large.
  */
 static ssize_t
-read_some(int fd, char *dst, Py_ssize_t want)
+read_some(ReaderObject *self, char *dst, Py_ssize_t want)
 {
     ssize_t n;
 
     for (;;) {
         if (want >= GIPC_NOGIL_MIN) {
             Py_BEGIN_ALLOW_THREADS
-            n = read(fd, dst, (size_t)want);
+            n = read(self->fd, dst, (size_t)want);
             Py_END_ALLOW_THREADS
         }
         else {
-            n = read(fd, dst, (size_t)want);
+            n = read(self->fd, dst, (size_t)want);
         }
-        if (n >= 0 || errno != EINTR) {
+        if (n >= 0) {
             return n;
         }
-        if (PyErr_CheckSignals() < 0) {
-            errno = EINTR;
-            return -2;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                errno = EINTR;
+                return -2;
+            }
+            continue;
         }
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+            self->spin_until != 0) {
+            if (spin_for_input(self)) {
+                continue;
+            }
+            errno = EAGAIN;
+        }
+        return n;
     }
 }
 
@@ -398,7 +453,7 @@ fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
         if (*budget <= 0) {
             return STEP_WAIT;
         }
-        n = read_some(self->fd, dst + *filled, want);
+        n = read_some(self, dst + *filled, want);
         if (n == -2) {
             return STEP_ERROR;
         }
@@ -436,7 +491,7 @@ fill_buffer(ReaderObject *self, Py_ssize_t *budget)
         self->end -= self->start;
         self->start = 0;
     }
-    n = read_some(self->fd, self->buf + self->end, self->cap - self->end);
+    n = read_some(self, self->buf + self->end, self->cap - self->end);
     if (n == -2) {
         return STEP_ERROR;
     }
@@ -681,18 +736,43 @@ reader_enter(ReaderObject *self)
     return 0;
 }
 
-/* read_frame() -> bytes, or None when the caller must wait for input. */
+/* Parse an optional spin argument (microseconds) into the reader. */
+static int
+set_spin(ReaderObject *self, PyObject *arg)
+{
+    long spin_us = PyLong_AsLong(arg);
+
+    if (spin_us == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->spin_until = spin_us > 0 ? monotonic_ns() + spin_us * 1000 : 0;
+    return 0;
+}
+
+/* read_frame(spin_us=0) -> bytes, or None when the caller must wait. */
 static PyObject *
-reader_read_frame(ReaderObject *self, PyObject *Py_UNUSED(ignored))
+reader_read_frame(ReaderObject *self, PyObject *const *args,
+                  Py_ssize_t nargs)
 {
     PyObject *result = NULL;
     Py_ssize_t len;
     int rc;
 
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "read_frame() takes at most 1 argument (%zd given)",
+                     nargs);
+        return NULL;
+    }
     if (reader_enter(self) < 0) {
         return NULL;
     }
+    if (nargs == 1 && set_spin(self, args[0]) < 0) {
+        self->busy = 0;
+        return NULL;
+    }
     rc = next_frame(self, NULL, &result, &len);
+    self->spin_until = 0;
     self->busy = 0;
     if (rc == STEP_ERROR) {
         return NULL;
@@ -704,7 +784,7 @@ reader_read_frame(ReaderObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 /*
- * read_frame_into(buffer, offset=0) -> int, bytes or None
+ * read_frame_into(buffer, offset=0, spin_us=0) -> int, bytes or None
  *
  * Receive the next payload into the writable buffer at `offset` and return
  * its length.  A payload that does not fit comes back as bytes instead (the
@@ -722,9 +802,9 @@ reader_read_frame_into(ReaderObject *self, PyObject *const *args,
     Py_ssize_t len, offset = 0;
     int rc;
 
-    if (nargs < 1 || nargs > 2) {
+    if (nargs < 1 || nargs > 3) {
         PyErr_Format(PyExc_TypeError,
-                     "read_frame_into() takes 1 or 2 arguments (%zd given)",
+                     "read_frame_into() takes 1 to 3 arguments (%zd given)",
                      nargs);
         return NULL;
     }
@@ -754,10 +834,16 @@ reader_read_frame_into(ReaderObject *self, PyObject *const *args,
         PyBuffer_Release(&view);
         return NULL;
     }
+    if (nargs == 3 && set_spin(self, args[2]) < 0) {
+        self->busy = 0;
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     dest.obj = args[0];
     dest.view = &view;
     dest.offset = offset;
     rc = next_frame(self, &dest, &result, &len);
+    self->spin_until = 0;
     self->busy = 0;
     PyBuffer_Release(&view);
     if (rc == STEP_ERROR) {
@@ -862,14 +948,18 @@ reader_get_fd(ReaderObject *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef reader_methods[] = {
-    {"read_frame", (PyCFunction)reader_read_frame, METH_NOARGS,
-     PyDoc_STR("read_frame() -> bytes or None\n\n"
+    {"read_frame", (PyCFunction)(void (*)(void))reader_read_frame,
+     METH_FASTCALL,
+     PyDoc_STR("read_frame(spin_us=0) -> bytes or None\n\n"
                "Return the next payload, or None when the descriptor would "
                "block (or after a bounded slice of work); call again once "
-               "it is readable.  A partly received frame is kept.")},
+               "it is readable.  A partly received frame is kept.  With "
+               "spin_us, an empty pipe is polled (without sleeping) for up "
+               "to that many microseconds first.")},
     {"read_frame_into", (PyCFunction)(void (*)(void))reader_read_frame_into,
      METH_FASTCALL,
-     PyDoc_STR("read_frame_into(buffer, offset=0) -> int, bytes or None\n\n"
+     PyDoc_STR("read_frame_into(buffer, offset=0, spin_us=0) -> int, bytes "
+               "or None\n\n"
                "Receive the next payload into a writable buffer at offset "
                "and return its length; a payload too large for the buffer "
                "is returned as bytes; None when the descriptor would block "
