@@ -131,14 +131,15 @@ class Endpoint:
         self._ok_pid = None
         _ownership.unregister(self)
 
-    def _wait_frame(self, read, waiter, deadline=None):
+    def _wait_frame(self, read, waiter, deadline=None, spin=True):
         """Call after ``read()`` (a read method of the C reader, bound to
         its arguments) returned None: wait on ``waiter`` and read again
         until it returns a result, and return that; return None once
         ``deadline`` passed (the part received so far stays in the reader).
-        The caller holds the read lock and turns OSErrors with
+        With ``spin``, first poll the empty pipe for SPIN_US (the caller did
+        not).  The caller holds the read lock and turns OSErrors with
         :meth:`_stream_error`."""
-        if deadline is None or deadline.remaining() > 0:
+        if spin and (deadline is None or deadline.remaining() > 0):
             result = read(SPIN_US)
             if result is not None:
                 return result

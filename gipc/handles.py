@@ -14,7 +14,7 @@ import gevent.lock
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, Deadline, FdWaiter, check_timeout
-from ._stream import Endpoint, input_ready
+from ._stream import SPIN_US, Endpoint, input_ready
 from .exceptions import GIPCClosed, GIPCLocked
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
@@ -177,11 +177,17 @@ class _GIPCReader(_GIPCHandle):
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock, timeout, deadline)
         try:
-            result = read()
-            if result is None:
-                result = self._receive(read, timeout, deadline)
-            elif timeout is not None and deadline is None:
-                timeout.cancel()
+            if timeout is None:
+                # Spin right away: nothing to cancel, no deadline to keep.
+                result = read(SPIN_US)
+                if result is None:
+                    result = self._wait_frame(read, self._waiter, spin=False)
+            else:
+                result = read()
+                if result is None:
+                    result = self._receive(read, timeout, deadline)
+                elif deadline is None:
+                    timeout.cancel()
         except OSError as exc:
             raise self._stream_error(exc)
         finally:
