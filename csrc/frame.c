@@ -808,7 +808,7 @@ reader_read_frame_into(ReaderObject *self, PyObject *const *args,
                      nargs);
         return NULL;
     }
-    if (nargs == 2) {
+    if (nargs >= 2) {
         offset = PyLong_AsSsize_t(args[1]);
         if (offset == -1 && PyErr_Occurred()) {
             return NULL;
