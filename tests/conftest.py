@@ -11,6 +11,7 @@ from gevent.threadpool import _WorkerGreenlet as ThreadPoolWorker
 
 import gipc
 from gipc import _ownership
+from support import children
 
 # Subprocesses started by tests (python -c ..., from the repository root)
 # must import the installed gipc, not the source tree, which has no compiled
@@ -20,18 +21,6 @@ os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 def _open_fds():
     return set(os.listdir("/proc/self/fd"))
-
-
-def _children():
-    """pids of this process's children, zombies included."""
-    pids = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/%s/children" % task) as f:
-                pids.update(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            pass
-    return pids
 
 
 def _live_greenlets():
@@ -61,7 +50,7 @@ def no_leaks(request):
     """Fail a test that leaves descriptors, handles, children or greenlets
     behind."""
     fds_before = _open_fds()
-    children_before = _children()
+    children_before = children()
     greenlets_before = set(map(id, _live_greenlets()))
     yield
     gc.collect()
@@ -78,9 +67,9 @@ def no_leaks(request):
     if stray:
         problems.append("running greenlets: %r" % stray)
         gevent.killall([g for g in stray if isinstance(g, gevent.Greenlet)])
-    children = _children() - children_before
-    if children:
-        problems.append("child processes left: %r" % sorted(children))
+    left = children() - children_before
+    if left:
+        problems.append("child processes left: %r" % sorted(left))
     leaked = _open_fds() - fds_before
     leaked = {fd for fd in leaked if os.path.exists("/proc/self/fd/" + fd)}
     if leaked:

@@ -18,22 +18,11 @@ import pytest
 import gipc
 from gipc import GIPCError
 from gipc.signals import _signals_to_reset
+from support import finish as _finish
+from support import run_script as _run_script
+from support import script_env
 
 JOIN = 10
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _finish(process, code=0):
-    process.join(timeout=JOIN)
-    assert process.exitcode == code
-    process.close()
-
-
-def _run_script(code, timeout=60, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env,
-        capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def _spin_the_loop():
@@ -350,7 +339,7 @@ def test_daemon_child_is_terminated_at_parent_exit_and_has_no_children():
             sys.stdin.readline()  # the test holds a pidfd on the daemon now
             r.close()
         """)],
-        env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.PIPE,
+        env=script_env(), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pidfd = None
     try:

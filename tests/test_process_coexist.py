@@ -1,24 +1,15 @@
 """gipc next to multiprocessing and subprocess: no global side effects, and
 everyone's children keep their true exit codes."""
-import os
 import subprocess
 import sys
-import textwrap
 
 import gevent
 import gevent.subprocess
 
 import gipc
+from support import run_script as _run_script
 
 JOIN = 10
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_script(code, timeout=60):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env,
-        capture_output=True, text=True, timeout=timeout)
 
 
 def test_import_changes_nothing_global():

@@ -14,25 +14,10 @@ import pytest
 import gipc
 from gipc import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 from gipc import _ownership
+from support import children as _children
+from support import finish as _finish
 
 JOIN = 10
-
-
-def _children():
-    pids = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/%s/children" % task) as f:
-                pids.update(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            pass
-    return pids
-
-
-def _finish(process, code=0):
-    process.join(timeout=JOIN)
-    assert process.exitcode == code
-    process.close()
 
 
 # --- targets ----------------------------------------------------------------

@@ -13,19 +13,9 @@ import pytest
 
 import gipc
 from gipc import GIPCError
+from support import children as _children
 
 JOIN = 10  # seconds: generous bound for every wait on a child
-
-
-def _children():
-    pids = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/%s/children" % task) as f:
-                pids.update(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            pass
-    return pids
 
 
 def _finish(process):

@@ -1,0 +1,47 @@
+"""Helpers shared by the test modules."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import gipc
+
+#: How long a test waits for a child to finish.
+JOIN = 10
+
+#: The directory holding the gipc package under test (site-packages after
+#: `pip install .`, the checkout when it is on sys.path): subprocesses started
+#: by tests import that same gipc.
+GIPC_PATH = os.path.dirname(os.path.dirname(os.path.abspath(gipc.__file__)))
+
+
+def children():
+    """pids of this process's children, zombies included."""
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def finish(process, code=0):
+    """Join a child, check its exit code, release it."""
+    process.join(timeout=JOIN)
+    assert process.exitcode == code
+    process.close()
+
+
+def script_env():
+    """The environment for a Python subprocess that imports gipc."""
+    return dict(os.environ, PYTHONPATH=GIPC_PATH)
+
+
+def run_script(code, timeout=60, **kwargs):
+    """Run ``code`` (dedented) in a fresh interpreter; return the completed
+    process with text stdout/stderr."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=script_env(),
+        capture_output=True, text=True, timeout=timeout, **kwargs)
