@@ -90,8 +90,9 @@ reset_signals(const sigset_t *set)
 /*
  * fork(signals_to_reset) -> (pid, pidfd)
  *
- * In the child returns (0, -1) with the listed signals back at SIG_DFL.  In
- * the parent returns the child's pid and a pidfd for it (-1 where the kernel
+ * In the child returns (0, parent_pidfd) with the listed signals back at
+ * SIG_DFL; parent_pidfd is a pidfd on the parent, or -1 if the parent is
+ * already gone or the kernel has no pidfds.  In the parent returns the child's pid and a pidfd for it (-1 where the kernel
  * has none; the child is then already killed and reaped).  Raises OSError
  * if fork() fails, or if the pidfd cannot be opened for another reason (the
  * child is killed and reaped first), after CPython's after-fork hooks of
@@ -102,7 +103,7 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
           Py_ssize_t nargs)
 {
     sigset_t reset, all, old;
-    pid_t pid;
+    pid_t pid, parent = getpid();
     int saved_errno, pidfd = -1;
 
     if (nargs != 1) {
@@ -123,9 +124,17 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     saved_errno = errno;
     if (pid == 0) {
         reset_signals(&reset);
+        /* A pidfd on the parent, for parent_process().is_alive().  If the
+         * parent is gone already, the pid may name another process: the
+         * parent pid then no longer matches, and -1 says "gone". */
+        pidfd = open_pidfd(parent);
+        if (pidfd >= 0 && getppid() != parent) {
+            close(pidfd);
+            pidfd = -1;
+        }
         PyOS_AfterFork_Child();
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-        return Py_BuildValue("(ii)", 0, -1);
+        return Py_BuildValue("(ii)", 0, pidfd);
     }
     if (pid > 0) {
         pidfd = open_pidfd(pid);

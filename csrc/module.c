@@ -36,8 +36,8 @@ static PyMethodDef core_methods[] = {
      PyDoc_STR("fork(signals_to_reset) -> (pid, pidfd)\n\n"
                "fork() with CPython's fork protocol.  In the child the given "
                "signals are back at SIG_DFL before any Python code runs, and "
-               "(0, -1) is returned.  The parent gets a pidfd for the child "
-               "(-1 where unsupported).")},
+               "(0, pidfd of the parent or -1) is returned.  The parent gets a "
+               "pidfd for the child.")},
     {"reap", gipc_reap, METH_O,
      PyDoc_STR("reap(pid) -> int or None\n\n"
                "Non-blocking waitpid() of exactly `pid`: its exit code "

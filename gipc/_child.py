@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 import traceback
+from multiprocessing import process as mp_process
+from multiprocessing import util as mp_util
 
 import gevent
 import gevent.hub
@@ -29,12 +31,15 @@ _parked = []
 class ChildPlan:
     """What the child needs, worked out in the parent before the fork.
 
-    Every object a child touches costs a copy-on-write page fault there, so
-    work that can be done once in the parent is done there: the class that
-    parks the parent's hub, and the signals whose Python handler must go.
+    Every object a child touches costs a copy-on-write page fault there
+    (tens of microseconds each on a virtual machine), so work that can be
+    done in the parent is done there: the class that parks the parent's hub,
+    the signals whose Python handler must go, and the /dev/null file that
+    becomes the child's stdin.  The parent calls :meth:`close` after the
+    fork.
     """
 
-    __slots__ = ("parked_hub_class", "python_handlers")
+    __slots__ = ("parked_hub_class", "python_handlers", "stdin")
 
     def __init__(self):
         hub = get_hub_if_exists()
@@ -43,6 +48,16 @@ class ChildPlan:
         self.python_handlers = [
             signum for signum in _signals_to_reset
             if signal.getsignal(signum) not in (signal.SIG_DFL, None)]
+        # multiprocessing gives a child /dev/null as stdin (fd 0 and
+        # sys.stdin); a text file built here is cheaper than one built there.
+        self.stdin = (None if sys.stdin is None
+                      else open(os.devnull, encoding="utf-8"))
+
+    def close(self):
+        """Release what the parent opened for the child."""
+        if self.stdin is not None:
+            self.stdin.close()
+            self.stdin = None
 
 
 _parked_classes = {}
@@ -131,10 +146,31 @@ def _keep_only(moved):
                                 if h in moved])
 
 
+def _quiet_stdin(devnull):
+    """Put stdin on /dev/null as multiprocessing's bootstrap does, with the
+    file the parent opened, and make the bootstrap's own (costlier) version
+    a no-op for its one call."""
+    if devnull is None:
+        return
+    old = sys.stdin
+    _parked.append(old)  # its fd 0 is /dev/null now: never close it
+    try:
+        if old.fileno() == 0:
+            os.dup2(devnull.fileno(), 0)
+    except (AttributeError, OSError, ValueError):
+        pass
+    sys.stdin = devnull
+    original = mp_util._close_stdin
+
+    def close_stdin_done():
+        mp_util._close_stdin = original
+
+    mp_util._close_stdin = close_stdin_done
+
+
 def _drop_parent_children():
     """Close the sentinels of the parent's other children (inherited fds);
     they are not our children."""
-    from multiprocessing import process as mp_process
     for child in list(mp_process._children):
         popen = getattr(child, "_popen", None)
         forget = getattr(popen, "_forget_in_child", None)
@@ -151,6 +187,7 @@ def run(process_obj, moved, parent_sentinel, plan):
         _sync_python_signal_table(plan.python_handlers)
         _keep_only(moved)
         _drop_parent_children()
+        _quiet_stdin(plan.stdin)
         code = process_obj._bootstrap(parent_sentinel=parent_sentinel)
     except BaseException:
         try:

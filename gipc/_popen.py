@@ -69,20 +69,16 @@ def _flush_std_streams():
                 pass
 
 
-def _parent_sentinel(parent_pid):
+def _parent_sentinel(parent_pidfd):
     """In the child: a descriptor that becomes readable when the parent
-    exits (for ``parent_process().is_alive()``)."""
-    fd = _core.pidfd_open(parent_pid)
-    if fd >= 0 and os.getppid() != parent_pid:
-        # The parent exited before we opened it: the pidfd names another
-        # process.  Hand out something already readable instead.
-        os.close(fd)
-        fd = -1
-    if fd < 0:
-        r, w = os.pipe()
-        os.close(w)
-        fd = r
-    return fd
+    exits (for ``parent_process().is_alive()``): the pidfd the fork helper
+    opened on the parent, or, if the parent was gone already, something
+    already readable."""
+    if parent_pidfd >= 0:
+        return parent_pidfd
+    r, w = os.pipe()
+    os.close(w)
+    return r
 
 
 class Popen:
@@ -100,13 +96,15 @@ class Popen:
     def _launch(self, process_obj):
         _check_can_fork()
         _warn_about_threads()
-        parent_pid = os.getpid()
         plan = _child.ChildPlan()
-        pid, pidfd = _core.fork(_signals_to_reset)
-        if pid == 0:
-            _child.run(process_obj, self._moved, _parent_sentinel(parent_pid),
-                       plan)
-            os._exit(1)  # not reached: run() ends in os._exit
+        try:
+            pid, pidfd = _core.fork(_signals_to_reset)
+            if pid == 0:
+                _child.run(process_obj, self._moved, _parent_sentinel(pidfd),
+                           plan)
+                os._exit(1)  # not reached: run() ends in os._exit
+        finally:
+            plan.close()
         self.pid = pid
         if pidfd < 0:
             raise GIPCError("this kernel has no pidfd_open(); gipc needs "
