@@ -400,3 +400,40 @@ def _report_parent(writer):
     parent = multiprocessing.parent_process()
     writer.put((parent.pid, parent.is_alive(),
                 multiprocessing.current_process().daemon))
+
+
+def test_child_stdin_is_dev_null_as_in_multiprocessing():
+    # The parent's stdin is a pipe with data waiting; the child must not
+    # see it: fd 0 and sys.stdin read /dev/null (EOF), and the parent's
+    # stdin stays usable.
+    result = _run_script("""
+        import os, sys
+        import gipc
+
+        def child(w):
+            w.put((os.readlink("/proc/self/fd/0"), sys.stdin.read(),
+                   os.read(0, 10)))
+
+        r, w = gipc.pipe()
+        p = gipc.start_process(child, args=(w,))
+        print(r.get(timeout=10))
+        p.join(timeout=10)
+        print(p.exitcode, sys.stdin.readline().strip())
+        r.close()
+        """, input="parent-data\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "('/dev/null', '', b'')"
+    assert lines[1] == "0 parent-data"
+
+
+def test_parent_process_is_alive_in_child():
+    def child(w):
+        parent = gipc.parent_process()
+        w.put((parent.pid, parent.is_alive()))
+
+    r, w = gipc.pipe()
+    with r:
+        p = gipc.start_process(child, args=(w,))
+        assert r.get(timeout=JOIN) == (os.getpid(), True)
+        _finish(p)
