@@ -91,32 +91,59 @@ class Popen:
         self.returncode = None
         self.finalizer = None
         self._moved = getattr(process_obj, "_gipc_moved", ())
-        self._launch(process_obj)
+        try:
+            self._launch(process_obj)
+        except BaseException:
+            self._abandon()
+            raise
 
     def _launch(self, process_obj):
         _check_can_fork()
         _warn_about_threads()
         plan = _child.ChildPlan()
         try:
-            pid, pidfd = _core.fork(_signals_to_reset)
+            # Stored at once: no signal handler can run between the return
+            # of fork() and this attribute holding the result, so an
+            # interrupted start always knows which child to abandon.
+            self._forked = _core.fork(_signals_to_reset)
+            pid, pidfd = self._forked
             if pid == 0:
                 _child.run(process_obj, self._moved, _parent_sentinel(pidfd),
                            plan)
                 os._exit(1)  # not reached: run() ends in os._exit
         finally:
             plan.close()
-        self.pid = pid
         if pidfd < 0:
+            del self._forked  # the fork helper killed and reaped the child
             raise GIPCError("this kernel has no pidfd_open(); gipc needs "
                             "Linux 5.3 or newer")
+        self.pid = pid
         self.sentinel = pidfd
-        # As multiprocessing does: the sentinel stays valid until close()
-        # or until this object is collected.
+        # As multiprocessing does: the sentinel stays valid until close() or
+        # until this object is collected.
         self.finalizer = weakref.finalize(self, _close_quietly, pidfd)
-        # Not at interpreter exit: multiprocessing's exit handler (which
-        # runs after weakref's) still needs the pidfd to terminate and join
-        # the children left.
+        # Not at interpreter exit: multiprocessing's exit handler (which runs
+        # after weakref's) still needs the pidfd to terminate and join the
+        # children left.
         self.finalizer.atexit = False
+        del self._forked
+
+    def _abandon(self):
+        """Kill, reap and forget a child whose start was interrupted (the
+        caller gets no process object, so no child may live on)."""
+        pid, pidfd = self.__dict__.pop("_forked", (0, -1))
+        if self.finalizer is not None:
+            self.finalizer.detach()
+            self.finalizer = None
+        if pid > 0:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        if pidfd >= 0:
+            _close_quietly(pidfd)
+        self.sentinel = None
 
     def poll(self, flag=os.WNOHANG):
         """The exit code if the child has exited (reaping it), else None."""

@@ -429,3 +429,32 @@ def test_rlimit_nofile_lowered_start_process_fails_cleanly():
     assert same == "True"
     # The child forked before the pidfd failed was killed and reaped.
     assert int(leftover) == 0
+
+
+def test_start_interrupted_right_after_the_fork_leaves_no_child(monkeypatch):
+    """A KeyboardInterrupt that arrives in the parent after fork() returned
+    but before start_process() returned: the caller gets the exception, the
+    child is killed and reaped, its pidfd closed, the handles stay usable."""
+    from gipc import _child
+
+    parent = os.getpid()
+    original_close = _child.ChildPlan.close
+
+    def interrupted_close(plan):
+        original_close(plan)
+        if os.getpid() == parent:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_child.ChildPlan, "close", interrupted_close)
+    r, w = gipc.pipe()
+    with r, w:
+        with pytest.raises(KeyboardInterrupt):
+            gipc.start_process(_noop_target, args=(w,))
+        monkeypatch.undo()
+        assert not w.closed
+        w.put("still usable")
+        assert r.get(timeout=WAIT) == "still usable"
+
+
+def _noop_target(*args):
+    pass
