@@ -87,16 +87,49 @@ reset_signals(const sigset_t *set)
     }
 }
 
+/* out[0], out[1] = pid, fd (out is a list of two, checked by the caller). */
+static int
+store_result(PyObject *out, long pid, int fd)
+{
+    PyObject *pid_obj = PyLong_FromLong(pid);
+    PyObject *fd_obj = PyLong_FromLong(fd);
+
+    if (pid_obj == NULL || fd_obj == NULL) {
+        Py_XDECREF(pid_obj);
+        Py_XDECREF(fd_obj);
+        return -1;
+    }
+    /* PyList_SetItem steals the new items and releases the old ones. */
+    (void)PyList_SetItem(out, 0, pid_obj);
+    (void)PyList_SetItem(out, 1, fd_obj);
+    return 0;
+}
+
+static void
+kill_and_reap(pid_t pid)
+{
+    /* SIGKILL cannot be blocked or handled: the blocking waitpid() returns
+     * at once. */
+    (void)kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+}
+
 /*
- * fork(signals_to_reset) -> (pid, pidfd)
+ * fork(signals_to_reset, out) -> None
  *
- * In the child returns (0, parent_pidfd) with the listed signals back at
+ * The result goes into the list `out` (two items) rather than a return
+ * value: a signal blocked across fork() is delivered when the mask is
+ * restored, and its Python handler may raise as soon as this call returns;
+ * the caller must still be able to find the child then.
+ *
+ * In the child out becomes [0, parent_pidfd] with the listed signals back at
  * SIG_DFL; parent_pidfd is a pidfd on the parent, or -1 if the parent is
- * already gone or the kernel has no pidfds.  In the parent returns the child's pid and a pidfd for it (-1 where the kernel
- * has none; the child is then already killed and reaped).  Raises OSError
- * if fork() fails, or if the pidfd cannot be opened for another reason (the
- * child is killed and reaped first), after CPython's after-fork hooks of
- * the parent ran.
+ * already gone or the kernel has no pidfds.  In the parent out becomes
+ * [pid, pidfd], pidfd -1 where the kernel has none (the child is then
+ * already killed and reaped).  Raises OSError if fork() fails, or if the
+ * pidfd cannot be opened for another reason (the child is killed and
+ * reaped first), after CPython's after-fork hooks of the parent ran.
  */
 PyObject *
 gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -105,10 +138,16 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     sigset_t reset, all, old;
     pid_t pid, parent = getpid();
     int saved_errno, pidfd = -1;
+    PyObject *out;
 
-    if (nargs != 1) {
+    if (nargs != 2) {
         PyErr_Format(PyExc_TypeError,
-                     "fork() takes exactly 1 argument (%zd given)", nargs);
+                     "fork() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    out = args[1];
+    if (!PyList_CheckExact(out) || PyList_GET_SIZE(out) != 2) {
+        PyErr_SetString(PyExc_TypeError, "fork(): out must be a list of 2");
         return NULL;
     }
     if (sigset_from_sequence(args[0], &reset) < 0) {
@@ -134,22 +173,29 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         }
         PyOS_AfterFork_Child();
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-        return Py_BuildValue("(ii)", 0, pidfd);
+        if (store_result(out, 0, pidfd) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
     }
     if (pid > 0) {
         pidfd = open_pidfd(pid);
         if (pidfd < 0) {
             /* No way to watch the child (out of descriptors, or no pidfds
-             * in this kernel): do not leave it running unwatched and
-             * unreaped.  SIGKILL cannot be blocked or handled, so the
-             * blocking waitpid() returns at once. */
+             * in this kernel): do not leave it running unwatched. */
             saved_errno = errno;
-            (void)kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-            }
+            kill_and_reap(pid);
             if (saved_errno != ENOSYS) {
                 pid = -1;
             }
+        }
+        if (pid > 0 && store_result(out, (long)pid, pidfd) < 0) {
+            saved_errno = ENOMEM;
+            kill_and_reap(pid);
+            if (pidfd >= 0) {
+                close(pidfd);
+            }
+            pid = -1;
         }
     }
     PyOS_AfterFork_Parent();
@@ -158,7 +204,7 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         errno = saved_errno;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return Py_BuildValue("(ii)", (int)pid, pidfd);
+    Py_RETURN_NONE;
 }
 
 /*

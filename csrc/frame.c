@@ -100,24 +100,22 @@ fd_from_object(PyObject *obj, int *fd)
 }
 
 /*
- * Write what is left of one frame.  `offset` counts the bytes of header and
- * payload already written.  Returns the bytes written in this call, or -1
- * with errno set.  Stops at EAGAIN (returning what was written so far, which
- * may be 0) or after GIPC_IO_SLICE bytes.
+ * Write what is left of one frame, advancing *offset (bytes of header and
+ * payload written so far) with every byte that leaves, so that progress is
+ * known even when a later writev() fails.  Returns 1 when the frame is
+ * complete, 0 at EAGAIN or after GIPC_IO_SLICE bytes, -1 with errno set.
  */
-static Py_ssize_t
+static int
 write_frame_part(int fd, const unsigned char *hdr, Py_ssize_t hdrlen,
-                 const char *data, Py_ssize_t len, Py_ssize_t offset,
-                 int *would_block)
+                 const char *data, Py_ssize_t len, Py_ssize_t *offset)
 {
     Py_ssize_t total = hdrlen + len;
     Py_ssize_t written = 0;
 
-    *would_block = 0;
-    while (offset + written < total && written < GIPC_IO_SLICE) {
+    while (*offset < total && written < GIPC_IO_SLICE) {
         struct iovec iov[2];
         int iovcnt = 0;
-        Py_ssize_t pos = offset + written;
+        Py_ssize_t pos = *offset;
         ssize_t n;
 
         if (pos < hdrlen) {
@@ -141,94 +139,284 @@ write_frame_part(int fd, const unsigned char *hdr, Py_ssize_t hdrlen,
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                *would_block = 1;
-                return written;
+                return 0;
             }
             return -1;
         }
+        *offset += n;
         written += n;
     }
-    return written;
+    return *offset == total;
 }
 
-/*
- * write_frame(fd, data, offset=0) -> int
- *
- * Returns -1 once the whole frame is in the pipe, otherwise the new offset
- * (bytes of header plus payload written so far) to pass to the next call.
- */
-PyObject *
-gipc_write_frame(PyObject *Py_UNUSED(module), PyObject *const *args,
-                 Py_ssize_t nargs)
-{
-    Py_buffer view;
-    unsigned char hdr[12];
-    Py_ssize_t hdrlen, offset = 0, total, n;
-    int fd, would_block, saved_errno;
+/* ------------------------------------------------------------------ */
+/* Writer                                                             */
+/* ------------------------------------------------------------------ */
 
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "write_frame() takes 2 or 3 arguments (%zd given)", nargs);
+/*
+ * The write end's state.  A frame being written keeps its payload buffer
+ * exported until the frame is complete (so a bytearray cannot be resized
+ * under it) and its progress here, not in the caller: a caller interrupted
+ * between two calls can still ask how much of the frame left.
+ */
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int busy;               /* guards against use from two OS threads */
+    int pending;            /* a frame is being written */
+    Py_buffer view;         /* its payload (valid while pending) */
+    unsigned char hdr[12];
+    Py_ssize_t hdrlen;
+    Py_ssize_t offset;      /* bytes of header and payload written */
+} WriterObject;
+
+static int
+writer_init(WriterObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", NULL};
+    PyObject *fdobj;
+    int fd;
+
+    if (self->busy || self->pending) {
+        PyErr_SetString(PyExc_RuntimeError, "writer is in use");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Writer", kwlist,
+                                     &fdobj)) {
+        return -1;
+    }
+    if (fd_from_object(fdobj, &fd) < 0) {
+        return -1;
+    }
+    self->fd = fd;
+    return 0;
+}
+
+static PyObject *
+writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    WriterObject *self = (WriterObject *)PyType_GenericNew(type, args, kwds);
+
+    if (self != NULL) {
+        self->fd = -1;
+    }
+    return (PyObject *)self;
+}
+
+static void
+writer_drop_frame(WriterObject *self)
+{
+    if (self->pending) {
+        PyBuffer_Release(&self->view);
+        self->pending = 0;
+    }
+    self->offset = 0;
+}
+
+static void
+writer_dealloc(WriterObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    writer_drop_frame(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+writer_traverse(WriterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    if (self->pending) {
+        Py_VISIT(self->view.obj);
+    }
+    return 0;
+}
+
+/* Write more of the pending frame: True once it is complete. */
+static PyObject *
+writer_advance(WriterObject *self)
+{
+    Py_ssize_t total = self->hdrlen + self->view.len;
+    int rc;
+
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pipe writer used by two threads at once");
         return NULL;
     }
-    if (fd_from_object(args[0], &fd) < 0) {
+    self->busy = 1;
+    if (total - self->offset >= GIPC_NOGIL_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = write_frame_part(self->fd, self->hdr, self->hdrlen,
+                              self->view.buf, self->view.len, &self->offset);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        rc = write_frame_part(self->fd, self->hdr, self->hdrlen,
+                              self->view.buf, self->view.len, &self->offset);
+    }
+    self->busy = 0;
+    if (rc < 0) {
+        /* The frame stays pending: abandon() tells how far it got. */
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (rc == 0) {
+        Py_RETURN_FALSE;
+    }
+    writer_drop_frame(self);
+    Py_RETURN_TRUE;
+}
+
+/* send(data) -> bool: start a frame carrying the buffer `data`. */
+static PyObject *
+writer_send(WriterObject *self, PyObject *data)
+{
+    if (self->fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "writer is closed");
         return NULL;
     }
-    if (nargs == 3) {
-        offset = PyLong_AsSsize_t(args[2]);
-        if (offset == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
+    if (self->pending) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a frame is still being written: resume() or "
+                        "abandon() it first");
+        return NULL;
     }
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS) < 0) {
+    if (PyObject_GetBuffer(data, &self->view, PyBUF_C_CONTIGUOUS) < 0) {
         if (PyErr_ExceptionMatches(PyExc_TypeError) ||
             PyErr_ExceptionMatches(PyExc_BufferError)) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError,
                          "a raw message must be a C-contiguous object "
                          "supporting the buffer protocol, not %.200s",
-                         Py_TYPE(args[1])->tp_name);
+                         Py_TYPE(data)->tp_name);
         }
         return NULL;
     }
-    hdrlen = encode_header(hdr, (uint64_t)view.len);
-    total = hdrlen + view.len;
-    if (offset < 0 || offset >= total) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "write_frame(): offset out of range");
-        return NULL;
-    }
-    for (;;) {
-        if (total - offset >= GIPC_NOGIL_MIN) {
-            Py_BEGIN_ALLOW_THREADS
-            n = write_frame_part(fd, hdr, hdrlen, view.buf, view.len, offset,
-                                 &would_block);
-            Py_END_ALLOW_THREADS
-        }
-        else {
-            n = write_frame_part(fd, hdr, hdrlen, view.buf, view.len, offset,
-                                 &would_block);
-        }
-        if (n >= 0) {
-            break;
-        }
-        /* Only EINTR surfaces here when a signal handler must run first;
-         * write_frame_part retries EINTR itself. */
-        saved_errno = errno;
-        PyBuffer_Release(&view);
-        errno = saved_errno;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    PyBuffer_Release(&view);
-    offset += n;
-    if (offset == total) {
-        return PyLong_FromLong(-1);
-    }
-    if (!would_block && PyErr_CheckSignals() < 0) {
-        return NULL;
-    }
-    return PyLong_FromSsize_t(offset);
+    self->pending = 1;
+    self->offset = 0;
+    self->hdrlen = encode_header(self->hdr, (uint64_t)self->view.len);
+    return writer_advance(self);
 }
+
+/* resume() -> bool: continue the pending frame. */
+static PyObject *
+writer_resume(WriterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->pending) {
+        PyErr_SetString(PyExc_ValueError, "no frame is being written");
+        return NULL;
+    }
+    if (self->fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "writer is closed");
+        return NULL;
+    }
+    return writer_advance(self);
+}
+
+/*
+ * abandon() -> (written, total) or None
+ *
+ * Give up the pending frame.  Returns how much of it is in the pipe when
+ * that is a part (the stream is then out of sync), None when no byte of it
+ * left (or no frame was pending).
+ */
+static PyObject *
+writer_abandon(WriterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t written = self->offset;
+    Py_ssize_t total = self->hdrlen + (self->pending ? self->view.len : 0);
+    int partial = self->pending && written > 0;
+
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "writer is in use");
+        return NULL;
+    }
+    writer_drop_frame(self);
+    if (!partial) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(nn)", written, total);
+}
+
+/* detach() -> int: forget the descriptor (the caller closes it). */
+static PyObject *
+writer_detach(WriterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int fd = self->fd;
+
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "writer is in use");
+        return NULL;
+    }
+    writer_drop_frame(self);
+    self->fd = -1;
+    return PyLong_FromLong(fd);
+}
+
+/* after_fork() -> None: in a forked child, no other thread is inside. */
+static PyObject *
+writer_after_fork(WriterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+writer_get_fd(WriterObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyMethodDef writer_methods[] = {
+    {"send", (PyCFunction)writer_send, METH_O,
+     PyDoc_STR("send(data) -> bool\n\n"
+               "Start writing one frame carrying the buffer `data` (kept "
+               "exported until the frame is complete).  True once the "
+               "whole frame is in the pipe; False when the descriptor is "
+               "full (or after a bounded slice of work): call resume() once "
+               "it is writable.")},
+    {"resume", (PyCFunction)writer_resume, METH_NOARGS,
+     PyDoc_STR("resume() -> bool\n\nContinue the pending frame.")},
+    {"abandon", (PyCFunction)writer_abandon, METH_NOARGS,
+     PyDoc_STR("abandon() -> (written, total) or None\n\n"
+               "Give up the pending frame; report how much of it is in the "
+               "pipe if that is a part of it.")},
+    {"detach", (PyCFunction)writer_detach, METH_NOARGS,
+     PyDoc_STR("Forget the descriptor and any pending frame; return the "
+               "fd.")},
+    {"after_fork", (PyCFunction)writer_after_fork, METH_NOARGS,
+     PyDoc_STR("In a forked child: forget that a thread of the parent was "
+               "inside.")},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef writer_getset[] = {
+    {"fd", (getter)writer_get_fd, NULL,
+     PyDoc_STR("The descriptor written to, -1 once detached."), NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot writer_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR(
+        "Writer(fd)\n\nFrame writer for a non-blocking descriptor.")},
+    {Py_tp_init, (void *)writer_init},
+    {Py_tp_new, (void *)writer_new},
+    {Py_tp_dealloc, (void *)writer_dealloc},
+    {Py_tp_traverse, (void *)writer_traverse},
+    {Py_tp_methods, writer_methods},
+    {Py_tp_getset, writer_getset},
+    {0, NULL}
+};
+
+PyType_Spec gipc_writer_spec = {
+    .name = "gipc._core.Writer",
+    .basicsize = sizeof(WriterObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = writer_slots,
+};
 
 /* frame_size(n) -> total bytes on the wire for a payload of n bytes. */
 PyObject *
@@ -290,6 +478,10 @@ reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
     int fd;
     char *buf;
 
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "reader is in use");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|n:Reader", kwlist,
                                      &fdobj, &max_size, &cap)) {
         return -1;
@@ -440,6 +632,21 @@ truncated_error(Py_ssize_t got, Py_ssize_t expected)
     return STEP_ERROR;
 }
 
+/* The step after a failed read_some(): wait on EAGAIN, else an error
+ * (already set when a signal handler raised). */
+static int
+read_failed(ssize_t n)
+{
+    if (n == -2) {
+        return STEP_ERROR;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return STEP_WAIT;
+    }
+    PyErr_SetFromErrno(PyExc_OSError);
+    return STEP_ERROR;
+}
+
 /* Fill `dst` (a payload of `len` bytes, `*filled` of them already there)
  * straight from the descriptor. */
 static int
@@ -454,15 +661,8 @@ fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
             return STEP_WAIT;
         }
         n = read_some(self, dst + *filled, want);
-        if (n == -2) {
-            return STEP_ERROR;
-        }
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return STEP_WAIT;
-            }
-            PyErr_SetFromErrno(PyExc_OSError);
-            return STEP_ERROR;
+            return read_failed(n);
         }
         if (n == 0) {
             return truncated_error(*filled, len);
@@ -492,15 +692,8 @@ fill_buffer(ReaderObject *self, Py_ssize_t *budget)
         self->start = 0;
     }
     n = read_some(self, self->buf + self->end, self->cap - self->end);
-    if (n == -2) {
-        return STEP_ERROR;
-    }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return STEP_WAIT;
-        }
-        PyErr_SetFromErrno(PyExc_OSError);
-        return STEP_ERROR;
+        return read_failed(n);
     }
     if (n == 0) {
         if (self->end == self->start) {
@@ -745,6 +938,9 @@ set_spin(ReaderObject *self, PyObject *arg)
     if (spin_us == -1 && PyErr_Occurred()) {
         return -1;
     }
+    if (spin_us > 1000000) {
+        spin_us = 1000000;  /* a second at most; also keeps *1000 in range */
+    }
     self->spin_until = spin_us > 0 ? monotonic_ns() + spin_us * 1000 : 0;
     return 0;
 }
@@ -913,6 +1109,14 @@ reader_detach(ReaderObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(fd);
 }
 
+/* after_fork() -> None: in a forked child, no other thread is inside. */
+static PyObject *
+reader_after_fork(ReaderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 reader_get_max_size(ReaderObject *self, void *Py_UNUSED(closure))
 {
@@ -968,6 +1172,9 @@ static PyMethodDef reader_methods[] = {
      PyDoc_STR("True if a whole frame is already buffered.")},
     {"detach", (PyCFunction)reader_detach, METH_NOARGS,
      PyDoc_STR("Forget the descriptor and free the buffers; return the fd.")},
+    {"after_fork", (PyCFunction)reader_after_fork, METH_NOARGS,
+     PyDoc_STR("In a forked child: forget that a thread of the parent was "
+               "inside.")},
     {NULL, NULL, 0, NULL}
 };
 

@@ -26,9 +26,8 @@
 #define GIPC_NOGIL_MIN (64 * 1024)
 
 extern PyType_Spec gipc_reader_spec;
+extern PyType_Spec gipc_writer_spec;
 
-PyObject *gipc_write_frame(PyObject *module, PyObject *const *args,
-                           Py_ssize_t nargs);
 PyObject *gipc_frame_size(PyObject *module, PyObject *arg);
 
 #endif /* GIPC_FRAME_H */

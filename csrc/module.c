@@ -14,6 +14,7 @@
 
 typedef struct {
     PyObject *reader_type;
+    PyObject *writer_type;
 } core_state;
 
 static inline core_state *
@@ -23,21 +24,14 @@ get_state(PyObject *module)
 }
 
 static PyMethodDef core_methods[] = {
-    {"write_frame", (PyCFunction)(void (*)(void))gipc_write_frame,
-     METH_FASTCALL,
-     PyDoc_STR("write_frame(fd, data, offset=0) -> int\n\n"
-               "Write (the rest of) one frame carrying the buffer `data` to "
-               "the non-blocking descriptor `fd`.  Returns -1 once the whole "
-               "frame is written, otherwise the offset reached; call again "
-               "with it when the descriptor is writable.")},
     {"frame_size", gipc_frame_size, METH_O,
      PyDoc_STR("frame_size(n) -> bytes on the wire for an n-byte payload.")},
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
-     PyDoc_STR("fork(signals_to_reset) -> (pid, pidfd)\n\n"
-               "fork() with CPython's fork protocol.  In the child the given "
-               "signals are back at SIG_DFL before any Python code runs, and "
-               "(0, pidfd of the parent or -1) is returned.  The parent gets a "
-               "pidfd for the child.")},
+     PyDoc_STR("fork(signals_to_reset, out) -> None\n\n"
+               "fork() with CPython's fork protocol.  The list out becomes "
+               "[pid, pidfd of the child] in the parent and [0, pidfd of "
+               "the parent or -1] in the child, where the given signals are "
+               "back at SIG_DFL before any Python code runs.")},
     {"reap", gipc_reap, METH_O,
      PyDoc_STR("reap(pid) -> int or None\n\n"
                "Non-blocking waitpid() of exactly `pid`: its exit code "
@@ -60,6 +54,14 @@ core_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "Reader", state->reader_type) < 0) {
         return -1;
     }
+    state->writer_type = PyType_FromModuleAndSpec(module, &gipc_writer_spec,
+                                                  NULL);
+    if (state->writer_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "Writer", state->writer_type) < 0) {
+        return -1;
+    }
     if (PyModule_AddIntConstant(module, "IO_SLICE", GIPC_IO_SLICE) < 0) {
         return -1;
     }
@@ -70,6 +72,7 @@ static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(get_state(module)->reader_type);
+    Py_VISIT(get_state(module)->writer_type);
     return 0;
 }
 
@@ -77,6 +80,7 @@ static int
 core_clear(PyObject *module)
 {
     Py_CLEAR(get_state(module)->reader_type);
+    Py_CLEAR(get_state(module)->writer_type);
     return 0;
 }
 

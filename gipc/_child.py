@@ -17,7 +17,8 @@ from multiprocessing import util as mp_util
 
 import gevent
 import gevent.hub
-from gevent._hub_local import get_hub_class, get_hub_if_exists
+from gevent._hub_local import (
+    get_hub_class, get_hub_if_exists, get_loop, set_loop)
 
 from . import _ownership
 from .exceptions import GIPCError
@@ -108,6 +109,10 @@ def _park_hub(parked_hub_class):
             except TypeError:
                 pass  # an exotic hub class: keep it as it is
         gevent.hub.set_hub(None)
+    # A loop gevent kept aside for the next hub of this thread would be the
+    # parent's too: park it as well.
+    _parked.append(get_loop())
+    set_loop(None)
     hub_class = get_hub_class()
     own_init = hub_class.__dict__.get("__init__")
     init = hub_class.__init__
@@ -144,24 +149,19 @@ def _keep_only(moved):
     for handle in _ownership.get_all_handles():
         _parked.append(handle._take_over())
         if handle not in moved:
-            handle.close()
-    _ownership.set_all_handles([h for h in _ownership.all_handles
-                                if h in moved])
+            handle.close()  # which also takes it off the registry
 
 
 def _quiet_stdin(devnull):
-    """Put stdin on /dev/null as multiprocessing's bootstrap does, with the
+    """Give the child a /dev/null ``sys.stdin`` as multiprocessing's
+    bootstrap does (file descriptor 0 stays as it is, as there), with the
     file the parent opened, and make the bootstrap's own (costlier) version
     a no-op for its one call."""
     if devnull is None:
         return
-    old = sys.stdin
-    _parked.append(old)  # its fd 0 is /dev/null now: never close it
-    try:
-        if old.fileno() == 0:
-            os.dup2(devnull.fileno(), 0)
-    except (AttributeError, OSError, ValueError):
-        pass
+    # Never closed: multiprocessing's version closes it, but a standard
+    # stream does not own fd 0, so that only marks the object closed.
+    _parked.append(sys.stdin)
     sys.stdin = devnull
     original = mp_util._close_stdin
 
@@ -179,6 +179,17 @@ def _drop_parent_children():
         forget = getattr(popen, "_forget_in_child", None)
         if forget is not None:
             forget()
+
+
+def flush_std_streams():
+    """Flush sys.stdout and sys.stderr, ignoring streams that cannot be
+    (closed, replaced by objects without flush())."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
 
 
 def run(process_obj, moved, parent_sentinel, plan):
@@ -199,10 +210,7 @@ def run(process_obj, moved, parent_sentinel, plan):
         except BaseException:
             pass
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except BaseException:
-                pass
-        os._exit(code)
+        try:
+            flush_std_streams()
+        finally:
+            os._exit(code)

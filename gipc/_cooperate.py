@@ -4,6 +4,7 @@ The C core never waits; when a descriptor would block, the handle waits here
 for readiness on an I/O watcher of the current hub and calls the core again.
 Each handle keeps one watcher per hub and reuses it for every wait.
 """
+import select
 import time
 
 import gevent
@@ -99,3 +100,11 @@ class FdWaiter:
         self._watcher = self._hub = None
         if watcher is not None:
             watcher.close()
+
+
+def fd_readable(fd):
+    """True if reading ``fd`` would not wait (data, EOF or an error to
+    report).  Never blocks."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))

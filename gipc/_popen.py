@@ -17,7 +17,7 @@ import weakref
 import gevent
 
 from . import _child, _core
-from ._cooperate import READ, FdWaiter, check_timeout
+from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
@@ -42,6 +42,23 @@ def _check_can_fork():
                         "greenlet for it")
 
 
+_have_pidfds = None
+
+
+def _check_pidfds():
+    """Refuse before forking on a kernel without pidfds (Linux < 5.3):
+    gipc has no other way to watch a child without a SIGCHLD handler."""
+    global _have_pidfds
+    if _have_pidfds is None:
+        fd = _core.pidfd_open(os.getpid())
+        _have_pidfds = fd >= 0
+        if _have_pidfds:
+            os.close(fd)
+    if not _have_pidfds:
+        raise GIPCError("this kernel has no pidfd_open(); gipc needs Linux "
+                        "5.3 or newer")
+
+
 def _warn_about_threads():
     # fork() copies only the calling thread: locks held by other threads
     # stay locked in the child for ever.  gevent's own threadpool workers
@@ -58,15 +75,6 @@ def _warn_about_threads():
             "calling thread exists in the child, and locks held by the "
             "others stay held there" % ", ".join(others),
             RuntimeWarning, stacklevel=4)
-
-
-def _flush_std_streams():
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
 
 
 def _parent_sentinel(parent_pidfd):
@@ -87,30 +95,36 @@ class Popen:
     method = "gipc"
 
     def __init__(self, process_obj):
-        _flush_std_streams()
+        _child.flush_std_streams()
         self.returncode = None
         self.finalizer = None
         self._moved = getattr(process_obj, "_gipc_moved", ())
+        parent = os.getpid()
         try:
             self._launch(process_obj)
         except BaseException:
+            if os.getpid() != parent:
+                os._exit(1)  # a child never returns into the parent's stack
             self._abandon()
             raise
 
     def _launch(self, process_obj):
         _check_can_fork()
+        _check_pidfds()
         _warn_about_threads()
         plan = _child.ChildPlan()
+        # The fork helper fills this list before a signal handler can run,
+        # so an interrupted start always knows which child to abandon.
+        self._forked = [0, -1]
         try:
-            # Stored at once: no signal handler can run between the return
-            # of fork() and this attribute holding the result, so an
-            # interrupted start always knows which child to abandon.
-            self._forked = _core.fork(_signals_to_reset)
+            _core.fork(_signals_to_reset, self._forked)
             pid, pidfd = self._forked
             if pid == 0:
-                _child.run(process_obj, self._moved, _parent_sentinel(pidfd),
-                           plan)
-                os._exit(1)  # not reached: run() ends in os._exit
+                try:
+                    _child.run(process_obj, self._moved,
+                               _parent_sentinel(pidfd), plan)
+                finally:
+                    os._exit(1)  # never return into the parent's stack
         finally:
             plan.close()
         if pidfd < 0:
@@ -162,7 +176,7 @@ class Popen:
         # Someone else collected the status (waitpid(-1) in a SIGCHLD
         # handler, e.g. gevent's child watchers).  The pidfd still tells
         # whether the child has gone; its status is lost.
-        if self.sentinel is None or not _fd_readable(self.sentinel):
+        if self.sentinel is None or not fd_readable(self.sentinel):
             return None
         warnings.warn(
             "the exit status of gipc child %d was collected by another "
@@ -221,10 +235,3 @@ def _close_quietly(fd):
         os.close(fd)
     except OSError:
         pass
-
-
-def _fd_readable(fd):
-    import select
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))

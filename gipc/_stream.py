@@ -8,14 +8,12 @@ the hub when the core says the descriptor would block, and mark the stream
 broken when it can no longer be trusted.  That logic lives here, once.
 """
 import errno
-import select
 
 import gevent
 
-from . import _core, _ownership, _pipesize
+from . import _ownership, _pipesize
+from ._cooperate import fd_readable
 from .exceptions import GIPCClosed, GIPCError, GIPCProtocolError
-
-_write_frame = _core.write_frame
 
 #: Calls one endpoint serves without waiting before it lets the other
 #: greenlets run: a loop of get()/put() that never has to wait (the peer
@@ -117,6 +115,9 @@ class Endpoint:
     def _own_here(self):
         """Make the endpoint usable in the current process (it was passed to
         this child)."""
+        for core in (self._core, self._wcore):
+            if core is not None:
+                core.after_fork()  # a parent thread inside means nothing here
         self._legit_pid = _ownership.pid
         if not self._closed and self._broken is None:
             self._ok_pid = self._legit_pid
@@ -152,35 +153,32 @@ class Endpoint:
             if result is not None:
                 return result
 
-    def _send_frame(self, fd, data, waiter):
-        """Write ``data`` as one frame, waiting on ``waiter`` while the
-        descriptor is full.  The caller holds the write lock.  If anything
-        interrupts the frame half-way, the endpoint is marked broken."""
-        offset = _write_frame(fd, data, 0)
-        if offset < 0:
-            return
-        if self._may_grow:
-            self._may_grow = False
-            self._grew_pipe = _pipesize.grow(fd)
+    def _send_frame(self, data, waiter):
+        """Write ``data`` as one frame through the C writer ``self._wcore``,
+        waiting on ``waiter`` while the descriptor is full.  The caller holds
+        the write lock.  If anything interrupts the frame half-way, the
+        endpoint is marked broken (the writer, not this frame of Python,
+        knows how far the frame got, so no interruption can hide it)."""
+        writer = self._wcore
         try:
-            while offset >= 0:
+            done = writer.send(data)
+            if not done and self._may_grow:
+                self._may_grow = False
+                self._grew_pipe = _pipesize.grow(self._fd)
+            while not done:
                 waiter.wait()
-                offset = _write_frame(fd, data, offset)
+                done = writer.resume()
         except BaseException as exc:
-            if offset > 0:
-                total = _core.frame_size(memoryview(data).nbytes)
+            partial = writer.abandon()
+            if partial is not None:
                 self._mark_broken(errno.EPROTO, (
                     "%s was interrupted by %s after writing %d of %d "
                     "bytes of a message; the stream is out of sync"
-                    % (self._send_name, type(exc).__name__, offset, total)))
+                    % ((self._send_name, type(exc).__name__) + partial)))
             raise
 
 
 def input_ready(core, fd):
     """True if reading would not wait: ``core`` holds a whole message, or
     ``fd`` has data (or EOF, or an error) to report.  Never blocks."""
-    if core.frame_ready():
-        return True
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
+    return core.frame_ready() or fd_readable(fd)

@@ -3,7 +3,7 @@
 
 A :class:`Connection` speaks the wire format of ``multiprocessing``
 (see README, "Wire format") through gipc's C core: frames go out with
-``_core.write_frame`` and come in through a ``_core.Reader``.  Whenever the
+a ``_core.Writer`` and come in through a ``_core.Reader``.  Whenever the
 descriptor would block, the calling greenlet waits on the gevent hub; the
 event loop never stops.  A gipc ``Connection`` can talk to a stdlib
 ``multiprocessing.connection.Connection`` on the other end of the same pipe
@@ -73,6 +73,7 @@ class Connection(Endpoint):
         self._writable = bool(writable)
         self._core = _core.Reader(fd, DEFAULT_MAX_MESSAGE_SIZE) \
             if readable else None
+        self._wcore = _core.Writer(fd) if writable else None
         self._rwaiter = FdWaiter(fd, READ)
         self._wwaiter = FdWaiter(fd, WRITE)
         self._lock = _DirectionLocks()
@@ -149,7 +150,7 @@ class Connection(Endpoint):
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
         try:
-            self._send_frame(self._fd, data, self._wwaiter)
+            self._send_frame(data, self._wwaiter)
         finally:
             lock.release()
 
@@ -262,8 +263,9 @@ class Connection(Endpoint):
                 fd = self._fd
                 self._rwaiter.close()
                 self._wwaiter.close()
-                if self._core is not None:
-                    self._core.detach()
+                for core in (self._core, self._wcore):
+                    if core is not None:
+                        core.detach()
                 try:
                     os.close(fd)
                 finally:

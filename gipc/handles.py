@@ -56,6 +56,7 @@ class _GIPCHandle(Endpoint):
         return self._waiter.forget()
 
     def _close_fd(self):
+        (self._core or self._wcore).detach()
         os.close(self._fd)
 
     def close(self):
@@ -105,6 +106,8 @@ class _GIPCHandle(Endpoint):
 
 class _GIPCReader(_GIPCHandle):
     """The read end of a pipe: ``get()`` returns one message per call."""
+
+    _wcore = None
 
     def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         self._core = _core.Reader(fd, max_message_size)
@@ -216,15 +219,14 @@ class _GIPCReader(_GIPCHandle):
         self._validate()
         return input_ready(self._core, self._fd)
 
-    def _close_fd(self):
-        self._core.detach()
-        os.close(self._fd)
-
 
 class _GIPCWriter(_GIPCHandle):
     """The write end of a pipe: ``put()`` sends one message per call."""
 
+    _core = None
+
     def __init__(self, fd, encoder):
+        self._wcore = _core.Writer(fd)
         self._waiter = FdWaiter(fd, WRITE)
         self._encoder = encoder
         _GIPCHandle.__init__(self, fd)
@@ -253,7 +255,7 @@ class _GIPCWriter(_GIPCHandle):
         if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
         try:
-            self._send_frame(self._fd, data, self._waiter)
+            self._send_frame(data, self._waiter)
         finally:
             lock.release()
 
@@ -307,14 +309,9 @@ class _GIPCDuplexHandle(_PairContext):
         if not self._reader._closed:
             self._reader.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc_value, traceback):
-        try:
-            self.close()
-        except GIPCClosed:
-            pass
+    # __enter__/__exit__ are _PairContext's, as in gipc 1.8: leaving a
+    # ``with`` block closes the writer, then the reader even if the writer
+    # could not be closed.
 
     def __reduce__(self):
         raise TypeError(

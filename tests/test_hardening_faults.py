@@ -350,7 +350,7 @@ def _echo(r, w):
 
 
 def _failing_fork(exc):
-    def fork(signals):
+    def fork(signals, out):
         raise exc
     return fork
 

@@ -147,10 +147,15 @@ def test_error_paths_of_the_c_code(traced):
     try:
         def loop(n):
             for _ in range(n):
+                writer = _core.Writer(wfd)
                 with pytest.raises(TypeError):
-                    _core.write_frame(wfd, "not a buffer")
+                    writer.send("not a buffer")
                 with pytest.raises(ValueError):
-                    _core.write_frame(wfd, b"x", 99)
+                    writer.resume()  # no frame pending
+                assert writer.abandon() is None
+                writer.detach()
+                with pytest.raises(ValueError):
+                    writer.send(b"x")
                 with pytest.raises(TypeError):
                     _core.Reader("fd", 10)
                 reader = _core.Reader(rfd, 10)
