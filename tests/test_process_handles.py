@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import struct
+import time
 
 import gevent
 import gevent.event
@@ -376,8 +377,14 @@ def test_reader_waiting_inside_a_frame_gets_an_error_when_the_writer_dies():
     ready, _, _ = gevent.select.select([r.fileno()], [], [], JOIN)
     assert ready
     reading = gevent.spawn(r.get)
-    gevent.idle()  # the reader takes what is there and waits for more
-    assert not reading.ready()  # inside the frame, waiting for the rest
+    # The reader takes what is there and waits for more: wait until it
+    # really holds a part of the frame.
+    deadline = time.monotonic() + JOIN
+    while (r._core.buffered == 0 and not reading.ready()
+           and time.monotonic() < deadline):
+        gevent.sleep(0.001)
+    assert r._core.buffered > 0  # inside the frame...
+    assert not reading.ready()  # ...waiting for the rest
     p.kill()
     reading.join(timeout=JOIN)
     assert reading.ready(), "reader hangs after the writer died"
