@@ -1,5 +1,6 @@
 """Helpers shared by the test modules."""
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -45,3 +46,30 @@ def run_script(code, timeout=60, **kwargs):
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=script_env(),
         capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def end(process, timeout=JOIN):
+    """Join a child (killing it if it does not exit in time), release it,
+    and return its exit code."""
+    process.join(timeout=timeout)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=timeout)
+    code = process.exitcode
+    process.close()
+    return code
+
+
+def hand_write(handle, data):
+    """Write bytes to the pipe behind ``handle`` by hand, on a dup of its
+    descriptor.  The data must fit in the pipe."""
+    fd = os.dup(handle.fileno())
+    try:
+        assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+
+
+def frame(payload):
+    """``payload`` framed with a short (4-byte) header."""
+    return struct.pack(">i", len(payload)) + payload

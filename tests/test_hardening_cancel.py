@@ -5,13 +5,14 @@ usable (checked by sending a known sequence and comparing what arrives) or
 raises a clear error; it is never silently out of sync."""
 import os
 import signal
-import struct
 
 import gevent
 import pytest
 
 import gipc
 from gipc import GIPCProtocolError, _core
+from support import hand_write as _hand_write
+from support import frame as _frame
 
 WAIT = 30
 HOWS = ["timeout", "kill", "keyboard"]
@@ -53,18 +54,6 @@ def _cancel(g, how):
     outcome, exc = g.value
     assert outcome == "raised"
     assert isinstance(exc, EXPECTED[how]), repr(exc)
-
-
-def _frame(payload):
-    return struct.pack(">i", len(payload)) + payload
-
-
-def _hand_write(w, data):
-    fd = os.dup(w.fileno())
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
 
 
 def _feed(w, data):

@@ -19,20 +19,14 @@ import pytest
 
 import gipc
 from gipc import GIPCProtocolError, _core
+from support import hand_write as _hand_write
+from support import end as _finish
 
 WAIT = 30
 
 
 def _fds():
     return set(os.listdir("/proc/self/fd"))
-
-
-def _hand_write(handle, data):
-    fd = os.dup(handle.fileno())
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
 
 
 def _until(condition, timeout=WAIT, what="condition"):
@@ -42,16 +36,6 @@ def _until(condition, timeout=WAIT, what="condition"):
         if time.monotonic() > deadline:
             pytest.fail("timed out waiting for %s" % what)
         gevent.sleep(0.005)
-
-
-def _finish(p, timeout=WAIT):
-    p.join(timeout=timeout)
-    if p.is_alive():
-        p.kill()
-        p.join(timeout=timeout)
-    code = p.exitcode
-    p.close()
-    return code
 
 
 # --------------------------------------------------- malformed streams

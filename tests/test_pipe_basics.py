@@ -15,6 +15,8 @@ import pytest
 
 import gipc
 import gipc.gipc
+from support import hand_write as _hand_write
+from support import frame as _frame
 
 WAIT = 10  # upper bound of every wait that should succeed, in seconds
 
@@ -34,20 +36,6 @@ def _unread_bytes(fd):
     buf = array.array("i", [0])
     fcntl.ioctl(fd, termios.FIONREAD, buf, True)
     return buf[0]
-
-
-def _hand_write(handle, data):
-    """Write bytes to the pipe behind `handle` by hand, on a dup of its fd.
-    The data must fit in the pipe."""
-    fd = os.dup(handle.fileno())
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def _frame(payload):
-    return struct.pack(">i", len(payload)) + payload
 
 
 def _wait_until(condition):

@@ -12,6 +12,7 @@ import pytest
 
 import gipc
 from gipc import GIPCClosed, GIPCProtocolError
+from support import end as _finish
 
 WAIT = 30
 MIB = 1024 * 1024
@@ -39,16 +40,6 @@ class Ticker:
 
     def max_gap(self):
         return max(b - a for a, b in zip(self.ticks, self.ticks[1:]))
-
-
-def _finish(p, timeout=WAIT):
-    p.join(timeout=timeout)
-    if p.is_alive():
-        p.kill()
-        p.join(timeout=timeout)
-    code = p.exitcode
-    p.close()
-    return code
 
 
 # ---------------------------------------------------------- done when

@@ -14,20 +14,10 @@ import pytest
 
 import gipc
 from gipc import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+from support import hand_write as _hand_write
+from support import frame as _frame
 
 WAIT = 10
-
-
-def _hand_write(handle, data):
-    fd = os.dup(handle.fileno())
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def _frame(payload):
-    return struct.pack(">i", len(payload)) + payload
 
 
 def _kill(*greenlets):
