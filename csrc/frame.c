@@ -418,22 +418,6 @@ PyType_Spec gipc_writer_spec = {
     .slots = writer_slots,
 };
 
-/* frame_size(n) -> total bytes on the wire for a payload of n bytes. */
-PyObject *
-gipc_frame_size(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
-
-    if (n == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative payload size");
-        return NULL;
-    }
-    return PyLong_FromSsize_t(n + (n > GIPC_SHORT_MAX ? 12 : 4));
-}
-
 /* ------------------------------------------------------------------ */
 /* Reading                                                            */
 /* ------------------------------------------------------------------ */

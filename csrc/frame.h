@@ -28,6 +28,5 @@
 extern PyType_Spec gipc_reader_spec;
 extern PyType_Spec gipc_writer_spec;
 
-PyObject *gipc_frame_size(PyObject *module, PyObject *arg);
 
 #endif /* GIPC_FRAME_H */

@@ -24,8 +24,6 @@ get_state(PyObject *module)
 }
 
 static PyMethodDef core_methods[] = {
-    {"frame_size", gipc_frame_size, METH_O,
-     PyDoc_STR("frame_size(n) -> bytes on the wire for an n-byte payload.")},
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
      PyDoc_STR("fork(signals_to_reset, out) -> None\n\n"
                "fork() with CPython's fork protocol.  The list out becomes "
@@ -60,9 +58,6 @@ core_exec(PyObject *module)
         return -1;
     }
     if (PyModule_AddObjectRef(module, "Writer", state->writer_type) < 0) {
-        return -1;
-    }
-    if (PyModule_AddIntConstant(module, "IO_SLICE", GIPC_IO_SLICE) < 0) {
         return -1;
     }
     return 0;
