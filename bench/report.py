@@ -194,7 +194,10 @@ def _meta_lines(meta):
                 else "gipc's default", meta["seconds"],
                 " ".join(meta.get("loadavg", []))) +
         ("; every process pinned to CPU %d" % meta["pin_cpu"]
-         if meta.get("pin_cpu") is not None else "; no CPU pinning"),
+         if meta.get("pin_cpu") is not None else "; no CPU pinning") +
+        ("; mp and pyref in a bare interpreter (--bare-refs)"
+         if meta.get("bare_refs") else "; every Python worker has gevent "
+         "imported and its hub started, as the application forking would"),
     ]
 
 

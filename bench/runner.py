@@ -55,6 +55,11 @@ def parse_args(argv):
                     "(sched_setaffinity); default: no pinning.  On a VM, "
                     "cross-CPU wake-ups of an idle vCPU can dominate the "
                     "round trip (case 4); pinning shows the software cost")
+    ap.add_argument("--bare-refs", action="store_true",
+                    help="run multiprocessing and the Python reference in a "
+                    "bare interpreter; by default every Python worker has "
+                    "gevent imported and its hub started (a gevent "
+                    "application), which makes forking it slower (case 5)")
     ap.add_argument("--timeout-scale", type=float, default=1.0,
                     help="multiply every per-case timeout")
     return ap.parse_args(argv)
@@ -167,6 +172,7 @@ def main(argv=None):
         params["pipe_size_explicit"] = args.pipe_size is not None
         if args.pin_cpu is not None:
             params["pin_cpu"] = args.pin_cpu
+        params["bare_refs"] = args.bare_refs
         timeout = case.timeout * args.timeout_scale * (0.5 if args.quick
                                                        else 1)
         for rep in range(reps):
@@ -190,6 +196,7 @@ def main(argv=None):
                  "pipe_size": pipe_size,
                  "pipe_size_explicit": args.pipe_size is not None,
                  "pin_cpu": args.pin_cpu,
+                 "bare_refs": args.bare_refs,
                  "seconds": round(time.time() - started, 1),
                  "impls": impls, "cases": case_ids})
     summary = report.summarise(results, impls)

@@ -28,6 +28,23 @@ def _transport(impl, params):
     raise ValueError("unknown implementation %r" % impl)
 
 
+def _become_gevent_application():
+    """Import gevent and start its hub, as the gevent application a user
+    would fork from does.
+
+    Done for every Python implementation alike, the blocking ones too: a
+    fork copies the parent's page tables and each page the child (or the
+    parent, while they share it) writes, so a worker with gevent loaded
+    forks more slowly than a bare interpreter; without this, case 5 would
+    compare how much each worker imported as much as how each library
+    starts a child.  ``--bare-refs`` skips it for multiprocessing and the
+    Python reference.
+    """
+    import gevent
+    gevent.get_hub()
+    gevent.sleep(0)
+
+
 def run(impl, case_id, params):
     if params.get("pin_cpu") is not None:
         import os
@@ -35,6 +52,8 @@ def run(impl, case_id, params):
     if impl == "cref":
         from . import impl_cref
         return impl_cref.run(case_id, params)
+    if impl in ("gipc", "gipc18") or not params.get("bare_refs"):
+        _become_gevent_application()
     from . import scenarios
     T = _transport(impl, params)
     out = scenarios.run(T, case_id, params)

@@ -8,8 +8,8 @@ hub with a fresh loop takes its place.  The child always ends in
 """
 import gc
 import os
-import signal
 import _signal
+import stat
 import sys
 import traceback
 from multiprocessing import process as mp_process
@@ -33,12 +33,12 @@ _parked = []
 class ChildPlan:
     """What the child needs, worked out in the parent before the fork.
 
-    Every object a child touches costs a copy-on-write page fault there
-    (tens of microseconds each on a virtual machine), so work that can be
-    done in the parent is done there: the class that parks the parent's hub,
-    the signals whose Python handler must go, and the /dev/null file that
-    becomes the child's stdin.  The parent calls :meth:`close` after the
-    fork.
+    Every page a child writes costs a copy-on-write fault there (a few
+    microseconds each on a virtual machine), and so does every page the
+    parent writes while the child shares it; so work that can be done in the
+    parent before the fork is done there: the class that parks the parent's
+    hub, the signals whose Python handler must go, and the /dev/null file
+    that becomes the child's stdin.
     """
 
     __slots__ = ("parked_hub_class", "python_handlers", "stdin")
@@ -52,16 +52,46 @@ class ChildPlan:
         self.python_handlers = [
             signum for signum in _signals_to_reset
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
-        # multiprocessing gives a child /dev/null as stdin (fd 0 and
-        # sys.stdin); a text file built here is cheaper than one built there.
-        self.stdin = (None if sys.stdin is None
-                      else open(os.devnull, encoding="utf-8"))
+        self.stdin = None if sys.stdin is None else shared_devnull()
 
-    def close(self):
-        """Release what the parent opened for the child."""
-        if self.stdin is not None:
-            self.stdin.close()
-            self.stdin = None
+
+_devnull = None      # the text file given to children as sys.stdin
+_devnull_fd = -1     # its descriptor, owned by this module, never closed
+_devnull_rdev = None
+
+
+def shared_devnull():
+    """The text file on /dev/null that children get as ``sys.stdin``.
+
+    multiprocessing opens one in every child; gipc opens one per process
+    and keeps it (one descriptor for the life of the program), because
+    building a file object costs dozens of page faults on each side of a
+    fork.  As multiprocessing's, the file does not own its descriptor
+    (``closefd=False``), so closing ``sys.stdin`` in a child closes nothing.
+    It is checked on every use: a closed file object is rebuilt, and if the
+    program closed the descriptor (whose number may now name another file),
+    a new one is opened.
+    """
+    global _devnull, _devnull_fd
+    if not _is_devnull(_devnull_fd):
+        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        _devnull = None
+    if _devnull is None or _devnull.closed:
+        _devnull = open(_devnull_fd, encoding="utf-8", closefd=False)
+    return _devnull
+
+
+def _is_devnull(fd):
+    global _devnull_rdev
+    if fd < 0:
+        return False
+    try:
+        status = os.fstat(fd)
+        if _devnull_rdev is None:
+            _devnull_rdev = os.stat(os.devnull).st_rdev
+    except OSError:
+        return False
+    return stat.S_ISCHR(status.st_mode) and status.st_rdev == _devnull_rdev
 
 
 _parked_classes = {}
@@ -127,7 +157,7 @@ def _park_hub(parked_hub_class):
         init(self, *args, **kwargs)
         if getattr(self.loop, "default", False):
             # gevent's child watchers install it again when used.
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
 
     hub_class.__init__ = first_hub_init
 
@@ -137,10 +167,10 @@ def _sync_python_signal_table(python_handlers):
     # that signal.getsignal() tells the truth in the child.
     for signum in python_handlers:
         try:
-            signal.signal(signum, signal.SIG_DFL)
+            _signal.signal(signum, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.set_wakeup_fd(-1)
+    _signal.set_wakeup_fd(-1)
 
 
 def _keep_only(moved):

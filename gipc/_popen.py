@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 import warnings
-import weakref
 
 import gevent
 
@@ -95,9 +94,9 @@ class Popen:
     method = "gipc"
 
     def __init__(self, process_obj):
-        _child.flush_std_streams()
         self.returncode = None
-        self.finalizer = None
+        self.sentinel = None
+        _child.flush_std_streams()
         self._moved = getattr(process_obj, "_gipc_moved", ())
         parent = os.getpid()
         try:
@@ -116,48 +115,43 @@ class Popen:
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.
         self._forked = [0, -1]
-        try:
-            _core.fork(_signals_to_reset, self._forked)
-            pid, pidfd = self._forked
-            if pid == 0:
-                try:
-                    _child.run(process_obj, self._moved,
-                               _parent_sentinel(pidfd), plan)
-                finally:
-                    os._exit(1)  # never return into the parent's stack
-        finally:
-            plan.close()
+        _core.fork(_signals_to_reset, self._forked)
+        pid, pidfd = self._forked
+        if pid == 0:
+            try:
+                _child.run(process_obj, self._moved, _parent_sentinel(pidfd),
+                           plan)
+            finally:
+                os._exit(1)  # never return into the parent's stack
         if pidfd < 0:
             del self._forked  # the fork helper killed and reaped the child
             raise GIPCError("this kernel has no pidfd_open(); gipc needs "
                             "Linux 5.3 or newer")
+        # Every page the parent writes while the child shares it is copied,
+        # so little happens here until the parent waits.  As with
+        # multiprocessing, the sentinel stays valid until close() or until
+        # this object is collected (__del__, not weakref.finalize, which
+        # costs dozens of page writes per start).
         self.pid = pid
         self.sentinel = pidfd
-        # As multiprocessing does: the sentinel stays valid until close() or
-        # until this object is collected.
-        self.finalizer = weakref.finalize(self, _close_quietly, pidfd)
-        # Not at interpreter exit: multiprocessing's exit handler (which runs
-        # after weakref's) still needs the pidfd to terminate and join the
-        # children left.
-        self.finalizer.atexit = False
         del self._forked
+
+    def __del__(self):
+        self.close()
 
     def _abandon(self):
         """Kill, reap and forget a child whose start was interrupted (the
         caller gets no process object, so no child may live on)."""
         pid, pidfd = self.__dict__.pop("_forked", (0, -1))
-        if self.finalizer is not None:
-            self.finalizer.detach()
-            self.finalizer = None
         if pid > 0:
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-        if pidfd >= 0:
+        if pidfd >= 0 and pidfd != self.sentinel:
             _close_quietly(pidfd)
-        self.sentinel = None
+        self.close()
 
     def poll(self, flag=os.WNOHANG):
         """The exit code if the child has exited (reaping it), else None."""
@@ -214,19 +208,18 @@ class Popen:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
 
-    def close(self):
+    def close(self, _close=os.close):
         """Release the pidfd."""
-        if self.finalizer is not None:
-            self.finalizer()
-        self.sentinel = None
+        fd, self.sentinel = self.sentinel, None
+        if fd is not None:
+            try:
+                _close(fd)
+            except OSError:
+                pass
 
     def _forget_in_child(self):
         # In a child: this popen and its pidfd belong to the parent.
-        if self.finalizer is not None:
-            self.finalizer.detach()
-        if self.sentinel is not None:
-            _close_quietly(self.sentinel)
-        self.sentinel = None
+        self.close()
         self.returncode = UNKNOWN_EXIT_CODE
 
 

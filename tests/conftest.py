@@ -10,7 +10,7 @@ import pytest
 from gevent.threadpool import _WorkerGreenlet as ThreadPoolWorker
 
 import gipc
-from gipc import _ownership
+from gipc import _child, _ownership
 from support import children
 
 # Subprocesses started by tests (python -c ..., from the repository root)
@@ -42,6 +42,8 @@ def _prime_gevent():
     # them before the first leak check.
     hub = gevent.get_hub()
     hub.threadpool.spawn(lambda: None).get()
+    # So does gipc's /dev/null for children's stdin (kept for good).
+    _child.shared_devnull()
     yield
 
 

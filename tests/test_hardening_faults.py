@@ -419,17 +419,21 @@ def test_start_interrupted_right_after_the_fork_leaves_no_child(monkeypatch):
     """A KeyboardInterrupt that arrives in the parent after fork() returned
     but before start_process() returned: the caller gets the exception, the
     child is killed and reaped, its pidfd closed, the handles stay usable."""
-    from gipc import _child
+    from gipc import _core, _popen
 
     parent = os.getpid()
-    original_close = _child.ChildPlan.close
 
-    def interrupted_close(plan):
-        original_close(plan)
-        if os.getpid() == parent:
-            raise KeyboardInterrupt
+    class InterruptedCore:
+        def __getattr__(self, name):
+            return getattr(_core, name)
 
-    monkeypatch.setattr(_child.ChildPlan, "close", interrupted_close)
+        @staticmethod
+        def fork(signals, out):
+            _core.fork(signals, out)
+            if os.getpid() == parent:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(_popen, "_core", InterruptedCore())
     r, w = gipc.pipe()
     with r, w:
         with pytest.raises(KeyboardInterrupt):

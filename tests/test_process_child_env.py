@@ -436,3 +436,57 @@ def test_parent_process_is_alive_in_child():
         p = gipc.start_process(child, args=(w,))
         assert r.get(timeout=JOIN) == (os.getpid(), True)
         _finish(p)
+
+
+def _stdin_identity(w):
+    w.put((sys.stdin.read(), os.path.realpath(
+        "/proc/self/fd/%d" % sys.stdin.fileno())))
+
+
+def _start_and_read_stdin_identity():
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_stdin_identity, args=(w,))
+        result = r.get(timeout=JOIN)
+    _finish(p)
+    return result
+
+
+def test_children_share_one_dev_null_file_kept_by_the_parent():
+    from gipc import _child
+
+    devnull = _child.shared_devnull()
+    assert _child.shared_devnull() is devnull
+    assert _start_and_read_stdin_identity() == ("", os.devnull)
+    assert _child.shared_devnull() is devnull
+    assert not devnull.closed
+
+
+def test_dev_null_file_is_renewed_if_the_program_closed_it():
+    from gipc import _child
+
+    devnull = _child.shared_devnull()
+    fd = devnull.fileno()
+    # A closed file object is rebuilt on the same descriptor (it never owned
+    # it, as multiprocessing's does not).
+    devnull.close()
+    assert _start_and_read_stdin_identity() == ("", os.devnull)
+    rebuilt = _child.shared_devnull()
+    assert rebuilt is not devnull and rebuilt.fileno() == fd
+    # The program closed the descriptor and its number now names another
+    # file: children must not get that file as stdin, and gipc must not
+    # close it.
+    r, w = os.pipe()
+    os.dup2(r, fd)
+    os.close(r)
+    try:
+        assert _start_and_read_stdin_identity() == ("", os.devnull)
+        fresh = _child.shared_devnull()
+        assert fresh.fileno() != fd
+        os.fstat(fd)  # still open: not gipc's to close
+    finally:
+        os.close(w)
+        os.close(fd)
+        os.close(_child._devnull_fd)
+        _child._devnull_fd = -1
+        # Reopened at the lowest free number: the one the leak check saw.
+        assert _child.shared_devnull().fileno() == fd

@@ -1,5 +1,6 @@
 """The life of a child process: exit codes, signals, join, is_alive, close,
 repr, and the argument checks of start_process()."""
+import gc
 import os
 import signal
 import sys
@@ -275,6 +276,17 @@ def test_after_close_the_process_object_is_closed():
             call()
     p.close()  # closing twice is allowed, as in multiprocessing
     assert repr(p) == "<_GProcess(%s, closed)>" % p.name
+
+
+def test_a_collected_process_object_releases_its_pidfd():
+    p = gipc.start_process(_exit_with, args=(0,))
+    p.join(timeout=JOIN)
+    sentinel = p.sentinel
+    os.fstat(sentinel)
+    del p
+    gc.collect()  # not needed in CPython (no cycle); harmless
+    with pytest.raises(OSError):
+        os.fstat(sentinel)
 
 
 # --- repr -----------------------------------------------------------------
