@@ -5,93 +5,65 @@ already back at their defaults at the C level).  Nothing of the parent's
 gevent state may run here: the parent's hub is parked for good and a fresh
 hub with a fresh loop takes its place.  The child always ends in
 ``os._exit``; it never returns into the parent's stack.
+
+Every page a child writes costs it a copy-on-write fault (several
+microseconds each on a virtual machine), and every Python function it calls
+writes at least the pages of the function and of its code object.  So the
+parent works out everything it can before the fork (:class:`ChildPlan`),
+and the child runs one short sequence of steps.
 """
 import gc
 import os
 import _signal
-import stat
 import sys
 import traceback
 from multiprocessing import process as mp_process
-from multiprocessing import util as mp_util
 
-import gevent
-import gevent.hub
 from gevent._hub_local import (
-    get_hub_class, get_hub_if_exists, get_loop, set_loop)
+    get_hub_class, get_hub_if_exists, get_loop, set_hub, set_loop)
 
-from . import _ownership
+from . import _bootstrap, _ownership
+from ._devnull import shared_devnull
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
-# The parent's hub, loop watchers and greenlets, kept referenced for the
-# life of the child: if they were collected, greenlet would throw
+# The parent's hub, loop watchers, greenlets and stdin, kept referenced for
+# the life of the child: if they were collected, greenlet would throw
 # GreenletExit into the parent's greenlets and run their code here.
 _parked = []
 
 
 class ChildPlan:
-    """What the child needs, worked out in the parent before the fork.
+    """What the child needs, worked out in the parent right before the fork
+    (nothing can change in between: no greenlet switch happens there)."""
 
-    Every page a child writes costs a copy-on-write fault there (a few
-    microseconds each on a virtual machine), and so does every page the
-    parent writes while the child shares it; so work that can be done in the
-    parent before the fork is done there: the class that parks the parent's
-    hub, the signals whose Python handler must go, and the /dev/null file
-    that becomes the child's stdin.
-    """
+    __slots__ = ("old_hub", "old_loop", "parked_hub_class", "hub_class",
+                 "first_hub_init", "python_handlers", "stdin", "handles",
+                 "sibling_popens", "prepared")
 
-    __slots__ = ("parked_hub_class", "python_handlers", "stdin")
-
-    def __init__(self):
-        hub = get_hub_if_exists()
+    def __init__(self, process_obj):
+        hub = self.old_hub = get_hub_if_exists()
+        # A loop gevent keeps aside for the next hub of this thread is the
+        # parent's too.
+        self.old_loop = get_loop()
         self.parked_hub_class = (
             None if hub is None else _parked_class(type(hub)))
+        self.hub_class = get_hub_class()
+        self.first_hub_init = _first_hub_init(self.hub_class, hub)
         # _signal.getsignal: signal.getsignal wraps every answer in an enum,
         # a cost that adds up for 60 signals on every start.
         self.python_handlers = [
             signum for signum in _signals_to_reset
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
         self.stdin = None if sys.stdin is None else shared_devnull()
-
-
-_devnull = None      # the text file given to children as sys.stdin
-_devnull_fd = -1     # its descriptor, owned by this module, never closed
-_devnull_rdev = None
-
-
-def shared_devnull():
-    """The text file on /dev/null that children get as ``sys.stdin``.
-
-    multiprocessing opens one in every child; gipc opens one per process
-    and keeps it (one descriptor for the life of the program), because
-    building a file object costs dozens of page faults on each side of a
-    fork.  As multiprocessing's, the file does not own its descriptor
-    (``closefd=False``), so closing ``sys.stdin`` in a child closes nothing.
-    It is checked on every use: a closed file object is rebuilt, and if the
-    program closed the descriptor (whose number may now name another file),
-    a new one is opened.
-    """
-    global _devnull, _devnull_fd
-    if not _is_devnull(_devnull_fd):
-        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        _devnull = None
-    if _devnull is None or _devnull.closed:
-        _devnull = open(_devnull_fd, encoding="utf-8", closefd=False)
-    return _devnull
-
-
-def _is_devnull(fd):
-    global _devnull_rdev
-    if fd < 0:
-        return False
-    try:
-        status = os.fstat(fd)
-        if _devnull_rdev is None:
-            _devnull_rdev = os.stat(os.devnull).st_rdev
-    except OSError:
-        return False
-    return stat.S_ISCHR(status.st_mode) and status.st_rdev == _devnull_rdev
+        self.handles = _ownership.get_all_handles()
+        # The parent's other children: their pidfds are inherited, and
+        # they are not the child's children.
+        self.sibling_popens = [
+            popen for popen in (getattr(child, "_popen", None)
+                                for child in mp_process._children)
+            if hasattr(popen, "_forget_in_child")]
+        self.prepared = _bootstrap.prepared_for(process_obj)
 
 
 _parked_classes = {}
@@ -118,32 +90,34 @@ def _parked_class(base):
     return cls
 
 
-def _park_hub(parked_hub_class):
-    """Take the parent's hub out of service; a fresh one comes on first use.
+_hub_init_cache = []  # [(hub_class, old_hub, first_hub_init)]
 
-    The fresh hub is made lazily (a child that never touches gevent does not
-    pay for it), by gevent itself: with no hub set, get_hub() creates one.
-    Before that happens, the parent's default loop must be destroyed (libev
-    has one default loop per process, and the new hub would inherit its
-    watchers and so run parent greenlets), and right after it, libev's
-    SIGCHLD handler must go: it reaps *every* child with waitpid(-1), and
-    gevent removes it only for the first default loop of a process.  A
-    one-shot __init__ on the hub class does both.
+
+def _first_hub_init(hub_class, old_hub):
+    """The ``__init__`` the child puts on the hub class (one per hub and
+    hub class, reused by every start: the parent pays for what it
+    allocates too, at the next fork)."""
+    if _hub_init_cache:
+        cached_class, cached_hub, init = _hub_init_cache[0]
+        if cached_class is hub_class and cached_hub is old_hub:
+            return init
+    init = _make_first_hub_init(hub_class, old_hub)
+    _hub_init_cache[:] = [(hub_class, old_hub, init)]
+    return init
+
+
+def _make_first_hub_init(hub_class, old_hub):
+    """The ``__init__`` the child puts on the hub class, for one call.
+
+    The child's fresh hub is made lazily (a child that never touches gevent
+    does not pay for it), by gevent itself: with no hub set, get_hub()
+    creates one.  Before that happens, the parent's default loop must be
+    destroyed (libev has one default loop per process, and the new hub would
+    inherit its watchers and so run parent greenlets), and right after it,
+    libev's SIGCHLD handler must go: it reaps *every* child with
+    waitpid(-1), and gevent removes it only for the first default loop of a
+    process.
     """
-    old_hub = get_hub_if_exists()
-    if old_hub is not None:
-        _parked.append(old_hub)
-        if parked_hub_class is not None:
-            try:
-                old_hub.__class__ = parked_hub_class
-            except TypeError:
-                pass  # an exotic hub class: keep it as it is
-        gevent.hub.set_hub(None)
-    # A loop gevent kept aside for the next hub of this thread would be the
-    # parent's too: park it as well.
-    _parked.append(get_loop())
-    set_loop(None)
-    hub_class = get_hub_class()
     own_init = hub_class.__dict__.get("__init__")
     init = hub_class.__init__
 
@@ -159,56 +133,45 @@ def _park_hub(parked_hub_class):
             # gevent's child watchers install it again when used.
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
 
-    hub_class.__init__ = first_hub_init
+    return first_hub_init
 
 
-def _sync_python_signal_table(python_handlers):
+def _leave_the_parents_world(plan, moved):
+    """Park the parent's hub, reset the signal module, close the parent's
+    handles (but the moved ones) and forget its children; /dev/null becomes
+    sys.stdin."""
+    _parked.extend((plan.old_hub, plan.old_loop, sys.stdin))
+    if plan.old_hub is not None:
+        if plan.parked_hub_class is not None:
+            try:
+                plan.old_hub.__class__ = plan.parked_hub_class
+            except TypeError:
+                pass  # an exotic hub class: keep it as it is
+        set_hub(None)
+    set_loop(None)
+    plan.hub_class.__init__ = plan.first_hub_init
+
     # The C helper reset the dispositions; make the signal module agree, so
     # that signal.getsignal() tells the truth in the child.
-    for signum in python_handlers:
+    for signum in plan.python_handlers:
         try:
             _signal.signal(signum, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
     _signal.set_wakeup_fd(-1)
 
-
-def _keep_only(moved):
-    """Close every gipc handle of the parent that was not passed here; make
-    the passed ones ours."""
-    for handle in _ownership.get_all_handles():
+    for handle in plan.handles:
         _parked.append(handle._take_over())
         if handle not in moved:
             handle.close()  # which also takes it off the registry
 
+    for popen in plan.sibling_popens:
+        popen._forget_in_child()
 
-def _quiet_stdin(devnull):
-    """Give the child a /dev/null ``sys.stdin`` as multiprocessing's
-    bootstrap does (file descriptor 0 stays as it is, as there), with the
-    file the parent opened, and make the bootstrap's own (costlier) version
-    a no-op for its one call."""
-    if devnull is None:
-        return
-    # Never closed: multiprocessing's version closes it, but a standard
-    # stream does not own fd 0, so that only marks the object closed.
-    _parked.append(sys.stdin)
-    sys.stdin = devnull
-    original = mp_util._close_stdin
-
-    def close_stdin_done():
-        mp_util._close_stdin = original
-
-    mp_util._close_stdin = close_stdin_done
-
-
-def _drop_parent_children():
-    """Close the sentinels of the parent's other children (inherited fds);
-    they are not our children."""
-    for child in list(mp_process._children):
-        popen = getattr(child, "_popen", None)
-        forget = getattr(popen, "_forget_in_child", None)
-        if forget is not None:
-            forget()
+    # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0 stays
+    # as it is (the old sys.stdin, parked, does not own it).
+    if plan.stdin is not None:
+        sys.stdin = plan.stdin
 
 
 def flush_std_streams():
@@ -226,21 +189,18 @@ def run(process_obj, moved, parent_sentinel, plan):
     """Bootstrap the child and exit with multiprocessing's exit code."""
     code = 1
     try:
+        # The parent's objects are never garbage here: keep the collector
+        # from walking (and so copying) every page of them.
         gc.freeze()
-        _park_hub(plan.parked_hub_class)
-        _sync_python_signal_table(plan.python_handlers)
-        _keep_only(moved)
-        _drop_parent_children()
-        _quiet_stdin(plan.stdin)
-        code = process_obj._bootstrap(parent_sentinel=parent_sentinel)
+        _leave_the_parents_world(plan, moved)
+        code = _bootstrap.bootstrap(process_obj, plan.prepared,
+                                    parent_sentinel)
     except BaseException:
         try:
             sys.stderr.write("gipc: child process failed to start:\n")
             traceback.print_exc()
+            flush_std_streams()
         except BaseException:
             pass
     finally:
-        try:
-            flush_std_streams()
-        finally:
-            os._exit(code)
+        os._exit(code)

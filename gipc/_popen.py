@@ -93,48 +93,45 @@ class Popen:
 
     method = "gipc"
 
-    def __init__(self, process_obj):
+    def __init__(self, process_obj, moved=()):
         self.returncode = None
         self.sentinel = None
         _child.flush_std_streams()
-        self._moved = getattr(process_obj, "_gipc_moved", ())
         parent = os.getpid()
+        # The fork helper fills this list before a signal handler can run,
+        # so an interrupted start always knows which child to abandon.
+        forked = self._forked = [0, -1]
         try:
-            self._launch(process_obj)
+            _check_can_fork()
+            _check_pidfds()
+            _warn_about_threads()
+            plan = _child.ChildPlan(process_obj)
+            _core.fork(_signals_to_reset, forked)
+            if forked[0] == 0:
+                try:
+                    _child.run(process_obj, moved,
+                               _parent_sentinel(forked[1]), plan)
+                finally:
+                    os._exit(1)  # never return into the parent's stack
+            if forked[1] < 0:
+                del self._forked  # the fork helper killed and reaped it
+                raise GIPCError("this kernel has no pidfd_open(); gipc needs "
+                                "Linux 5.3 or newer")
+            # Every page the parent writes while the child shares it is
+            # copied, so little happens from here until the parent waits.
+            # As with multiprocessing, the sentinel stays valid until
+            # close() or until this object is collected (__del__, not
+            # weakref.finalize, which costs dozens of page writes).
+            self.pid, self.sentinel = forked
+            del self._forked
+            # Freed with this object, normally once the child is gone
+            # (freeing writes to the pages of what is freed).
+            self._plan = plan
         except BaseException:
             if os.getpid() != parent:
                 os._exit(1)  # a child never returns into the parent's stack
             self._abandon()
             raise
-
-    def _launch(self, process_obj):
-        _check_can_fork()
-        _check_pidfds()
-        _warn_about_threads()
-        plan = _child.ChildPlan()
-        # The fork helper fills this list before a signal handler can run,
-        # so an interrupted start always knows which child to abandon.
-        self._forked = [0, -1]
-        _core.fork(_signals_to_reset, self._forked)
-        pid, pidfd = self._forked
-        if pid == 0:
-            try:
-                _child.run(process_obj, self._moved, _parent_sentinel(pidfd),
-                           plan)
-            finally:
-                os._exit(1)  # never return into the parent's stack
-        if pidfd < 0:
-            del self._forked  # the fork helper killed and reaped the child
-            raise GIPCError("this kernel has no pidfd_open(); gipc needs "
-                            "Linux 5.3 or newer")
-        # Every page the parent writes while the child shares it is copied,
-        # so little happens here until the parent waits.  As with
-        # multiprocessing, the sentinel stays valid until close() or until
-        # this object is collected (__del__, not weakref.finalize, which
-        # costs dozens of page writes per start).
-        self.pid = pid
-        self.sentinel = pidfd
-        del self._forked
 
     def __del__(self):
         self.close()

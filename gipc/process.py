@@ -8,6 +8,7 @@ hub, and waits on the hub, so ``join()`` never blocks the event loop.
 """
 import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 # exit handler, which terminates daemonic children and joins the others)
+import os
 import signal
 import warnings
 from multiprocessing import process as mp_process
@@ -35,17 +36,24 @@ class Process(mp_process.BaseProcess):
     def start(self):
         """Start the child: fork, run ``self.run()`` there, and close the
         moved handles in the parent."""
+        # multiprocessing's BaseProcess.start, with the moved handles
+        # checked before the fork and closed after it.
         self._check_closed()
-        if self._popen is None:
-            self._gipc_moved = collect_moved_handles(self._args, self._kwargs)
-        try:
-            super().start()
-        finally:
-            moved = self.__dict__.pop("_gipc_moved", ())
-        if self._popen is not None:
-            for handle in moved:
-                if not handle._closed:
-                    handle.close()
+        assert self._popen is None, "cannot start a process twice"
+        assert self._parent_pid == os.getpid(), \
+            "can only start a process object created by current process"
+        assert not mp_process._current_process._config.get("daemon"), \
+            "daemonic processes are not allowed to have children"
+        moved = collect_moved_handles(self._args, self._kwargs)
+        mp_process._cleanup()
+        self._popen = Popen(self, moved)
+        self._sentinel = self._popen.sentinel
+        # As multiprocessing: no reference cycle through the target.
+        del self._target, self._args, self._kwargs
+        mp_process._children.add(self)
+        for handle in moved:
+            if not handle._closed:
+                handle.close()
 
 
 def _status(process):

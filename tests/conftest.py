@@ -10,7 +10,7 @@ import pytest
 from gevent.threadpool import _WorkerGreenlet as ThreadPoolWorker
 
 import gipc
-from gipc import _child, _ownership
+from gipc import _devnull, _ownership
 from support import children
 
 # Subprocesses started by tests (python -c ..., from the repository root)
@@ -43,7 +43,7 @@ def _prime_gevent():
     hub = gevent.get_hub()
     hub.threadpool.spawn(lambda: None).get()
     # So does gipc's /dev/null for children's stdin (kept for good).
-    _child.shared_devnull()
+    _devnull.shared_devnull()
     yield
 
 

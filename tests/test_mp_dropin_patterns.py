@@ -10,6 +10,7 @@ import os
 import pytest
 from multiprocessing import BufferTooShort
 
+from support import run_script
 from mp_dropin_support import (
     BOUND, NAMESPACE_IDS, NAMESPACES, Liveness, finish, pass_gate)
 
@@ -439,3 +440,101 @@ def test_process_introspection(ns):
         "parent_pid": os.getpid(), "parent_alive": True, "children": [],
     }
     assert p not in ns.active_children()
+
+
+# -- what the child's bootstrap sets up ----------------------------------------
+
+_parent_finalized = []
+_after_fork_ran_in = []
+
+
+def _note_parent_finalizer():
+    _parent_finalized.append(os.getpid())
+
+
+class _AfterForkHolder:
+    pass
+
+
+def _note_after_fork(obj):
+    _after_fork_ran_in.append(os.getpid())
+
+
+def _bootstrap_state(conn, gate, ns):
+    import multiprocessing.util as util
+
+    pass_gate(gate)
+    util.Finalize(None, conn.send, args=("finalizer ran",), exitpriority=10)
+    nested = ns.Process(target=print)  # not started
+    conn.send({
+        "identity_len": len(ns.current_process()._identity),
+        "nested_identity_tail": nested._identity[-1],
+        "nested_name_suffix": nested.name.rsplit(":", 1)[-1],
+        "children": ns.active_children(),
+        "parent_finalizer_ran_here": os.getpid() in _parent_finalized,
+        "after_fork_hook_ran_here": _after_fork_ran_in == [os.getpid()],
+    })
+    # The finalizer sends its message at exit, then the pipe is closed.
+
+
+def test_child_bootstrap_state(ns):
+    import multiprocessing.util as util
+
+    # A finalizer of the parent with an exit priority: multiprocessing
+    # clears the registry in the child, so it must not run there.
+    finalizer = util.Finalize(None, _note_parent_finalizer, exitpriority=5)
+    holder = _AfterForkHolder()
+    util.register_after_fork(holder, _note_after_fork)
+    parent_end, child_end = ns.Pipe()
+    try:
+        with Liveness(ns) as live:
+            p = ns.Process(target=_bootstrap_state,
+                           args=(child_end, live.gate(), ns))
+            p.start()
+            child_end.close()
+            live.start()
+            state = parent_end.recv()
+            last = parent_end.recv()
+            assert finish(p) == [0]
+            live.check()
+    finally:
+        finalizer.cancel()
+        parent_end.close()
+    assert state == {
+        "identity_len": 1, "nested_identity_tail": 1,
+        "nested_name_suffix": "1", "children": [],
+        "parent_finalizer_ran_here": False,
+        "after_fork_hook_ran_here": True,
+    }
+    assert _after_fork_ran_in == []  # in the parent
+    del holder  # which unregisters the hook
+    assert last == "finalizer ran"
+
+
+def _exit_with_code(code):
+    raise SystemExit(code)
+
+
+@pytest.mark.parametrize("code, expected, message", [
+    (None, 0, ""), (0, 0, ""), (7, 7, ""), ("bye", 1, "bye\n"),
+])
+def test_system_exit_codes_and_messages(ns, capfd, code, expected, message):
+    p = ns.Process(target=_exit_with_code, args=(code,))
+    p.start()
+    assert finish(p) == [expected]
+    assert capfd.readouterr().err == message
+
+
+def test_multiprocessing_logging_in_the_child(ns):
+    result = run_script("""
+        import logging, multiprocessing
+        import gipc
+        ns = gipc if %r == "gipc" else multiprocessing.get_context("fork")
+        multiprocessing.log_to_stderr(logging.INFO)
+        p = ns.Process(target=print, args=("hi",))
+        p.start()
+        p.join()
+        """ % ns.name)
+    assert result.returncode == 0, result.stderr
+    assert "child process calling self.run()" in result.stderr
+    assert "process exiting with exitcode 0" in result.stderr

@@ -452,25 +452,25 @@ def _start_and_read_stdin_identity():
 
 
 def test_children_share_one_dev_null_file_kept_by_the_parent():
-    from gipc import _child
+    from gipc import _devnull
 
-    devnull = _child.shared_devnull()
-    assert _child.shared_devnull() is devnull
+    devnull = _devnull.shared_devnull()
+    assert _devnull.shared_devnull() is devnull
     assert _start_and_read_stdin_identity() == ("", os.devnull)
-    assert _child.shared_devnull() is devnull
+    assert _devnull.shared_devnull() is devnull
     assert not devnull.closed
 
 
 def test_dev_null_file_is_renewed_if_the_program_closed_it():
-    from gipc import _child
+    from gipc import _devnull
 
-    devnull = _child.shared_devnull()
+    devnull = _devnull.shared_devnull()
     fd = devnull.fileno()
     # A closed file object is rebuilt on the same descriptor (it never owned
     # it, as multiprocessing's does not).
     devnull.close()
     assert _start_and_read_stdin_identity() == ("", os.devnull)
-    rebuilt = _child.shared_devnull()
+    rebuilt = _devnull.shared_devnull()
     assert rebuilt is not devnull and rebuilt.fileno() == fd
     # The program closed the descriptor and its number now names another
     # file: children must not get that file as stdin, and gipc must not
@@ -480,13 +480,13 @@ def test_dev_null_file_is_renewed_if_the_program_closed_it():
     os.close(r)
     try:
         assert _start_and_read_stdin_identity() == ("", os.devnull)
-        fresh = _child.shared_devnull()
+        fresh = _devnull.shared_devnull()
         assert fresh.fileno() != fd
         os.fstat(fd)  # still open: not gipc's to close
     finally:
         os.close(w)
         os.close(fd)
-        os.close(_child._devnull_fd)
-        _child._devnull_fd = -1
+        os.close(_devnull._devnull_fd)
+        _devnull._devnull_fd = -1
         # Reopened at the lowest free number: the one the leak check saw.
-        assert _child.shared_devnull().fileno() == fd
+        assert _devnull.shared_devnull().fileno() == fd

@@ -1,0 +1,102 @@
+"""What a child does around its target, by multiprocessing's rules.
+
+``multiprocessing.process.BaseProcess._bootstrap`` makes a forked child a
+multiprocessing process: it becomes ``current_process()``, its parent
+becomes ``parent_process()``, finalizers and after-fork hooks run, and
+``SystemExit`` and exceptions turn into exit codes.  gipc does exactly
+that, here, with the objects prepared in the parent before the fork (see
+:class:`Prepared`): every object a child creates or touches costs it a
+copy-on-write page fault, and multiprocessing's version also re-imports
+its own modules and calls its logger on every start.  The exit codes, the
+messages on stderr and the state left in ``multiprocessing.process`` and
+``multiprocessing.util`` are multiprocessing's.
+"""
+import itertools
+import sys
+import threading
+import traceback
+from multiprocessing import process as mp_process
+from multiprocessing import util as mp_util
+
+
+class Prepared:
+    """The fresh multiprocessing state of a child, built in the parent.
+
+    The parent never uses these objects itself (only its children's copies
+    are used, and changed), so one serves every child started from the
+    same process under the same parent name.
+    """
+
+    __slots__ = ("key", "process_counter", "children", "parent_process")
+
+    def __init__(self, key):
+        self.key = key
+        self.process_counter = itertools.count(1)
+        self.children = set()
+        parent_name, parent_pid = key
+        # Its sentinel is only known in the child.
+        self.parent_process = mp_process._ParentProcess(
+            parent_name, parent_pid, None)
+
+
+_prepared = None
+
+
+def prepared_for(process_obj):
+    """The :class:`Prepared` state for a child of ``process_obj``."""
+    global _prepared
+    # _parent_pid is this process (multiprocessing's start() asserts it),
+    # so a child that starts children of its own never reuses ours.
+    key = (process_obj._parent_name, process_obj._parent_pid)
+    if _prepared is None or _prepared.key != key:
+        _prepared = Prepared(key)
+    return _prepared
+
+
+def bootstrap(process_obj, prepared, parent_sentinel):
+    """Run ``process_obj.run()`` as multiprocessing's bootstrap does and
+    return the exit code."""
+    try:
+        if process_obj._start_method is not None:
+            from multiprocessing import context
+            context._force_start_method(process_obj._start_method)
+        mp_process._process_counter = prepared.process_counter
+        mp_process._children = prepared.children
+        old_process = mp_process._current_process
+        mp_process._current_process = process_obj
+        prepared.parent_process._sentinel = parent_sentinel
+        mp_process._parent_process = prepared.parent_process
+        if threading._HAVE_THREAD_NATIVE_ID:
+            threading.main_thread()._set_native_id()
+        try:
+            mp_util._finalizer_registry.clear()
+            mp_util._run_after_forkers()
+        finally:
+            # As multiprocessing: the old process object is finalized only
+            # after the after-fork hooks ran.
+            del old_process
+        if mp_util._logger:
+            mp_util.info("child process calling self.run()")
+        try:
+            process_obj.run()
+            exitcode = 0
+        finally:
+            mp_util._exit_function()
+    except SystemExit as e:
+        if e.code is None:
+            exitcode = 0
+        elif isinstance(e.code, int):
+            exitcode = e.code
+        else:
+            sys.stderr.write(str(e.code) + "\n")
+            exitcode = 1
+    except BaseException:
+        exitcode = 1
+        sys.stderr.write("Process %s:\n" % process_obj.name)
+        traceback.print_exc()
+    finally:
+        threading._shutdown()
+        if mp_util._logger:
+            mp_util.info("process exiting with exitcode %d" % exitcode)
+        mp_util._flush_std_streams()
+    return exitcode
