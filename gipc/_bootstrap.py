@@ -70,7 +70,10 @@ def bootstrap(process_obj, prepared, parent_sentinel):
             threading.main_thread()._set_native_id()
         try:
             mp_util._finalizer_registry.clear()
-            mp_util._run_after_forkers()
+            # Walking an empty WeakValueDictionary still costs a dozen
+            # page faults; nothing is registered in most programs.
+            if len(mp_util._afterfork_registry):
+                mp_util._run_after_forkers()
         finally:
             # As multiprocessing: the old process object is finalized only
             # after the after-fork hooks ran.
@@ -81,7 +84,7 @@ def bootstrap(process_obj, prepared, parent_sentinel):
             process_obj.run()
             exitcode = 0
         finally:
-            mp_util._exit_function()
+            _exit_function()
     except SystemExit as e:
         if e.code is None:
             exitcode = 0
@@ -100,3 +103,18 @@ def bootstrap(process_obj, prepared, parent_sentinel):
             mp_util.info("process exiting with exitcode %d" % exitcode)
         mp_util._flush_std_streams()
     return exitcode
+
+
+def _exit_function():
+    """multiprocessing's ``util._exit_function``, which runs the finalizers
+    and joins the children left, without its calls when there is nothing
+    to finalize and no child: then all it does is this."""
+    if mp_util._finalizer_registry or mp_process._children:
+        mp_util._exit_function()
+    elif not mp_util._exiting:
+        mp_util._exiting = True
+        if mp_util._logger:
+            mp_util.info("process shutting down")
+            mp_util.debug('running all "atexit" finalizers with '
+                          'priority >= 0')
+            mp_util.debug('running the remaining "atexit" finalizers')

@@ -530,11 +530,15 @@ def test_multiprocessing_logging_in_the_child(ns):
         import logging, multiprocessing
         import gipc
         ns = gipc if %r == "gipc" else multiprocessing.get_context("fork")
-        multiprocessing.log_to_stderr(logging.INFO)
-        p = ns.Process(target=print, args=("hi",))
+        multiprocessing.log_to_stderr(logging.DEBUG)
+        p = ns.Process(target=print, args=("hi",), name="kid")
         p.start()
         p.join()
         """ % ns.name)
     assert result.returncode == 0, result.stderr
-    assert "child process calling self.run()" in result.stderr
-    assert "process exiting with exitcode 0" in result.stderr
+    # The parent logs at its exit too: look for the child's name.
+    for message in ("[INFO/kid] child process calling self.run()",
+                    "[INFO/kid] process shutting down",
+                    '[DEBUG/kid] running the remaining "atexit" finalizers',
+                    "[INFO/kid] process exiting with exitcode 0"):
+        assert message in result.stderr
