@@ -11,6 +11,7 @@
  */
 #include "fork.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -259,4 +260,38 @@ gipc_pidfd_open(PyObject *Py_UNUSED(module), PyObject *arg)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromLong(fd);
+}
+
+/*
+ * sigchld_handler_file() -> str or None
+ *
+ * The file of the shared object whose function handles SIGCHLD, "" if
+ * unknown, None if SIGCHLD has no handler.  gevent's child watchers
+ * install libev's handler from C, invisible to the signal module; this is
+ * how gipc tells that one from a handler of the program's own.
+ */
+PyObject *
+gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
+                          PyObject *Py_UNUSED(ignored))
+{
+    struct sigaction current;
+    Dl_info info;
+    void *handler;
+
+    if (sigaction(SIGCHLD, NULL, &current) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (current.sa_flags & SA_SIGINFO) {
+        handler = (void *)current.sa_sigaction;
+    }
+    else if (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN) {
+        Py_RETURN_NONE;
+    }
+    else {
+        handler = (void *)current.sa_handler;
+    }
+    if (dladdr(handler, &info) == 0 || info.dli_fname == NULL) {
+        return PyUnicode_FromString("");
+    }
+    return PyUnicode_DecodeFSDefault(info.dli_fname);
 }

@@ -13,5 +13,6 @@ PyObject *gipc_fork(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
 PyObject *gipc_reap(PyObject *module, PyObject *arg);
 PyObject *gipc_pidfd_open(PyObject *module, PyObject *arg);
+PyObject *gipc_sigchld_handler_file(PyObject *module, PyObject *ignored);
 
 #endif /* GIPC_FORK_H */

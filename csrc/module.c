@@ -36,6 +36,10 @@ static PyMethodDef core_methods[] = {
                "(-signum if killed by a signal), or None while it runs.")},
     {"pidfd_open", gipc_pidfd_open, METH_O,
      PyDoc_STR("pidfd_open(pid) -> fd, or -1 where the kernel has none.")},
+    {"sigchld_handler_file", gipc_sigchld_handler_file, METH_NOARGS,
+     PyDoc_STR("sigchld_handler_file() -> str or None\n\n"
+               "The shared object whose function handles SIGCHLD (\"\" if "
+               "unknown), or None if SIGCHLD has no handler.")},
     {NULL, NULL, 0, NULL}
 };
 

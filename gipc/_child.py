@@ -33,6 +33,13 @@ from .signals import _signals_to_reset
 _parked = []
 
 
+def park(obj):
+    """Keep ``obj`` (something of the parent's) referenced for the life of
+    this child, so that collecting it never runs parent code here."""
+    if obj is not None:
+        _parked.append(obj)
+
+
 class ChildPlan:
     """What the child needs, worked out in the parent right before the fork
     (nothing can change in between: no greenlet switch happens there)."""

@@ -96,6 +96,7 @@ class Popen:
     def __init__(self, process_obj, moved=()):
         self.returncode = None
         self.sentinel = None
+        self._status_watcher = None
         _child.flush_std_streams()
         parent = os.getpid()
         # The fork helper fills this list before a signal handler can run,
@@ -124,6 +125,7 @@ class Popen:
             # weakref.finalize, which costs dozens of page writes).
             self.pid, self.sentinel = forked
             del self._forked
+            self._status_watcher = _status_watcher(self.pid)
             # Freed with this object, normally once the child is gone
             # (freeing writes to the pages of what is freed).
             self._plan = plan
@@ -161,12 +163,17 @@ class Popen:
                 code = self._reaped_elsewhere()
             if code is not None:
                 self.returncode = code
+                self._drop_status_watcher()
         return self.returncode
 
     def _reaped_elsewhere(self):
         # Someone else collected the status (waitpid(-1) in a SIGCHLD
-        # handler, e.g. gevent's child watchers).  The pidfd still tells
-        # whether the child has gone; its status is lost.
+        # handler).  If that was libev's, behind gevent's child watchers,
+        # our child watcher got the status.  Otherwise the pidfd still
+        # tells whether the child has gone, but its status is lost.
+        watcher = self._status_watcher
+        if watcher is not None and watcher.rpid == self.pid:
+            return os.waitstatus_to_exitcode(watcher.rstatus)
         if self.sentinel is None or not fd_readable(self.sentinel):
             return None
         warnings.warn(
@@ -207,6 +214,7 @@ class Popen:
 
     def close(self, _close=os.close):
         """Release the pidfd."""
+        self._drop_status_watcher()
         fd, self.sentinel = self.sentinel, None
         if fd is not None:
             try:
@@ -214,10 +222,59 @@ class Popen:
             except OSError:
                 pass
 
+    def _drop_status_watcher(self):
+        watcher, self._status_watcher = self._status_watcher, None
+        if watcher is not None:
+            try:
+                watcher.close()
+            except Exception:  # at interpreter exit, gevent may be gone
+                pass
+
     def _forget_in_child(self):
-        # In a child: this popen and its pidfd belong to the parent.
+        # In a child: this popen and its pidfd belong to the parent, and
+        # its child watcher to the parent's loop (parked: not ours to
+        # close).
+        _child.park(self._status_watcher)
+        self._status_watcher = None
         self.close()
         self.returncode = UNKNOWN_EXIT_CODE
+
+
+def _status_watcher(pid):
+    """A libev child watcher for ``pid`` if libev's SIGCHLD handler is
+    installed, else None.
+
+    gevent's child watchers (gevent.subprocess, a monkey-patched
+    os.waitpid) install libev's SIGCHLD handler, which reaps every child
+    with waitpid(-1) and hands each status only to the watchers of that
+    pid.  With a watcher of our own, a status reaped there is not lost.
+    Started before the hub runs again, so libev cannot reap the child
+    first; it never keeps the loop alive and its callback does nothing:
+    join() still waits on the pidfd.  Only when libev's handler is the one
+    installed: starting a child watcher installs it, which would replace a
+    handler of the program's own.
+    """
+    handler_file = _core.sigchld_handler_file()
+    if not handler_file:
+        return None
+    loop = gevent.get_hub().loop
+    if not getattr(loop, "default", False):
+        return None  # child watchers work on the default loop only
+    loop_module = sys.modules.get(type(loop).__module__)
+    loop_file = getattr(loop_module, "__file__", None)
+    if loop_file is None or os.path.dirname(os.path.realpath(
+            handler_file)) != os.path.dirname(os.path.realpath(loop_file)):
+        return None  # not libev's handler (the loop's extension installs it)
+    try:
+        watcher = loop.child(pid, False, ref=False)
+        watcher.start(_ignore)
+    except (AttributeError, TypeError, ValueError):
+        return None  # a loop implementation without child watchers
+    return watcher
+
+
+def _ignore():
+    pass
 
 
 def _close_quietly(fd):

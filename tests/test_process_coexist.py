@@ -156,3 +156,88 @@ def test_subprocess_in_the_parent_keeps_its_exit_code_while_gipc_waits():
 
 def _wait_for(reader):
     reader.get()
+
+
+def test_exit_codes_survive_gevents_child_watchers():
+    # gevent.subprocess installs libev's SIGCHLD handler, which reaps every
+    # child with waitpid(-1).  gipc's children keep their exit codes anyway,
+    # whether libev or gipc reaps first, and so do gevent's own.  In a
+    # fresh interpreter: the handler stays installed for good.
+    result = _run_script("""
+        import os, signal, warnings
+        import gevent, gevent.subprocess
+        import gipc
+
+        warnings.simplefilter("error")
+
+        def child(code):
+            if code < 0:
+                os.kill(os.getpid(), -code)
+            os._exit(code)
+
+        assert gevent.subprocess.call(["sh", "-c", "exit 4"]) == 4
+        codes = []
+        for code in (7, 0, 3, -signal.SIGKILL, -signal.SIGTERM):
+            for loop_runs_first in (False, True):
+                p = gipc.start_process(child, args=(code,))
+                if loop_runs_first:
+                    # Run the loop until libev has reaped the child.
+                    while True:
+                        try:
+                            os.waitid(os.P_PID, p.pid, os.WEXITED |
+                                      os.WNOHANG | os.WNOWAIT)
+                        except ChildProcessError:
+                            break
+                        gevent.sleep(0.001)
+                p.join(timeout=10)
+                codes.append(p.exitcode)
+                p.close()
+        print(codes)
+        assert gevent.subprocess.call(["sh", "-c", "exit 5"]) == 5
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == str(
+        [7, 7, 0, 0, 3, 3, -9, -9, -15, -15])
+
+
+def test_a_foreign_reaper_costs_the_status_with_a_warning():
+    # A SIGCHLD handler of the program's own reaps every child: gipc still
+    # sees the exit through the pidfd, so join() returns, but the status is
+    # gone: exit code 255 and a RuntimeWarning saying why.
+    result = _run_script("""
+        import os, signal, warnings
+        import gevent
+        import gipc
+
+        reaped = []
+
+        def reap_all(signum, frame):
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                reaped.append(pid)
+
+        signal.signal(signal.SIGCHLD, reap_all)
+        p = gipc.start_process(os._exit, args=(7,))
+        while p.pid not in reaped:
+            gevent.sleep(0.001)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p.join(timeout=10)
+        print(p.exitcode, [str(w.message) for w in caught])
+        p.close()
+        # gipc left the program's handler in place.
+        q = gipc.start_process(os._exit, args=(0,))
+        while q.pid not in reaped:
+            gevent.sleep(0.001)
+        q.join(timeout=10)
+        q.close()
+        """)
+    assert result.returncode == 0, result.stderr
+    code, messages = result.stdout.split(" ", 1)
+    assert code == "255"
+    assert "collected by another reaper" in messages
