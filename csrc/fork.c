@@ -13,6 +13,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <signal.h>
@@ -208,27 +209,73 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     Py_RETURN_NONE;
 }
 
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* Exit code from a waitid() result, as multiprocessing reports it. */
+static PyObject *
+exit_code_from_siginfo(const siginfo_t *info)
+{
+    if (info->si_code == CLD_KILLED || info->si_code == CLD_DUMPED) {
+        return PyLong_FromLong(-(long)info->si_status);
+    }
+    return PyLong_FromLong((long)info->si_status);
+}
+
 /*
- * reap(pid) -> exit code or None
+ * reap(pid, pidfd=-1) -> exit code or None
  *
- * Non-blocking waitpid() of exactly this pid.  The exit code follows
- * multiprocessing: the exit status, or -signum for a child killed by a
- * signal.  None while the child runs.  ChildProcessError if the pid is not
- * our child (or was reaped by someone else).
+ * Non-blocking wait for exactly this child, through its pidfd where one is
+ * given (Linux 5.4+): a pid can be reused once someone else reaped the
+ * child, a pidfd cannot.  The exit code follows multiprocessing: the exit
+ * status, or -signum for a child killed by a signal.  None while the child
+ * runs.  ChildProcessError if it is not our child (or was reaped by
+ * someone else).
  */
 PyObject *
-gipc_reap(PyObject *Py_UNUSED(module), PyObject *arg)
+gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
+          Py_ssize_t nargs)
 {
-    long lpid = PyLong_AsLong(arg);
+    long lpid, pidfd = -1;
+    siginfo_t info;
     pid_t got;
-    int status = 0;
+    int status = 0, rc;
 
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1)");
+        return NULL;
+    }
+    lpid = PyLong_AsLong(args[0]);
     if (lpid == -1 && PyErr_Occurred()) {
         return NULL;
+    }
+    if (nargs == 2) {
+        pidfd = PyLong_AsLong(args[1]);
+        if (pidfd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
     }
     if (lpid <= 0) {
         PyErr_SetString(PyExc_ValueError, "reap() needs a positive pid");
         return NULL;
+    }
+    if (pidfd >= 0 && pidfd <= INT_MAX) {
+        memset(&info, 0, sizeof(info));
+        do {
+            rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info,
+                        WEXITED | WNOHANG);
+        } while (rc < 0 && errno == EINTR);
+        if (rc == 0) {
+            if (info.si_pid == 0) {
+                Py_RETURN_NONE;
+            }
+            return exit_code_from_siginfo(&info);
+        }
+        if (errno != EINVAL) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        /* A kernel without P_PIDFD: by pid. */
     }
     do {
         got = waitpid((pid_t)lpid, &status, WNOHANG);

@@ -11,7 +11,8 @@
 
 PyObject *gipc_fork(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
-PyObject *gipc_reap(PyObject *module, PyObject *arg);
+PyObject *gipc_reap(PyObject *module, PyObject *const *args,
+                    Py_ssize_t nargs);
 PyObject *gipc_pidfd_open(PyObject *module, PyObject *arg);
 PyObject *gipc_sigchld_handler_file(PyObject *module, PyObject *ignored);
 

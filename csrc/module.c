@@ -30,10 +30,11 @@ static PyMethodDef core_methods[] = {
                "[pid, pidfd of the child] in the parent and [0, pidfd of "
                "the parent or -1] in the child, where the given signals are "
                "back at SIG_DFL before any Python code runs.")},
-    {"reap", gipc_reap, METH_O,
-     PyDoc_STR("reap(pid) -> int or None\n\n"
-               "Non-blocking waitpid() of exactly `pid`: its exit code "
-               "(-signum if killed by a signal), or None while it runs.")},
+    {"reap", (PyCFunction)(void (*)(void))gipc_reap, METH_FASTCALL,
+     PyDoc_STR("reap(pid, pidfd=-1) -> int or None\n\n"
+               "Non-blocking wait for exactly that child (through its pidfd "
+               "if given): its exit code (-signum if killed by a signal), or "
+               "None while it runs.")},
     {"pidfd_open", gipc_pidfd_open, METH_O,
      PyDoc_STR("pidfd_open(pid) -> fd, or -1 where the kernel has none.")},
     {"sigchld_handler_file", gipc_sigchld_handler_file, METH_NOARGS,

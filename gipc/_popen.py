@@ -158,7 +158,8 @@ class Popen:
             if flag == 0:
                 return self.wait()
             try:
-                code = _core.reap(self.pid)
+                code = _core.reap(self.pid, -1 if self.sentinel is None
+                                  else self.sentinel)
             except ChildProcessError:
                 code = self._reaped_elsewhere()
             if code is not None:

@@ -3,6 +3,7 @@ repr, and the argument checks of start_process()."""
 import gc
 import os
 import signal
+import subprocess
 import sys
 import threading
 import warnings
@@ -428,3 +429,45 @@ class _Squarer(gipc.Process):
 
     def run(self):
         self._args[0].put(self.n ** 2)
+
+
+def test_reap_goes_by_pidfd_so_a_reused_pid_is_never_taken():
+    from gipc import _core
+
+    with gipc.pipe() as (r, w):
+        p = gipc.start_process(_wait_for_message, args=(r,))
+        pid, pidfd = p.pid, p.sentinel
+        assert _core.reap(pid, pidfd) is None  # running
+        w.put("go")
+        _wait_exited(p)
+        # A foreign reaper takes the status first.
+        assert os.waitpid(pid, 0)[0] == pid
+    # Another child of ours now stands where that pid might be reused: the
+    # dead child's pidfd must not reap it.
+    other = subprocess.Popen([sys.executable, "-c", "import sys; "
+                              "sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        with pytest.raises(ChildProcessError):
+            _core.reap(other.pid, pidfd)
+        assert other.poll() is None
+    finally:
+        other.stdin.close()
+        assert other.wait(JOIN) == 0
+    with pytest.warns(RuntimeWarning, match="another reaper"):
+        p.join(timeout=JOIN)
+    assert p.exitcode == 255
+    p.close()
+
+
+def test_reap_by_pidfd_reports_exit_codes_and_signals():
+    from gipc import _core
+
+    for target, args, expected in ((_exit_with, (9,), 9),
+                                   (_signal_self, (signal.SIGTERM,), -15)):
+        p = gipc.start_process(target, args=args)
+        _wait_exited(p)
+        assert _core.reap(p.pid, p.sentinel) == expected
+        with pytest.raises(ChildProcessError):
+            _core.reap(p.pid, p.sentinel)
+        p._popen.returncode = expected  # reaped above, by hand
+        p.close()
