@@ -21,6 +21,13 @@ content); a transfer that is not intact, a crash or a timeout makes the run
 exit with status 1.  The targets of issue 4 are reported as MET / MISSED
 and never enforced.
 
+Every Python worker imports gevent and starts its hub before its case, the
+blocking implementations too: that is the process a gevent application
+forks, and forking it costs more than forking a bare interpreter (page
+tables to copy, pages to copy on write), which matters in case 5.
+``--bare-refs`` runs multiprocessing and the Python reference in a bare
+interpreter instead.
+
 Layout: cases.py (what is measured, targets), scenarios.py (the parent and
 child code of every case, shared by the Python implementations),
 impl_gipc.py / impl_gipc18.py / impl_mp.py / impl_pyref.py / impl_cref.py +
