@@ -97,6 +97,7 @@ class Popen:
         self.returncode = None
         self.sentinel = None
         self._status_watcher = None
+        self._plan = None
         _child.flush_std_streams()
         parent = os.getpid()
         # The fork helper fills this list before a signal handler can run,
@@ -126,8 +127,10 @@ class Popen:
             self.pid, self.sentinel = forked
             del self._forked
             self._status_watcher = _status_watcher(self.pid)
-            # Freed with this object, normally once the child is gone
-            # (freeing writes to the pages of what is freed).
+            # Dropped once the child is gone (freeing writes to the pages of
+            # what is freed).  But not the parent's other handles and
+            # children: this start must not keep them alive.
+            plan.handles = plan.sibling_popens = None
             self._plan = plan
         except BaseException:
             if os.getpid() != parent:
@@ -165,6 +168,7 @@ class Popen:
             if code is not None:
                 self.returncode = code
                 self._drop_status_watcher()
+                self._plan = None
         return self.returncode
 
     def _reaped_elsewhere(self):
@@ -215,6 +219,7 @@ class Popen:
 
     def close(self, _close=os.close):
         """Release the pidfd."""
+        self._plan = None
         self._drop_status_watcher()
         fd, self.sentinel = self.sentinel, None
         if fd is not None:

@@ -471,3 +471,23 @@ def test_reap_by_pidfd_reports_exit_codes_and_signals():
             _core.reap(p.pid, p.sentinel)
         p._popen.returncode = expected  # reaped above, by hand
         p.close()
+
+
+def test_a_start_keeps_no_other_child_alive():
+    # The second start sees the first child as a sibling (its pidfd is
+    # closed in the new child); the parent must not keep it for that.
+    import weakref
+
+    with gipc.pipe() as (r1, w1), gipc.pipe() as (r2, w2):
+        p1 = gipc.start_process(_wait_for_message, args=(r1,))
+        p2 = gipc.start_process(_wait_for_message, args=(r2,))
+        w1.put("go")
+        p1.join(timeout=JOIN)
+        sentinel = p1.sentinel
+        popen = weakref.ref(p1._popen)
+        del p1
+        assert popen() is None
+        with pytest.raises(OSError):
+            os.fstat(sentinel)
+        w2.put("go")
+    _finish(p2)
