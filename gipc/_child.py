@@ -63,13 +63,15 @@ class ChildPlan:
             signum for signum in _signals_to_reset
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
         self.stdin = None if sys.stdin is None else shared_devnull()
-        self.handles = _ownership.get_all_handles()
+        # Tuples: empty ones cost no allocation (and no freeing).
+        self.handles = tuple(_ownership.all_handles)
         # The parent's other children: their pidfds are inherited, and
         # they are not the child's children.
-        self.sibling_popens = [
+        self.sibling_popens = tuple(
             popen for popen in (getattr(child, "_popen", None)
                                 for child in mp_process._children)
-            if hasattr(popen, "_forget_in_child")]
+            if hasattr(popen, "_forget_in_child")) if mp_process._children \
+            else ()
         self.prepared = _bootstrap.prepared_for(process_obj)
 
 

@@ -48,6 +48,8 @@ def collect_moved_handles(args, kwargs):
     :raises GIPCError: a handle belongs to another process, is broken, or
         hides inside a container (it would be closed in the child).
     """
+    if not args and not kwargs:
+        return ()
     top_level = list(args) + list(kwargs.values())
     moved = []
     for handle in _movable_in(top_level):
@@ -69,4 +71,4 @@ def collect_moved_handles(args, kwargs):
                     "as arguments move to the child (others are closed "
                     "there); pass it as an argument of its own"
                     % (nested, type(value).__name__))
-    return moved
+    return tuple(moved)  # usually (), which costs no allocation

@@ -108,6 +108,7 @@ class Popen:
             _check_pidfds()
             _warn_about_threads()
             plan = _child.ChildPlan(process_obj)
+            watch_status = _libev_reaps_children()
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:
@@ -125,12 +126,13 @@ class Popen:
             # close() or until this object is collected (__del__, not
             # weakref.finalize, which costs dozens of page writes).
             self.pid, self.sentinel = forked
-            del self._forked
-            self._status_watcher = _status_watcher(self.pid)
+            if watch_status:
+                self._status_watcher = _status_watcher(self.pid)
             # Dropped once the child is gone (freeing writes to the pages of
             # what is freed).  But not the parent's other handles and
             # children: this start must not keep them alive.
-            plan.handles = plan.sibling_popens = None
+            if plan.handles or plan.sibling_popens:
+                plan.handles = plan.sibling_popens = ()
             self._plan = plan
         except BaseException:
             if os.getpid() != parent:
@@ -144,7 +146,7 @@ class Popen:
     def _abandon(self):
         """Kill, reap and forget a child whose start was interrupted (the
         caller gets no process object, so no child may live on)."""
-        pid, pidfd = self.__dict__.pop("_forked", (0, -1))
+        pid, pidfd = self.__dict__.pop("_forked", None) or (0, -1)
         if pid > 0:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -246,31 +248,41 @@ class Popen:
         self.returncode = UNKNOWN_EXIT_CODE
 
 
-def _status_watcher(pid):
-    """A libev child watcher for ``pid`` if libev's SIGCHLD handler is
-    installed, else None.
+def _libev_reaps_children():
+    """Whether libev's SIGCHLD handler is installed.
 
     gevent's child watchers (gevent.subprocess, a monkey-patched
-    os.waitpid) install libev's SIGCHLD handler, which reaps every child
-    with waitpid(-1) and hands each status only to the watchers of that
-    pid.  With a watcher of our own, a status reaped there is not lost.
+    os.waitpid) install it; it reaps every child with waitpid(-1) and hands
+    each status only to the child watchers of that pid.  Asked of the
+    kernel (sigaction, then which shared object holds the handler): it is
+    installed from C, invisible to the signal module.
+    """
+    handler_file = _core.sigchld_handler_file()
+    if not handler_file:
+        return False
+    loop = gevent.get_hub().loop
+    loop_module = sys.modules.get(type(loop).__module__)
+    loop_file = getattr(loop_module, "__file__", None)
+    # libev's handler lives in the extension of gevent's loop.
+    return loop_file is not None and os.path.dirname(
+        os.path.realpath(handler_file)) == os.path.dirname(
+        os.path.realpath(loop_file))
+
+
+def _status_watcher(pid):
+    """A libev child watcher for ``pid`` (see :func:`_libev_reaps_children`),
+    so that a status reaped by libev is not lost; None where the loop has
+    none.
+
     Started before the hub runs again, so libev cannot reap the child
     first; it never keeps the loop alive and its callback does nothing:
     join() still waits on the pidfd.  Only when libev's handler is the one
     installed: starting a child watcher installs it, which would replace a
     handler of the program's own.
     """
-    handler_file = _core.sigchld_handler_file()
-    if not handler_file:
-        return None
     loop = gevent.get_hub().loop
     if not getattr(loop, "default", False):
         return None  # child watchers work on the default loop only
-    loop_module = sys.modules.get(type(loop).__module__)
-    loop_file = getattr(loop_module, "__file__", None)
-    if loop_file is None or os.path.dirname(os.path.realpath(
-            handler_file)) != os.path.dirname(os.path.realpath(loop_file)):
-        return None  # not libev's handler (the loop's extension installs it)
     try:
         watcher = loop.child(pid, False, ref=False)
         watcher.start(_ignore)
