@@ -416,6 +416,7 @@ def _introspect(conn, gate, ns):
         "parent_alive": parent.is_alive(),
         "children": ns.active_children(),
     })
+    conn.recv()  # stay alive until the parent has looked at us
     conn.close()
 
 
@@ -428,10 +429,12 @@ def test_process_introspection(ns):
         child_end.close()
         pid = p.pid
         live.start()
+        info = parent_end.recv()
+        # The child waits for a word from us: it is certainly running.
         assert p in ns.active_children()
         assert ns.current_process().name == "MainProcess"
         assert ns.parent_process() is None
-        info = parent_end.recv()
+        parent_end.send("bye")
         assert finish(p) == [0]
         live.check()
     parent_end.close()
