@@ -3,9 +3,11 @@
 ``multiprocessing.process.BaseProcess`` delegates everything about the OS
 process to a popen object (``poll``, ``wait``, ``terminate``, ``kill``,
 ``close``, ``sentinel``).  This one forks through the C helper and watches
-the child through its pidfd on the gevent hub, then reaps exactly that pid:
-no SIGCHLD handler, no ``waitpid(-1)``, so the exit statuses of other
-children of the program (multiprocessing, subprocess) are never stolen.
+the child through its pidfd on the gevent hub, then reaps exactly that
+child through the same pidfd: no SIGCHLD handler, no ``waitpid(-1)``, so
+the exit statuses of other children of the program (multiprocessing,
+subprocess) are never stolen.  Where libev's SIGCHLD handler reaps every
+child (gevent's child watchers), a libev child watcher catches the status.
 """
 import os
 import signal
