@@ -145,9 +145,9 @@ def _make_first_hub_init(hub_class, old_hub):
     return first_hub_init
 
 
-def _leave_the_parents_world(plan, moved):
+def _leave_the_parents_world(plan, kept):
     """Park the parent's hub, reset the signal module, close the parent's
-    handles (but the moved ones) and forget its children; /dev/null becomes
+    handles (but the kept ones) and forget its children; /dev/null becomes
     sys.stdin."""
     _parked.extend((plan.old_hub, plan.old_loop, sys.stdin))
     if plan.old_hub is not None:
@@ -171,7 +171,7 @@ def _leave_the_parents_world(plan, moved):
 
     for handle in plan.handles:
         _parked.append(handle._take_over())
-        if handle not in moved:
+        if handle not in kept:
             handle.close()  # which also takes it off the registry
 
     for popen in plan.sibling_popens:
@@ -194,14 +194,14 @@ def flush_std_streams():
                 pass
 
 
-def run(process_obj, moved, parent_sentinel, plan):
+def run(process_obj, kept, parent_sentinel, plan):
     """Bootstrap the child and exit with multiprocessing's exit code."""
     code = 1
     try:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.
         gc.freeze()
-        _leave_the_parents_world(plan, moved)
+        _leave_the_parents_world(plan, kept)
         code = _bootstrap.bootstrap(process_obj, plan.prepared,
                                     parent_sentinel)
     except BaseException:

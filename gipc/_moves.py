@@ -1,9 +1,13 @@
-"""Which handles move to a child process, checked before any fork.
+"""Which handles go to a child process, checked before any fork.
 
 Handles and :class:`gipc.Connection` objects given as top-level ``args``
 or ``kwargs`` values (both halves of a duplex handle) move: the child owns
-them, the parent closes them once the child is started.  Everything is
-validated first, so that a bad handle raises before any child exists.
+them, the parent closes them once the child is started.  Those held
+directly as attributes of a :class:`gipc.Process` (a subclass keeping its
+connection, as multiprocessing code does) are shared: open in the child
+and still open in the parent, as with multiprocessing.  Every other gipc
+handle is closed in the child.  Everything is validated first, so that a
+bad handle raises before any child exists.
 """
 from .connection import Connection
 from .exceptions import GIPCError, GIPCLocked
@@ -55,10 +59,7 @@ def collect_moved_handles(args, kwargs):
     for handle in _movable_in(top_level):
         if handle in moved:
             continue
-        handle._validate()
-        if handle._lock.locked():
-            raise GIPCLocked(
-                "Can't pass %s to a child: locked for I/O operation." % handle)
+        _check_can_go(handle)
         moved.append(handle)
     seen = set()
     for value in top_level:
@@ -72,3 +73,34 @@ def collect_moved_handles(args, kwargs):
                     "there); pass it as an argument of its own"
                     % (nested, type(value).__name__))
     return tuple(moved)  # usually (), which costs no allocation
+
+
+def _check_can_go(handle):
+    handle._validate()
+    if handle._lock.locked():
+        raise GIPCLocked(
+            "Can't pass %s to a child: locked for I/O operation." % handle)
+
+
+def collect_shared_handles(process_obj, moved):
+    """Return the single-end handles and connections held directly as
+    attributes of ``process_obj`` (not among ``moved``), after checking
+    that each one may be shared with a child now.
+
+    :raises GIPCLocked: a greenlet is inside a call on one.
+    :raises GIPCError: one belongs to another process or is broken, or has
+        received data not yet read (both processes would read it).
+    """
+    shared = []
+    for handle in _movable_in(vars(process_obj).values()):
+        if handle._closed or handle in moved or handle in shared:
+            continue
+        _check_can_go(handle)
+        reader = getattr(handle, "_core", None)
+        if reader is not None and reader.buffered:
+            raise GIPCError(
+                "%r holds received data not yet read: the parent and the "
+                "child would both read it; read it first, or pass the "
+                "handle in args to move it to the child" % (handle,))
+        shared.append(handle)
+    return tuple(shared)

@@ -91,11 +91,13 @@ def _parent_sentinel(parent_pidfd):
 
 
 class Popen:
-    """Fork a child for ``process_obj`` and watch it from the hub."""
+    """Fork a child for ``process_obj`` and watch it from the hub.  The gipc
+    handles in ``kept`` stay open in the child; every other one is closed
+    there."""
 
     method = "gipc"
 
-    def __init__(self, process_obj, moved=()):
+    def __init__(self, process_obj, kept=()):
         self.returncode = None
         self.sentinel = None
         self._status_watcher = None
@@ -114,7 +116,7 @@ class Popen:
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:
-                    _child.run(process_obj, moved,
+                    _child.run(process_obj, kept,
                                _parent_sentinel(forked[1]), plan)
                 finally:
                     os._exit(1)  # never return into the parent's stack

@@ -13,7 +13,7 @@ import signal
 import warnings
 from multiprocessing import process as mp_process
 
-from ._moves import collect_moved_handles
+from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import Popen
 
 
@@ -23,11 +23,17 @@ class Process(mp_process.BaseProcess):
     ``name``, ``daemon``, ``terminate``, ``kill``, ``close``,
     ``sentinel``), whose waits are gevent-cooperative.
 
-    gipc pipe handles given directly in ``args`` or ``kwargs`` move to the
-    child: usable there, closed in the parent once the child has started.
+    gipc pipe handles and connections given directly in ``args`` or
+    ``kwargs`` move to the child: usable there, closed in the parent once
+    the child has started.  Those held directly as attributes of the
+    process object (a subclass keeping its connection) are shared, as with
+    multiprocessing: open in both.  Every other one is closed in the child.
     """
 
     _start_method = None
+    # start_process() objects have no attributes of the caller's: no need to
+    # look (reading vars() of a process object costs its page a write).
+    _shares_attribute_handles = True
 
     @staticmethod
     def _Popen(process_obj):
@@ -45,8 +51,10 @@ class Process(mp_process.BaseProcess):
         assert not mp_process._current_process._config.get("daemon"), \
             "daemonic processes are not allowed to have children"
         moved = collect_moved_handles(self._args, self._kwargs)
+        shared = (collect_shared_handles(self, moved)
+                  if self._shares_attribute_handles else ())
         mp_process._cleanup()
-        self._popen = Popen(self, moved)
+        self._popen = Popen(self, moved + shared)
         self._sentinel = self._popen.sentinel
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
@@ -81,6 +89,8 @@ class _GProcess(Process):
     """The process object of :func:`start_process` (gipc 1.8's name): a
     :class:`Process` that is already started; a second ``start()`` only
     warns."""
+
+    _shares_attribute_handles = False
 
     def start(self):
         """Start the child; warn and do nothing if it was started."""

@@ -232,3 +232,42 @@ def test_wait_argument_errors():
             gipc.wait([object()], timeout=0)
     with pytest.raises(OSError, match="handle is closed"):
         gipc.wait([a], timeout=0)
+
+
+class _Holding(gipc.Process):
+    def __init__(self, conn):
+        super().__init__(target=len, args=((),))
+        self.conn = conn
+
+
+def test_shared_connection_with_unread_data_is_refused_before_fork():
+    a, b = gipc.Pipe()
+    with a, b:
+        b.send("one")
+        b.send("two")
+        # One read() took both frames: "two" now sits in a's buffer.
+        assert a.recv() == "one"
+        assert a._core.buffered
+        p = _Holding(a)
+        with pytest.raises(gipc.GIPCError, match="not yet read"):
+            p.start()
+        assert p._popen is None  # nothing was forked
+        assert a.recv() == "two"
+        p.start()  # nothing buffered any more
+        assert finish(p) == [0]
+        assert not a.closed  # shared, not moved
+
+
+def test_shared_connection_in_use_is_refused_before_fork():
+    a, b = gipc.Pipe()
+    with a, b:
+        reader = gevent.spawn(a.recv)
+        gevent.sleep(0)  # a cooperative yield: the reader enters recv()
+        assert a._lock.locked()
+        p = _Holding(a)
+        with pytest.raises(gipc.GIPCLocked):
+            p.start()
+        assert p._popen is None
+        b.send("done")
+        assert reader.get(timeout=BOUND) == "done"
+        p.close()

@@ -545,3 +545,37 @@ def test_multiprocessing_logging_in_the_child(ns):
                     '[DEBUG/kid] running the remaining "atexit" finalizers',
                     "[INFO/kid] process exiting with exitcode 0"):
         assert message in result.stderr
+
+
+# -- a Process subclass keeping its connections as attributes -----------------
+
+def _make_worker_class(ns):
+    class Worker(ns.Process):
+        """The multiprocessing idiom: the connections live on the process
+        object; the child uses one end, the parent the other."""
+
+        def __init__(self, gate):
+            super().__init__()
+            self.parent_end, self.child_end = ns.Pipe()
+            self.gate = gate
+
+        def run(self):
+            pass_gate(self.gate)
+            self.child_end.send(self.child_end.recv() * 2)
+            self.child_end.close()
+
+    return Worker
+
+
+def test_subclass_with_connection_attributes(ns):
+    with Liveness(ns) as live:
+        worker = _make_worker_class(ns)(live.gate())
+        worker.start()
+        live.start()
+        # Shared, as with multiprocessing: the parent's ends stay open.
+        worker.parent_end.send(21)
+        assert worker.parent_end.recv() == 42
+        assert finish(worker) == [0]
+        live.check()
+    worker.parent_end.close()
+    worker.child_end.close()

@@ -394,3 +394,29 @@ def test_reader_waiting_inside_a_frame_gets_an_error_when_the_writer_dies():
     p.close()
     r.close()
     sr.close()
+
+
+class _Reporter(gipc.Process):
+    """Keeps a gipc pipe handle as an attribute, as multiprocessing code
+    keeps a connection: shared with the child, not moved."""
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+
+    def run(self):
+        self.writer.put(("child", os.getpid(), _ownership.pid))
+
+
+def test_handle_held_by_a_process_subclass_is_shared():
+    r, w = gipc.pipe()
+    with r:
+        p = _Reporter(w)
+        p.start()
+        who, pid, owner = r.get(timeout=JOIN)
+        assert (who, pid, owner) == ("child", p.pid, p.pid)
+        assert not w.closed  # still the parent's too
+        w.put("parent")
+        assert r.get(timeout=JOIN) == "parent"
+        w.close()
+        _finish(p)
