@@ -67,11 +67,10 @@ class ChildPlan:
         self.handles = tuple(_ownership.all_handles)
         # The parent's other children: their pidfds are inherited, and
         # they are not the child's children.
-        self.sibling_popens = tuple(
-            popen for popen in (getattr(child, "_popen", None)
-                                for child in mp_process._children)
-            if hasattr(popen, "_forget_in_child")) if mp_process._children \
-            else ()
+        children = mp_process._children
+        self.sibling_popens = () if not children else tuple(
+            child._popen for child in children
+            if hasattr(getattr(child, "_popen", None), "_forget_in_child"))
         self.prepared = _bootstrap.prepared_for(process_obj)
 
 
