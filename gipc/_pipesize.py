@@ -36,15 +36,9 @@ def _budget():
 
 
 _allowed = _budget()
+# Grown pipe ends held open.  Inherited as is by a child: a gipc child
+# closes the ends it was not given, which releases their count.
 _grown = 0
-
-
-def _reset_in_child():
-    global _grown
-    _grown = 0
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def set_size(fd, size):

@@ -71,3 +71,31 @@ def test_connections_over_sockets_do_not_try_to_grow(duplex):
         assert a.recv_bytes() == b"y" * (4 << 20)
         sender.join(timeout=10)
         assert sender.successful()
+
+
+def _report_grown(out, *held):
+    out.put(_pipesize._grown)
+
+
+def test_a_child_counts_only_the_grown_pipes_it_holds():
+    grown_before = _pipesize._grown
+    with gipc.pipe(encoder=None, decoder=None) as (r, w), \
+            gipc.pipe() as (report_r, report_w):
+        _fill_then_drain(r, w, 4 << 20)
+        assert _pipesize._grown == grown_before + 1
+        # Not given the grown end: the child closes it, and its count.
+        p = gipc.start_process(_report_grown, args=(report_w,))
+        assert report_r.get(timeout=10) == grown_before
+        p.join(timeout=10)
+        assert report_w.closed  # moved
+    with gipc.pipe(encoder=None, decoder=None) as (r, w), \
+            gipc.pipe() as (report_r, report_w):
+        _fill_then_drain(r, w, 4 << 20)
+        # Given the grown end: the child holds it, and counts it.
+        p2 = gipc.start_process(_report_grown, args=(report_w, w))
+        assert report_r.get(timeout=10) == grown_before + 1
+        p2.join(timeout=10)
+    assert p.exitcode == p2.exitcode == 0
+    p.close()
+    p2.close()
+    assert _pipesize._grown == grown_before
