@@ -11,12 +11,20 @@ its own modules and calls its logger on every start.  The exit codes, the
 messages on stderr and the state left in ``multiprocessing.process`` and
 ``multiprocessing.util`` are multiprocessing's.
 """
+import atexit
 import itertools
 import sys
 import threading
 import traceback
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
+
+
+# Since Python 3.13, multiprocessing's fork start method runs the atexit
+# handlers a child registers (its exit function among them) when the child
+# ends, after the bootstrap; before, the bootstrap called the exit function
+# itself and nothing else ran.
+_CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
 
 
 class Prepared:
@@ -56,6 +64,18 @@ def prepared_for(process_obj):
 def bootstrap(process_obj, prepared, parent_sentinel):
     """Run ``process_obj.run()`` as multiprocessing's bootstrap does and
     return the exit code."""
+    if _CHILD_RUNS_ATEXIT:
+        atexit._clear()  # the parent's handlers are not the child's
+        atexit.register(_exit_function)
+    try:
+        exitcode = _run(process_obj, prepared, parent_sentinel)
+    finally:
+        if _CHILD_RUNS_ATEXIT:
+            atexit._run_exitfuncs()
+    return exitcode
+
+
+def _run(process_obj, prepared, parent_sentinel):
     try:
         if process_obj._start_method is not None:
             from multiprocessing import context
@@ -80,11 +100,15 @@ def bootstrap(process_obj, prepared, parent_sentinel):
             del old_process
         if mp_util._logger:
             mp_util.info("child process calling self.run()")
-        try:
+        if _CHILD_RUNS_ATEXIT:
             process_obj.run()
             exitcode = 0
-        finally:
-            _exit_function()
+        else:
+            try:
+                process_obj.run()
+                exitcode = 0
+            finally:
+                _exit_function()
     except SystemExit as e:
         if e.code is None:
             exitcode = 0

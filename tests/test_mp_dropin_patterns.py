@@ -6,6 +6,7 @@ while the children work (see mp_dropin_support.Liveness).
 """
 import array
 import os
+import sys
 
 import pytest
 from multiprocessing import BufferTooShort
@@ -579,3 +580,27 @@ def test_subclass_with_connection_attributes(ns):
         live.check()
     worker.parent_end.close()
     worker.child_end.close()
+
+
+def _register_atexit(conn):
+    import atexit
+
+    atexit.register(conn.send, "atexit ran")
+    conn.send("registered")
+
+
+def test_atexit_handlers_of_the_child_as_multiprocessing(ns):
+    # multiprocessing runs them at the child's exit since Python 3.13.
+    parent_end, child_end = ns.Pipe()
+    p = ns.Process(target=_register_atexit, args=(child_end,))
+    p.start()
+    child_end.close()
+    assert parent_end.recv() == "registered"
+    assert finish(p) == [0]
+    try:  # the child is gone: a message, or the end of the stream
+        ran = parent_end.recv() == "atexit ran"
+    except EOFError:
+        ran = False
+    finally:
+        parent_end.close()
+    assert ran == (sys.version_info >= (3, 13))
