@@ -35,6 +35,13 @@ def finish(process, code=0):
     process.close()
 
 
+#: Working directory of Python subprocesses: not the repository root, whose
+#: gipc/ (source, no compiled extension after `pip install .`) would shadow
+#: the installed package where Python puts the directory of a ``-c`` script
+#: first on sys.path (PYTHONSAFEPATH exists from Python 3.11 only).
+SCRIPT_CWD = os.path.dirname(os.path.abspath(__file__))
+
+
 def script_env():
     """The environment for a Python subprocess that imports gipc."""
     return dict(os.environ, PYTHONPATH=GIPC_PATH)
@@ -43,6 +50,7 @@ def script_env():
 def run_script(code, timeout=60, **kwargs):
     """Run ``code`` (dedented) in a fresh interpreter; return the completed
     process with text stdout/stderr."""
+    kwargs.setdefault("cwd", SCRIPT_CWD)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=script_env(),
         capture_output=True, text=True, timeout=timeout, **kwargs)

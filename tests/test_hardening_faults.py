@@ -21,6 +21,7 @@ import gipc
 from gipc import GIPCProtocolError, _core
 from support import hand_write as _hand_write
 from support import end as _finish
+from support import SCRIPT_CWD, script_env
 
 WAIT = 30
 
@@ -247,7 +248,8 @@ def test_parent_killed_children_see_eof_or_broken_pipe_and_exit():
     n = 3
     proc = subprocess.Popen(
         [sys.executable, "-c", "N = %d\n" % n + _ORPHANS_SCRIPT],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=SCRIPT_CWD,
+        env=script_env())
     pidfds = []
     try:
         ready, _, _ = select.select([proc.stdout], [], [], WAIT)
@@ -314,7 +316,8 @@ _NOFILE_SCRIPT = textwrap.dedent("""
 def test_pipe_out_of_descriptors_raises_oserror_and_leaks_nothing():
     out = subprocess.run(
         [sys.executable, "-c", _NOFILE_SCRIPT], capture_output=True,
-        timeout=WAIT, stdin=subprocess.DEVNULL, check=False)
+        timeout=WAIT, stdin=subprocess.DEVNULL, check=False, cwd=SCRIPT_CWD,
+        env=script_env())
     assert out.returncode == 0, out.stderr.decode()
     results = eval(out.stdout.decode())  # noqa: S307 (our own repr)
     # Every attempt either worked or raised EMFILE, leaving the same fds.
@@ -406,7 +409,8 @@ def test_rlimit_nofile_lowered_start_process_fails_cleanly():
         print(outcome, before == after, len(leftover))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                         timeout=WAIT, stdin=subprocess.DEVNULL, check=False)
+                         timeout=WAIT, stdin=subprocess.DEVNULL, check=False,
+                         cwd=SCRIPT_CWD, env=script_env())
     assert out.returncode == 0, out.stderr.decode()
     outcome, same, leftover = out.stdout.decode().split()
     assert outcome == "EMFILE", out.stdout.decode() + out.stderr.decode()

@@ -15,6 +15,7 @@ import pytest
 
 import gipc
 import gipc.gipc
+from support import SCRIPT_CWD, script_env
 
 WAIT = 10
 GIPC18_PYTHON = "/tmp/gipc18/bin/python"
@@ -52,8 +53,7 @@ def test_gipc_gipc_reachable_after_plain_import():
     # In a fresh interpreter: in this one, gipc.gipc was imported above.
     code = "import gipc; print(gipc.gipc._get_all_handles())"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          timeout=60, cwd=os.path.dirname(
-                              os.path.dirname(os.path.abspath(__file__))))
+                          timeout=60, cwd=SCRIPT_CWD, env=script_env())
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.strip() == b"[]"
 

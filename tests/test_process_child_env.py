@@ -20,7 +20,7 @@ from gipc import GIPCError
 from gipc.signals import _signals_to_reset
 from support import finish as _finish
 from support import run_script as _run_script
-from support import script_env
+from support import SCRIPT_CWD, script_env
 
 JOIN = 10
 
@@ -339,7 +339,7 @@ def test_daemon_child_is_terminated_at_parent_exit_and_has_no_children():
             sys.stdin.readline()  # the test holds a pidfd on the daemon now
             r.close()
         """)],
-        env=script_env(), stdin=subprocess.PIPE,
+        env=script_env(), cwd=SCRIPT_CWD, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pidfd = None
     try:
