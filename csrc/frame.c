@@ -442,6 +442,12 @@ typedef struct {
     /* For the current call only: until when (CLOCK_MONOTONIC, ns) to spin
      * on an empty pipe before reporting that it would block; 0: no spin. */
     int64_t spin_until;
+    /* Adaptive spinning (see spin_for_input): spins in a row that caught
+     * nothing, waits left that go straight to sleep, and the length of the
+     * next such pause. */
+    int spin_misses;
+    int spin_skip;
+    int spin_pause;
 } ReaderObject;
 
 static void
@@ -529,6 +535,53 @@ monotonic_ns(void)
 }
 
 /*
+ * Adaptive spinning.  A spin pays off on a channel whose replies come
+ * within microseconds; on one whose messages come seldom it only burns
+ * SPIN_US of CPU (and of the event loop) before every sleep.  After
+ * SPIN_MISS_LIMIT spins in a row that caught nothing, the next waits of
+ * this reader go straight to sleep: SPIN_PAUSE_MIN of them, then, if the
+ * spin that probes the channel after the pause misses too, twice as many,
+ * up to SPIN_PAUSE_MAX.  A spin that catches data ends any pause.
+ */
+#define SPIN_MISS_LIMIT 4
+#define SPIN_PAUSE_MIN 16
+#define SPIN_PAUSE_MAX 1024
+
+/* Whether this wait may spin (a pause consumes one wait). */
+static int
+spin_allowed(ReaderObject *self)
+{
+    if (self->spin_skip > 0) {
+        self->spin_skip--;
+        self->spin_until = 0;
+        return 0;
+    }
+    return 1;
+}
+
+static void
+spin_record(ReaderObject *self, int caught)
+{
+    if (caught) {
+        self->spin_misses = 0;
+        self->spin_pause = SPIN_PAUSE_MIN;
+        return;
+    }
+    if (++self->spin_misses < SPIN_MISS_LIMIT) {
+        return;
+    }
+    if (self->spin_pause < SPIN_PAUSE_MIN) {
+        self->spin_pause = SPIN_PAUSE_MIN;
+    }
+    self->spin_skip = self->spin_pause;
+    if (self->spin_pause <= SPIN_PAUSE_MAX / 2) {
+        self->spin_pause *= 2;
+    }
+    /* After the pause, one more miss starts the next (longer) one. */
+    self->spin_misses = SPIN_MISS_LIMIT - 1;
+}
+
+/*
  * The pipe is empty: poll it without sleeping until it has input or the
  * spin deadline passes.  A reader that sleeps in the kernel must be woken
  * by the writer (a cross-CPU wake-up, costly on virtual machines); one that
@@ -554,6 +607,7 @@ spin_for_input(ReaderObject *self)
         }
     } while (monotonic_ns() < until);
     Py_END_ALLOW_THREADS
+    spin_record(self, ready);
     return ready;
 }
 
@@ -588,7 +642,7 @@ read_some(ReaderObject *self, char *dst, Py_ssize_t want)
             continue;
         }
         if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
-            self->spin_until != 0) {
+            self->spin_until != 0 && spin_allowed(self)) {
             if (spin_for_input(self)) {
                 continue;
             }
@@ -1162,11 +1216,20 @@ static PyMethodDef reader_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+static PyObject *
+reader_spin_paused(ReaderObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->spin_skip);
+}
+
 static PyGetSetDef reader_getset[] = {
     {"max_size", (getter)reader_get_max_size, (setter)reader_set_max_size,
      PyDoc_STR("Largest payload accepted, in bytes."), NULL},
     {"buffered", (getter)reader_pending_bytes, NULL,
      PyDoc_STR("Bytes received but not yet returned."), NULL},
+    {"spin_paused", (getter)reader_spin_paused, NULL,
+     PyDoc_STR("Waits left that will not spin (adaptive spinning)."),
+     NULL},
     {"fd", (getter)reader_get_fd, NULL,
      PyDoc_STR("The descriptor read from, -1 once detached."), NULL},
     {NULL, NULL, NULL, NULL, NULL}
