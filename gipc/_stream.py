@@ -153,12 +153,16 @@ class Endpoint:
             if result is not None:
                 return result
 
-    def _send_frame(self, data, waiter):
-        """Write ``data`` as one frame through the C writer ``self._wcore``,
-        waiting on ``waiter`` while the descriptor is full.  The caller holds
-        the write lock.  If anything interrupts the frame half-way, the
-        endpoint is marked broken (the writer, not this frame of Python,
-        knows how far the frame got, so no interruption can hide it)."""
+    def _send_frame(self, data, lock, waiter):
+        """Write ``data`` as one frame through the C writer ``self._wcore``:
+        count a turn (see :meth:`_take_turn`), take the write ``lock``,
+        and wait on ``waiter`` while the descriptor is full.  If anything
+        interrupts the frame half-way, the endpoint is marked broken (the
+        writer, not this frame of Python, knows how far the frame got, so
+        no interruption can hide it)."""
+        self._take_turn()
+        if not lock.acquire(blocking=False):
+            self._acquire_slow(lock)
         writer = self._wcore
         try:
             done = writer.send(data)
@@ -176,6 +180,8 @@ class Endpoint:
                     "bytes of a message; the stream is out of sync"
                     % ((self._send_name, type(exc).__name__) + partial)))
             raise
+        finally:
+            lock.release()
 
 
 def input_ready(core, fd):

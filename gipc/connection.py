@@ -145,14 +145,7 @@ class Connection(Endpoint):
         self._send(ForkingPickler.dumps(obj))
 
     def _send(self, data):
-        self._take_turn()
-        lock = self._lock.write
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
-        try:
-            self._send_frame(data, self._wwaiter)
-        finally:
-            lock.release()
+        self._send_frame(data, self._lock.write, self._wwaiter)
 
     # -- receiving ------------------------------------------------------------
 

@@ -250,14 +250,7 @@ class _GIPCWriter(_GIPCHandle):
             self._raise_unusable()
         encoder = self._encoder
         data = o if encoder is None else encoder(o)
-        self._take_turn()
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
-        try:
-            self._send_frame(data, self._waiter)
-        finally:
-            lock.release()
+        self._send_frame(data, self._lock, self._waiter)
 
 
 class _PairContext(tuple):
