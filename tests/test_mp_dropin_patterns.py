@@ -604,3 +604,55 @@ def test_atexit_handlers_of_the_child_as_multiprocessing(ns):
     finally:
         parent_end.close()
     assert ran == (sys.version_info >= (3, 13))
+
+
+def _leave_a_thread_behind(conn, go):
+    import threading
+
+    def finish_later():
+        go.recv()  # only once the target has returned
+        conn.send("thread done")
+
+    threading.Thread(target=finish_later).start()  # not a daemon
+    conn.send("target returned")
+
+
+def test_child_waits_for_its_non_daemon_threads(ns):
+    # The bootstrap joins them before the child exits: the thread can
+    # still send after the target returned.
+    parent_end, child_end = ns.Pipe()
+    go_recv, go_send = ns.Pipe(duplex=False)
+    p = ns.Process(target=_leave_a_thread_behind, args=(child_end, go_recv))
+    p.start()
+    child_end.close()
+    go_recv.close()
+    try:
+        assert parent_end.poll(BOUND)
+        assert parent_end.recv() == "target returned"
+        go_send.send("go")
+        assert parent_end.poll(BOUND)
+        assert parent_end.recv() == "thread done"
+        assert finish(p) == [0]
+    finally:
+        parent_end.close()
+        go_send.close()
+
+
+def _register_thread_atexit(conn):
+    import threading
+
+    threading._register_atexit(conn.send, "thread atexit ran")
+
+
+def test_thread_atexit_calls_of_the_child_run(ns):
+    # concurrent.futures registers these; the bootstrap runs them.
+    parent_end, child_end = ns.Pipe()
+    p = ns.Process(target=_register_thread_atexit, args=(child_end,))
+    p.start()
+    child_end.close()
+    try:
+        assert parent_end.poll(BOUND)
+        assert parent_end.recv() == "thread atexit ran"
+        assert finish(p) == [0]
+    finally:
+        parent_end.close()
