@@ -10,6 +10,15 @@ import time
 import gevent
 from gevent import get_hub
 
+# gevent.lock's Semaphore, from the module that defines it: importing
+# gevent.lock also imports gevent.monkey and, through it, logging, whose
+# fork hooks would then run in every start (and half a megabyte more that
+# every fork maps).
+try:
+    from gevent._semaphore import Semaphore
+except ImportError:  # a gevent that moved it
+    from gevent.lock import Semaphore
+
 READ = 1
 WRITE = 2
 

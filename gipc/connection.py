@@ -19,12 +19,11 @@ import functools
 import os
 import socket
 
-import gevent.lock
 from multiprocessing import BufferTooShort
 from multiprocessing.reduction import ForkingPickler
 
 from . import _core, _ownership
-from ._cooperate import READ, WRITE, FdWaiter
+from ._cooperate import READ, WRITE, FdWaiter, Semaphore
 from ._stream import Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
@@ -41,8 +40,8 @@ class _DirectionLocks:
     __slots__ = ("read", "write")
 
     def __init__(self):
-        self.read = gevent.lock.Semaphore(1)
-        self.write = gevent.lock.Semaphore(1)
+        self.read = Semaphore(1)
+        self.write = Semaphore(1)
 
     def locked(self):
         return self.read.locked() or self.write.locked()

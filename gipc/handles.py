@@ -10,10 +10,10 @@ import os
 from multiprocessing import BufferTooShort
 
 import gevent
-import gevent.lock
 
 from . import _core, _ownership
-from ._cooperate import READ, WRITE, Deadline, FdWaiter, check_timeout
+from ._cooperate import (
+    READ, WRITE, Deadline, FdWaiter, Semaphore, check_timeout)
 from ._stream import SPIN_US, Endpoint, input_ready
 from .exceptions import GIPCClosed, GIPCLocked
 
@@ -34,7 +34,7 @@ class _GIPCHandle(Endpoint):
         os.set_blocking(fd, False)
         self._fd = fd
         self._id = os.urandom(3).hex()
-        self._lock = gevent.lock.Semaphore(1)
+        self._lock = Semaphore(1)
         self._init_endpoint()
 
     @property
@@ -52,7 +52,7 @@ class _GIPCHandle(Endpoint):
         """Make this handle usable in the current process (it was passed to
         this child).  The parent's lock state and watcher mean nothing here."""
         self._own_here()
-        self._lock = gevent.lock.Semaphore(1)
+        self._lock = Semaphore(1)
         return self._waiter.forget()
 
     def _close_fd(self):
