@@ -85,6 +85,8 @@ def bootstrap(process_obj, prepared, parent_sentinel):
 
 
 def _run(process_obj, prepared, parent_sentinel):
+    """The bootstrap proper: ``run()`` with multiprocessing's state, exit
+    codes and messages."""
     try:
         if process_obj._start_method is not None:
             from multiprocessing import context
@@ -104,8 +106,9 @@ def _run(process_obj, prepared, parent_sentinel):
             if len(mp_util._afterfork_registry):
                 mp_util._run_after_forkers()
         finally:
-            # As multiprocessing: the old process object is finalized only
-            # after the after-fork hooks ran.
+            # multiprocessing drops the parent's process object here, after
+            # the after-fork hooks; gipc's child keeps it referenced until
+            # it exits (see _child.run).
             del old_process
         if mp_util._logger:
             mp_util.info("child process calling self.run()")
@@ -137,6 +140,10 @@ def _run(process_obj, prepared, parent_sentinel):
             mp_util.info("process exiting with exitcode %d" % exitcode)
         mp_util._flush_std_streams()
     return exitcode
+
+
+if not _CHILD_RUNS_ATEXIT:
+    bootstrap = _run  # nothing to add around it (one call less per start)
 
 
 def _threads_idle():

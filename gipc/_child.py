@@ -45,8 +45,8 @@ class ChildPlan:
     (nothing can change in between: no greenlet switch happens there)."""
 
     __slots__ = ("old_hub", "old_loop", "parked_hub_class", "hub_class",
-                 "first_hub_init", "python_handlers", "stdin", "handles",
-                 "sibling_popens", "prepared")
+                 "first_hub_init", "python_handlers", "old_stdin", "stdin",
+                 "handles", "sibling_popens", "prepared")
 
     def __init__(self, process_obj):
         hub = self.old_hub = get_hub_if_exists()
@@ -62,7 +62,8 @@ class ChildPlan:
         self.python_handlers = [
             signum for signum in _signals_to_reset
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
-        self.stdin = None if sys.stdin is None else shared_devnull()
+        self.old_stdin = sys.stdin
+        self.stdin = None if self.old_stdin is None else shared_devnull()
         # Tuples: empty ones cost no allocation (and no freeing).
         self.handles = tuple(_ownership.all_handles)
         # The parent's other children: their pidfds are inherited, and
@@ -147,8 +148,8 @@ def _make_first_hub_init(hub_class, old_hub):
 def _leave_the_parents_world(plan, kept):
     """Park the parent's hub, reset the signal module, close the parent's
     handles (but the kept ones) and forget its children; /dev/null becomes
-    sys.stdin."""
-    _parked.extend((plan.old_hub, plan.old_loop, sys.stdin))
+    sys.stdin.  The parent's hub, loop and stdin stay referenced by
+    ``plan``, which the child keeps until it exits."""
     if plan.old_hub is not None:
         if plan.parked_hub_class is not None:
             try:
@@ -194,8 +195,15 @@ def flush_std_streams():
 
 
 def run(process_obj, kept, parent_sentinel, plan):
-    """Bootstrap the child and exit with multiprocessing's exit code."""
+    """Bootstrap the child and exit with multiprocessing's exit code.
+
+    This frame never returns, so what it references is never freed here:
+    ``plan`` (the parent's hub, loop and stdin) and the parent's
+    ``current_process()`` object, which the bootstrap replaces (freeing it
+    would copy the pages it lives on, for nothing: the child ends in
+    ``os._exit``)."""
     code = 1
+    parents_process = mp_process._current_process  # noqa: F841 (kept)
     try:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.

@@ -78,13 +78,10 @@ def _warn_about_threads():
             RuntimeWarning, stacklevel=4)
 
 
-def _parent_sentinel(parent_pidfd):
-    """In the child: a descriptor that becomes readable when the parent
-    exits (for ``parent_process().is_alive()``): the pidfd the fork helper
-    opened on the parent, or, if the parent was gone already, something
-    already readable."""
-    if parent_pidfd >= 0:
-        return parent_pidfd
+def _parent_sentinel():
+    """In the child whose parent was gone before the fork helper could open
+    a pidfd on it: a descriptor that is readable already, as the parent's
+    pidfd would be (for ``parent_process().is_alive()``)."""
     r, w = os.pipe()
     os.close(w)
     return r
@@ -116,8 +113,8 @@ class Popen:
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:
-                    _child.run(process_obj, kept,
-                               _parent_sentinel(forked[1]), plan)
+                    _child.run(process_obj, kept, forked[1] if forked[1] >= 0
+                               else _parent_sentinel(), plan)
                 finally:
                     os._exit(1)  # never return into the parent's stack
             if forked[1] < 0:
