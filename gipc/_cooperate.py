@@ -15,9 +15,9 @@ from gevent import get_hub
 # fork hooks would then run in every start (and half a megabyte more that
 # every fork maps).
 try:
-    from gevent._semaphore import Semaphore
+    from gevent._semaphore import Semaphore  # noqa: F401 (for handles)
 except ImportError:  # a gevent that moved it
-    from gevent.lock import Semaphore
+    from gevent.lock import Semaphore  # noqa: F401
 
 READ = 1
 WRITE = 2

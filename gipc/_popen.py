@@ -17,7 +17,7 @@ import warnings
 
 import gevent
 
-from . import _child, _core
+from . import _child, _core, _ownership
 from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -30,6 +30,8 @@ _warned_threads = False
 
 
 def _check_can_fork():
+    """Raise GIPCError where gipc cannot start a child; warn (once per
+    process) if other threads run."""
     if sys.is_finalizing():
         raise GIPCError("cannot start a child process during interpreter "
                         "shutdown")
@@ -41,6 +43,10 @@ def _check_can_fork():
         raise GIPCError("cannot start a child process from the gevent hub "
                         "greenlet (e.g. in a watcher callback); spawn a "
                         "greenlet for it")
+    if not _have_pidfds:
+        _check_pidfds()
+    if not _warned_threads and threading.active_count() > 1:
+        _warn_about_threads()
 
 
 _have_pidfds = None
@@ -65,8 +71,6 @@ def _warn_about_threads():
     # stay locked in the child for ever.  gevent's own threadpool workers
     # are not threading.Thread objects and do not show up here.
     global _warned_threads
-    if _warned_threads:
-        return
     others = [t.name for t in threading.enumerate()
               if t is not threading.current_thread()]
     if others:
@@ -75,7 +79,7 @@ def _warn_about_threads():
             "gipc is forking while other threads run (%s); only the "
             "calling thread exists in the child, and locks held by the "
             "others stay held there" % ", ".join(others),
-            RuntimeWarning, stacklevel=4)
+            RuntimeWarning, stacklevel=5)
 
 
 def _parent_sentinel():
@@ -100,14 +104,12 @@ class Popen:
         self._status_watcher = None
         self._plan = None
         _child.flush_std_streams()
-        parent = os.getpid()
+        parent = _ownership.pid
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.
         forked = self._forked = [0, -1]
         try:
             _check_can_fork()
-            _check_pidfds()
-            _warn_about_threads()
             plan = _child.ChildPlan(process_obj)
             watch_status = _libev_reaps_children()
             _core.fork(_signals_to_reset, forked)
