@@ -349,3 +349,40 @@ gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
     }
     return PyUnicode_DecodeFSDefault(info.dli_fname);
 }
+
+/*
+ * warm_type_cache(lookups) -> None
+ *
+ * lookups is a flat tuple (type, name, type, name, ...).  Looks each name
+ * up on each type, as attribute access does, so that CPython's type
+ * lookup cache holds the answers before a fork.  A child's lookup that
+ * misses that cache writes to it, and the cache is shared copy-on-write
+ * with the parent: every child would copy its pages (see
+ * gipc/_lookups.py).  A lookup runs no Python code and raises nothing;
+ * only a malformed argument raises TypeError.
+ */
+PyObject *
+gipc_warm_type_cache(PyObject *Py_UNUSED(module), PyObject *lookups)
+{
+    Py_ssize_t i, n;
+
+    if (!PyTuple_Check(lookups) || PyTuple_GET_SIZE(lookups) % 2 != 0) {
+        PyErr_SetString(PyExc_TypeError, "warm_type_cache() takes a tuple "
+                        "(type, name, type, name, ...)");
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(lookups);
+    for (i = 0; i < n; i += 2) {
+        PyObject *type = PyTuple_GET_ITEM(lookups, i);
+        PyObject *name = PyTuple_GET_ITEM(lookups, i + 1);
+
+        if (!PyType_Check(type) || !PyUnicode_CheckExact(name)) {
+            PyErr_Format(PyExc_TypeError, "warm_type_cache(): item %zd is "
+                         "not a (type, str) pair", i / 2);
+            return NULL;
+        }
+        /* A borrowed reference or NULL, never an exception set. */
+        (void)_PyType_Lookup((PyTypeObject *)type, name);
+    }
+    Py_RETURN_NONE;
+}

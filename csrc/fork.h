@@ -1,7 +1,8 @@
 /*
  * The fork helper: fork with CPython's fork protocol, reset signal
  * dispositions in the child before any Python code runs there, and hand the
- * parent a pidfd for the child; plus reaping exactly one pid.
+ * parent a pidfd for the child; plus reaping exactly one pid, and making
+ * a child's type lookups in the parent first.
  */
 #ifndef GIPC_FORK_H
 #define GIPC_FORK_H
@@ -15,5 +16,6 @@ PyObject *gipc_reap(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
 PyObject *gipc_pidfd_open(PyObject *module, PyObject *arg);
 PyObject *gipc_sigchld_handler_file(PyObject *module, PyObject *ignored);
+PyObject *gipc_warm_type_cache(PyObject *module, PyObject *lookups);
 
 #endif /* GIPC_FORK_H */

@@ -41,6 +41,11 @@ static PyMethodDef core_methods[] = {
      PyDoc_STR("sigchld_handler_file() -> str or None\n\n"
                "The shared object whose function handles SIGCHLD (\"\" if "
                "unknown), or None if SIGCHLD has no handler.")},
+    {"warm_type_cache", gipc_warm_type_cache, METH_O,
+     PyDoc_STR("warm_type_cache(lookups) -> None\n\n"
+               "Look each name up on each type of the flat tuple (type, "
+               "name, ...), so that CPython's type lookup cache holds the "
+               "answers (a child's misses there copy the cache's pages).")},
     {NULL, NULL, 0, NULL}
 };
 

@@ -17,7 +17,7 @@ import warnings
 
 import gevent
 
-from . import _child, _core, _ownership
+from . import _child, _core, _lookups, _ownership
 from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -112,6 +112,8 @@ class Popen:
             _check_can_fork()
             plan = _child.ChildPlan(process_obj)
             watch_status = _libev_reaps_children()
+            _core.warm_type_cache(_lookups.child_lookups(
+                type(process_obj), type(plan.old_hub), _child.ChildPlan))
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:

@@ -1,0 +1,97 @@
+"""Which type lookups miss CPython's type cache in a gipc child.
+
+A maintainer's tool for gipc/_lookups.py: it starts children that return at
+once and lists, per child, the (type, attribute) lookups that missed the
+type cache there (each one copies a page or more; see gipc/_lookups.py).
+It puts a uprobe on CPython's miss path (``find_name_in_mro``), so it needs
+perf, root and a CPython with symbols (pyenv's builds have them).
+
+    python -m bench.child_lookups [--children N]
+
+An empty list (or only lookups on the hub class, which the child changes)
+means the parent's warm-up covers the child.
+"""
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+# Offsets on x86-64: tp_name in a type object; the characters of a compact
+# ASCII string follow its header (the size of "" minus its NUL).
+_TP_NAME = 24
+_ASCII_DATA = sys.getsizeof("") - 1
+
+_WORKLOAD = """
+import sys
+import gevent
+gevent.get_hub()
+import gipc
+
+def noop():
+    pass
+
+pids = []
+for _ in range(int(sys.argv[1])):
+    p = gipc.start_process(noop)
+    pids.append(p.pid)
+    p.join()
+    p.close()
+print(" ".join(map(str, pids[3:])))  # the first starts fill the caches
+"""
+
+
+def _libpython():
+    name = sysconfig.get_config_var("LDLIBRARY") or ""
+    path = os.path.join(sysconfig.get_config_var("LIBDIR") or "", name)
+    return path if name.endswith(".so") or ".so." in name else sys.executable
+
+
+def _perf(*args, **kwargs):
+    return subprocess.run(["perf", *args], check=True, text=True,
+                          capture_output=True, **kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=20)
+    args = parser.parse_args(argv)
+    if shutil.which("perf") is None:
+        sys.exit("perf is not installed")
+    binary = _libpython()
+    event = "gipc_lookup_miss"
+    subprocess.run(["perf", "probe", "-q", "-d", "*:%s" % event],
+                   capture_output=True)
+    _perf("probe", "-x", binary, "--add",
+          "%s=find_name_in_mro type=+0(+%d(%%di)):string "
+          "name=+%d(%%si):string" % (event, _TP_NAME, _ASCII_DATA))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = os.path.join(tmp, "perf.data")
+            script = os.path.join(tmp, "workload.py")
+            with open(script, "w") as f:
+                f.write(_WORKLOAD)
+            run = _perf("record", "-q", "-e", "probe_*:%s" % event, "-o",
+                        data, sys.executable, script, str(args.children + 3))
+            pids = set(map(int, run.stdout.split()))
+            trace = _perf("script", "-i", data, "-F", "pid,trace").stdout
+    finally:
+        subprocess.run(["perf", "probe", "-q", "-d", "*:%s" % event],
+                       capture_output=True)
+    misses = collections.Counter()
+    for line in trace.splitlines():
+        m = re.match(r'\s*(\d+)\s.*type="(.*)" name="(.*)"', line)
+        if m and int(m.group(1)) in pids:
+            misses[m.group(2), m.group(3)] += 1
+    print("%d children, %.1f type cache misses per child"
+          % (len(pids), sum(misses.values()) / max(len(pids), 1)))
+    for (type_name, name), count in sorted(misses.items()):
+        print("  %5.2f  %s.%s" % (count / len(pids), type_name, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The type lookups a child makes, made in the parent first.
+
+CPython caches the result of looking an attribute up on a type (its
+method cache, 4096 entries per interpreter).  A lookup that misses writes
+an entry, and a child shares that table with its parent copy-on-write: a
+child's misses copy the table's pages (24 of them), the pages of the names
+and types involved, each several microseconds on a virtual machine.  Code
+that runs only in children (gipc's bootstrap, and CPython's own after-fork
+hooks) never runs in the parent, so all its lookups miss there, in every
+child: some forty of them, about a fifth of the pages a child copies.
+
+So the parent makes those lookups before each fork
+(``_core.warm_type_cache``): in the child they are hits, which write
+nothing.  After the first start they are hits in the parent too.  The list
+is a hint: a wrong or missing pair costs at most a miss, never a change of
+behaviour.  ``python -m bench.child_lookups`` lists the misses left in a
+child (it needs perf).
+"""
+import collections
+import sys
+import threading
+import types
+import weakref
+from multiprocessing import process as mp_process
+
+from . import _bootstrap
+
+# Attributes of modules that the child's bootstrap reads or writes (a
+# module's attribute goes through a lookup on the module type first).
+_MODULE_ATTRIBUTES = (
+    "freeze", "signal", "set_wakeup_fd", "bootstrap", "stdin",
+    "_process_counter", "_children", "_current_process", "_parent_process",
+    "_HAVE_THREAD_NATIVE_ID", "_finalizer_registry", "_afterfork_registry",
+    "_logger", "_exiting", "_flush_std_streams", "_shutdown_locks",
+    "_threading_atexits", "_main_thread", "_exit", "run")
+
+# What multiprocessing's Process.run() and the bootstrap read of the
+# process object.
+_PROCESS_ATTRIBUTES = ("run", "_start_method", "_target", "_args", "_kwargs")
+
+# Attributes of gipc's own objects read in the child.
+_PLAN_ATTRIBUTES = (
+    "old_hub", "parked_hub_class", "hub_class", "first_hub_init",
+    "python_handlers", "handles", "sibling_popens", "stdin", "prepared")
+_PREPARED_ATTRIBUTES = ("process_counter", "children", "parent_process")
+
+
+def _after_fork_hook_lookups():
+    """What CPython's after-fork hooks of threading and random look up
+    (Python 3.10 to 3.13)."""
+    main = type(threading.main_thread())
+    lock = type(threading.Lock())
+    pairs = [
+        (type(None), "__class__"), (set, "update"), (set, "remove"),
+        (list, "pop"), (dict, "clear"), (collections.deque, "clear"),
+        (weakref.WeakSet, "__iter__"), (weakref.WeakSet, "_commit_removals"),
+        (weakref.WeakValueDictionary, "__len__"),
+        (main, "_reset_internal_locks"), (main, "_started"), (main, "_ident"),
+        (main, "_set_native_id"), (main, "_native_id"),
+        (main, "_tstate_lock"),
+        (threading.Event, "_at_fork_reinit"), (threading.Event, "_cond"),
+        (threading.Condition, "_at_fork_reinit"),
+        (threading.Condition, "_waiters"), (threading.Condition, "_lock"),
+        (lock, "_at_fork_reinit"), (lock, "acquire")]
+    guard = getattr(sys.modules.get("_weakrefset"), "_IterationGuard", None)
+    if guard is not None:
+        pairs += [(guard, name) for name in
+                  ("__init__", "weakcontainer", "__enter__", "__exit__")]
+    random = sys.modules.get("random")  # its hook reseeds the generator
+    if random is not None:
+        pairs.append((random.Random, "gauss_next"))
+    return pairs
+
+
+def _flatten(pairs):
+    flat = []
+    for owner, name in pairs:
+        flat += (owner, sys.intern(name))
+    return tuple(flat)
+
+
+_cached = [None, None, None, ()]  # process type, hub type, plan type, lookups
+
+
+def child_lookups(process_type, hub_type, plan_type):
+    """The flat tuple (type, name, ...) for ``_core.warm_type_cache``: the
+    lookups a child of a ``process_type`` object makes, whose parent's hub
+    is a ``hub_type`` (NoneType without one) and whose plan a
+    ``plan_type``."""
+    cached = _cached
+    if (cached[0] is process_type and cached[1] is hub_type
+            and cached[2] is plan_type):
+        return cached[3]
+    pairs = [(types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
+    pairs += [(process_type, name) for name in _PROCESS_ATTRIBUTES]
+    pairs += [(plan_type, name) for name in _PLAN_ATTRIBUTES]
+    pairs += [(_bootstrap.Prepared, name) for name in _PREPARED_ATTRIBUTES]
+    pairs.append((mp_process._ParentProcess, "_sentinel"))
+    # The hub's class is replaced (it becomes the parked hub).
+    pairs.append((hub_type, "__class__"))
+    pairs += _after_fork_hook_lookups()
+    cached[:] = [process_type, hub_type, plan_type, _flatten(pairs)]
+    return cached[3]
