@@ -31,8 +31,15 @@ _MODULE_ATTRIBUTES = (
     "freeze", "signal", "set_wakeup_fd", "bootstrap", "stdin",
     "_process_counter", "_children", "_current_process", "_parent_process",
     "_HAVE_THREAD_NATIVE_ID", "_finalizer_registry", "_afterfork_registry",
-    "_logger", "_exiting", "_flush_std_streams", "_shutdown_locks",
-    "_threading_atexits", "_main_thread", "_exit", "run")
+    "_logger", "_exiting", "_flush_std_streams", "_shutdown", "_exit", "run",
+    "getpid")
+if _bootstrap._CHILD_RUNS_ATEXIT:
+    # The child's own atexit handlers (Python 3.13 and later).
+    _MODULE_ATTRIBUTES += ("_clear", "register", "_run_exitfuncs")
+if _bootstrap._SKIP_IDLE_THREAD_SHUTDOWN:
+    # Read where the bootstrap checks for threads to join (before 3.13).
+    _MODULE_ATTRIBUTES += (
+        "_shutdown_locks", "_threading_atexits", "_main_thread")
 
 # What multiprocessing's Process.run() and the bootstrap read of the
 # process object.
@@ -46,22 +53,28 @@ _PREPARED_ATTRIBUTES = ("process_counter", "children", "parent_process")
 
 
 def _after_fork_hook_lookups():
-    """What CPython's after-fork hooks of threading and random look up
-    (Python 3.10 to 3.13)."""
+    """What CPython's after-fork hooks of threading and random look up, and
+    threading's shutdown (Python 3.10 to 3.13)."""
     main = type(threading.main_thread())
     lock = type(threading.Lock())
     pairs = [
         (type(None), "__class__"), (set, "update"), (set, "remove"),
-        (list, "pop"), (dict, "clear"), (collections.deque, "clear"),
+        (set, "add"), (list, "pop"), (list, "__reversed__"), (dict, "clear"),
+        (dict, "update"), (dict, "values"), (collections.deque, "clear"),
         (weakref.WeakSet, "__iter__"), (weakref.WeakSet, "_commit_removals"),
+        (weakref.WeakSet, "_iterating"), (weakref.WeakSet, "data"),
         (weakref.WeakValueDictionary, "__len__"),
+        (weakref.WeakValueDictionary, "data"),
         (main, "_reset_internal_locks"), (main, "_started"), (main, "_ident"),
         (main, "_set_native_id"), (main, "_native_id"),
-        (main, "_tstate_lock"),
+        (main, "_tstate_lock"), (main, "_after_fork"), (main, "_handle"),
         (threading.Event, "_at_fork_reinit"), (threading.Event, "_cond"),
         (threading.Condition, "_at_fork_reinit"),
         (threading.Condition, "_waiters"), (threading.Condition, "_lock"),
         (lock, "_at_fork_reinit"), (lock, "acquire")]
+    handle = getattr(sys.modules.get("_thread"), "_ThreadHandle", None)
+    if handle is not None:  # Python 3.13
+        pairs += [(handle, name) for name in ("_set_done", "ident", "is_done")]
     guard = getattr(sys.modules.get("_weakrefset"), "_IterationGuard", None)
     if guard is not None:
         pairs += [(guard, name) for name in

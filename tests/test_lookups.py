@@ -1,5 +1,6 @@
 """The type lookups the parent makes for its children (gipc/_lookups.py)
 and the C call that makes them."""
+import atexit
 import gc
 import os
 import _signal
@@ -62,7 +63,7 @@ def test_child_lookups_follow_the_process_and_hub_types():
 
 def test_module_attributes_are_those_of_the_childs_modules():
     # A name left behind by a change of the child's code would warm nothing.
-    modules = (gc, _signal, os, sys, threading, mp_process, mp_util,
+    modules = (atexit, gc, _signal, os, sys, threading, mp_process, mp_util,
                _bootstrap, _child)
     for name in _lookups._MODULE_ATTRIBUTES:
         assert any(name in vars(m) for m in modules), name
