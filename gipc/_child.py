@@ -10,13 +10,19 @@ Every page a child writes costs it a copy-on-write fault (several
 microseconds each on a virtual machine), and every Python function it calls
 writes at least the pages of the function and of its code object.  So the
 parent works out everything it can before the fork (:class:`ChildPlan`),
-and the child runs one short sequence of steps.
+and the child runs one short sequence of steps.  That code never runs in
+the parent, so CPython never specializes it: each ``module.attribute`` it
+reads writes to the name, the module and its dict as well, which is why
+the functions it calls are imported by name here.
 """
-import gc
-import os
 import _signal
 import sys
 import traceback
+from _signal import SIG_DFL
+from _signal import set_wakeup_fd as _set_wakeup_fd
+from _signal import signal as _set_signal
+from gc import freeze as _freeze_gc
+from os import _exit
 from multiprocessing import process as mp_process
 
 from gevent._hub_local import (
@@ -164,10 +170,10 @@ def _leave_the_parents_world(plan, kept):
     # that signal.getsignal() tells the truth in the child.
     for signum in plan.python_handlers:
         try:
-            _signal.signal(signum, _signal.SIG_DFL)
+            _set_signal(signum, SIG_DFL)
         except (OSError, ValueError):
             pass
-    _signal.set_wakeup_fd(-1)
+    _set_wakeup_fd(-1)
 
     for handle in plan.handles:
         _parked.append(handle._take_over())
@@ -207,7 +213,7 @@ def run(process_obj, kept, parent_sentinel, plan):
     try:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.
-        gc.freeze()
+        _freeze_gc()
         _leave_the_parents_world(plan, kept)
         code = _bootstrap.bootstrap(process_obj, plan.prepared,
                                     parent_sentinel)
@@ -219,4 +225,4 @@ def run(process_obj, kept, parent_sentinel, plan):
         except BaseException:
             pass
     finally:
-        os._exit(code)
+        _exit(code)

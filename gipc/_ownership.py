@@ -15,9 +15,11 @@ pid = os.getpid()
 all_handles = []
 
 
-def _refresh_pid():
+def _refresh_pid(getpid=os.getpid):
+    # getpid bound here: in a child this runs cold, where reading os.getpid
+    # would write to the pages of the module, its dict and the name.
     global pid
-    pid = os.getpid()
+    pid = getpid()
 
 
 os.register_at_fork(after_in_child=_refresh_pid)

@@ -22,6 +22,11 @@ from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
+# A global, not _child.run: the child's first steps run code the parent
+# never ran, where each module attribute read writes the pages of the
+# module, its dict and the name (see _child).
+_run_child = _child.run
+
 # Exit code reported when something else in the program reaped our child
 # (see README, "Child processes and other reapers").
 UNKNOWN_EXIT_CODE = 255
@@ -117,7 +122,7 @@ class Popen:
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:
-                    _child.run(process_obj, kept, forked[1] if forked[1] >= 0
+                    _run_child(process_obj, kept, forked[1] if forked[1] >= 0
                                else _parent_sentinel(), plan)
                 finally:
                     os._exit(1)  # never return into the parent's stack
