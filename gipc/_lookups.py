@@ -27,12 +27,13 @@ from . import _bootstrap
 
 # Attributes of modules that the child's bootstrap reads or writes (a
 # module's attribute goes through a lookup on the module type first).
+# Every pair also takes a slot of the parent's cache, where it may push out
+# one of the parent's own: functions are bound by name instead (_child).
 _MODULE_ATTRIBUTES = (
-    "freeze", "signal", "set_wakeup_fd", "bootstrap", "stdin",
-    "_process_counter", "_children", "_current_process", "_parent_process",
-    "_HAVE_THREAD_NATIVE_ID", "_finalizer_registry", "_afterfork_registry",
-    "_logger", "_exiting", "_flush_std_streams", "_shutdown", "_exit", "run",
-    "getpid")
+    "bootstrap", "stdin", "_process_counter", "_children", "_current_process",
+    "_parent_process", "_HAVE_THREAD_NATIVE_ID", "_finalizer_registry",
+    "_afterfork_registry", "_logger", "_exiting", "_flush_std_streams",
+    "_shutdown")
 if _bootstrap._CHILD_RUNS_ATEXIT:
     # The child's own atexit handlers (Python 3.13 and later).
     _MODULE_ATTRIBUTES += ("_clear", "register", "_run_exitfuncs")
