@@ -9,7 +9,8 @@ perf, root and a CPython with symbols (pyenv's builds have them).
     python -m bench.child_lookups [--children N]
 
 An empty list (or only lookups on the hub class, which the child changes)
-means the parent's warm-up covers the child.
+means the parent's warm-up covers the child.  Exits with status 2 where
+the probe cannot be placed (no perf, not root, no symbols).
 """
 import argparse
 import collections
@@ -61,14 +62,20 @@ def main(argv=None):
     parser.add_argument("--children", type=int, default=20)
     args = parser.parse_args(argv)
     if shutil.which("perf") is None:
-        sys.exit("perf is not installed")
+        print("perf is not installed", file=sys.stderr)
+        sys.exit(2)
     binary = _libpython()
     event = "gipc_lookup_miss"
     subprocess.run(["perf", "probe", "-q", "-d", "*:%s" % event],
                    capture_output=True)
-    _perf("probe", "-x", binary, "--add",
-          "%s=find_name_in_mro type=+0(+%d(%%di)):string "
-          "name=+%d(%%si):string" % (event, _TP_NAME, _ASCII_DATA))
+    try:
+        _perf("probe", "-x", binary, "--add",
+              "%s=find_name_in_mro type=+0(+%d(%%di)):string "
+              "name=+%d(%%si):string" % (event, _TP_NAME, _ASCII_DATA))
+    except subprocess.CalledProcessError as exc:
+        print("cannot place a uprobe on %s: %s" % (binary, exc.stderr),
+              file=sys.stderr)
+        sys.exit(2)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "perf.data")

@@ -358,8 +358,9 @@ gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
  * lookup cache holds the answers before a fork.  A child's lookup that
  * misses that cache writes to it, and the cache is shared copy-on-write
  * with the parent: every child would copy its pages (see
- * gipc/_lookups.py).  A lookup runs no Python code and raises nothing;
- * only a malformed argument raises TypeError.
+ * gipc/_lookups.py).  A lookup raises nothing and normally runs no Python
+ * code (a class dict with keys that are not str could); only a malformed
+ * argument raises TypeError.
  */
 PyObject *
 gipc_warm_type_cache(PyObject *Py_UNUSED(module), PyObject *lookups)

@@ -26,14 +26,22 @@ from multiprocessing import util as mp_util
 # itself and nothing else ran.
 _CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
 
-# threading._shutdown() runs the thread-atexit calls and joins the
-# non-daemon threads other than the main one (whose lock is in that set
-# too).  Before 3.13 nothing but os._exit follows it in a child, so where
-# there is neither (the usual child) it has nothing to do that anyone
-# could see, and skipping it saves a dozen page copies.
+# threading._shutdown() runs the thread-atexit calls, marks the main thread
+# stopped and joins the non-daemon threads other than the main one (whose
+# lock is in that set too).  Before 3.13 nothing but os._exit follows it in
+# a child, so where there are no such calls and threads (the usual child),
+# all it would change is the main thread's state, for the instant before
+# the process ends (a daemon thread joining the main thread would not be
+# woken, and is killed with the process either way); skipping it saves a
+# dozen page copies.  Only threading's own: gevent's monkey-patching
+# replaces it with one that also lets ready greenlets run.
 _SKIP_IDLE_THREAD_SHUTDOWN = (
     not _CHILD_RUNS_ATEXIT and hasattr(threading, "_shutdown_locks")
     and hasattr(threading, "_threading_atexits"))
+_THREADINGS_SHUTDOWN = (
+    threading._shutdown
+    if getattr(threading._shutdown, "__module__", None) == "threading"
+    else None)
 
 
 class Prepared:
@@ -147,8 +155,11 @@ if not _CHILD_RUNS_ATEXIT:
 
 
 def _threads_idle():
-    """No thread-atexit call registered, no thread to join but the main
-    one (read at exit: threading replaces its set after a fork)."""
+    """threading's own _shutdown, no thread-atexit call registered, no
+    thread to join but the main one (read at exit: threading replaces its
+    set after a fork)."""
+    if threading._shutdown is not _THREADINGS_SHUTDOWN:
+        return False
     locks = threading._shutdown_locks
     return not threading._threading_atexits and (
         not locks or (len(locks) == 1

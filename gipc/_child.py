@@ -33,8 +33,9 @@ from ._devnull import shared_devnull
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
-# The parent's hub, loop watchers, greenlets and stdin, kept referenced for
-# the life of the child: if they were collected, greenlet would throw
+# What else of the parent's must stay referenced for the life of the child
+# (the watchers and handles it takes over; the hub, loop and stdin are held
+# by run()'s frame): if they were collected, greenlet would throw
 # GreenletExit into the parent's greenlets and run their code here.
 _parked = []
 
@@ -51,8 +52,8 @@ class ChildPlan:
     (nothing can change in between: no greenlet switch happens there)."""
 
     __slots__ = ("old_hub", "old_loop", "parked_hub_class", "hub_class",
-                 "first_hub_init", "python_handlers", "old_stdin", "stdin",
-                 "handles", "sibling_popens", "prepared")
+                 "first_hub_init", "python_handlers", "stdin", "handles",
+                 "sibling_popens", "prepared")
 
     def __init__(self, process_obj):
         hub = self.old_hub = get_hub_if_exists()
@@ -68,8 +69,7 @@ class ChildPlan:
         self.python_handlers = [
             signum for signum in _signals_to_reset
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
-        self.old_stdin = sys.stdin
-        self.stdin = None if self.old_stdin is None else shared_devnull()
+        self.stdin = None if sys.stdin is None else shared_devnull()
         # Tuples: empty ones cost no allocation (and no freeing).
         self.handles = tuple(_ownership.all_handles)
         # The parent's other children: their pidfds are inherited, and
@@ -154,8 +154,8 @@ def _make_first_hub_init(hub_class, old_hub):
 def _leave_the_parents_world(plan, kept):
     """Park the parent's hub, reset the signal module, close the parent's
     handles (but the kept ones) and forget its children; /dev/null becomes
-    sys.stdin.  The parent's hub, loop and stdin stay referenced by
-    ``plan``, which the child keeps until it exits."""
+    sys.stdin.  Returns the parent's sys.stdin, which the caller keeps
+    referenced (the parent's hub and loop stay referenced by ``plan``)."""
     if plan.old_hub is not None:
         if plan.parked_hub_class is not None:
             try:
@@ -184,9 +184,11 @@ def _leave_the_parents_world(plan, kept):
         popen._forget_in_child()
 
     # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0 stays
-    # as it is (the old sys.stdin, parked, does not own it).
+    # as it is (the old sys.stdin, kept, does not own it).
+    parents_stdin = sys.stdin
     if plan.stdin is not None:
         sys.stdin = plan.stdin
+    return parents_stdin
 
 
 def flush_std_streams():
@@ -204,9 +206,9 @@ def run(process_obj, kept, parent_sentinel, plan):
     """Bootstrap the child and exit with multiprocessing's exit code.
 
     This frame never returns, so what it references is never freed here:
-    ``plan`` (the parent's hub, loop and stdin) and the parent's
-    ``current_process()`` object, which the bootstrap replaces (freeing it
-    would copy the pages it lives on, for nothing: the child ends in
+    ``plan`` (the parent's hub and loop), the parent's sys.stdin and its
+    ``current_process()`` object, which the bootstrap replaces (freeing
+    them would copy the pages they live on, for nothing: the child ends in
     ``os._exit``)."""
     code = 1
     parents_process = mp_process._current_process  # noqa: F841 (kept)
@@ -214,7 +216,8 @@ def run(process_obj, kept, parent_sentinel, plan):
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.
         _freeze_gc()
-        _leave_the_parents_world(plan, kept)
+        parents_stdin = _leave_the_parents_world(  # noqa: F841 (kept)
+            plan, kept)
         code = _bootstrap.bootstrap(process_obj, plan.prepared,
                                     parent_sentinel)
     except BaseException:

@@ -17,7 +17,7 @@ import warnings
 
 import gevent
 
-from . import _child, _core, _lookups, _ownership
+from . import _child, _core, _lookups
 from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -109,7 +109,7 @@ class Popen:
         self._status_watcher = None
         self._plan = None
         _child.flush_std_streams()
-        parent = _ownership.pid
+        parent = os.getpid()
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.
         forked = self._forked = [0, -1]

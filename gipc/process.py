@@ -8,11 +8,11 @@ hub, and waits on the hub, so ``join()`` never blocks the event loop.
 """
 import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 # exit handler, which terminates daemonic children and joins the others)
+import os
 import signal
 import warnings
 from multiprocessing import process as mp_process
 
-from . import _ownership
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import Popen
 
@@ -46,7 +46,7 @@ class Process(mp_process.BaseProcess):
         # checked before the fork and closed after it.
         self._check_closed()
         assert self._popen is None, "cannot start a process twice"
-        assert self._parent_pid == _ownership.pid, \
+        assert self._parent_pid == os.getpid(), \
             "can only start a process object created by current process"
         assert not mp_process._current_process._config.get("daemon"), \
             "daemonic processes are not allowed to have children"

@@ -262,3 +262,33 @@ def test_duplex_with_exit_closes_the_reader_although_the_writer_is_locked():
         for handle in (a._reader, a._writer, b._reader, b._writer):
             if not handle.closed:
                 handle.close()
+
+
+def test_start_in_a_process_forked_without_cpythons_hooks():
+    # A process forked by C code (here libc's fork() through ctypes) never
+    # ran CPython's after-fork hooks: gipc must not trust a pid cached by
+    # them to decide who is the parent.
+    from support import run_script
+
+    done = run_script("""
+        import ctypes, os, sys
+        import gevent
+        import gipc
+
+        def noop():
+            pass
+
+        pid = ctypes.CDLL(None).fork()
+        if pid == 0:
+            code = 3
+            try:
+                p = gipc.start_process(noop)
+                p.join(10)
+                code = p.exitcode
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", done.stderr

@@ -7,6 +7,7 @@ while the children work (see mp_dropin_support.Liveness).
 import array
 import os
 import sys
+import threading
 
 import pytest
 from multiprocessing import BufferTooShort
@@ -617,9 +618,11 @@ def _leave_a_thread_behind(conn, go):
     conn.send("target returned")
 
 
-def test_child_waits_for_its_non_daemon_threads(ns):
+def test_child_waits_for_its_non_daemon_threads(ns, monkeypatch):
     # The bootstrap joins them before the child exits: the thread can
-    # still send after the target returned.
+    # still send after the target returned.  (Without the thread-atexit
+    # call pytest's plugins register, the thread alone must decide.)
+    monkeypatch.setattr(threading, "_threading_atexits", [])
     parent_end, child_end = ns.Pipe()
     go_recv, go_send = ns.Pipe(duplex=False)
     p = ns.Process(target=_leave_a_thread_behind, args=(child_end, go_recv))
@@ -644,8 +647,10 @@ def _register_thread_atexit(conn):
     threading._register_atexit(conn.send, "thread atexit ran")
 
 
-def test_thread_atexit_calls_of_the_child_run(ns):
-    # concurrent.futures registers these; the bootstrap runs them.
+def test_thread_atexit_calls_of_the_child_run(ns, monkeypatch):
+    # concurrent.futures registers these; the bootstrap runs them (also
+    # when the parent had none: pytest's plugins register one).
+    monkeypatch.setattr(threading, "_threading_atexits", [])
     parent_end, child_end = ns.Pipe()
     p = ns.Process(target=_register_thread_atexit, args=(child_end,))
     p.start()

@@ -50,3 +50,29 @@ def test_gevent_threadpool_workers_do_not_warn(fresh_warning_state):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _start_and_join()
+
+
+def _send_done(channel):
+    channel.put("target done")
+
+
+def test_a_replaced_threading_shutdown_runs_in_the_child(monkeypatch):
+    # gevent's monkey-patching replaces threading._shutdown with a function
+    # that also lets ready greenlets run; the child's bootstrap must call
+    # it even when there is no thread to join.
+    original = threading._shutdown
+    with gipc.pipe() as (r, w):
+        def replaced():
+            w.put("replaced shutdown ran")
+            original()
+
+        monkeypatch.setattr(threading, "_shutdown", replaced)
+        # No thread-atexit call (pytest's plugins register one), so that
+        # only the replacement can make the child call it.
+        monkeypatch.setattr(threading, "_threading_atexits", [])
+        p = gipc.start_process(_send_done, args=(w,))
+        assert r.get(timeout=10) == "target done"
+        assert r.get(timeout=10) == "replaced shutdown ran"
+        p.join(timeout=10)
+        assert p.exitcode == 0
+        p.close()
