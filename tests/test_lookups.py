@@ -87,10 +87,10 @@ def test_children_rarely_miss_the_type_cache():
     # bench/child_lookups.py counts a child's type-cache misses with a perf
     # uprobe (root and perf needed; skipped elsewhere).  Without the
     # parent's warm-up a child misses about forty times.
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.child_lookups", "--children", "8"],
-        cwd=repo, capture_output=True, text=True, timeout=120)
+    tool = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "bench", "child_lookups.py")
+    done = subprocess.run([sys.executable, tool, "--children", "8"],
+                          capture_output=True, text=True, timeout=120)
     if done.returncode == 2:
         pytest.skip(done.stderr.strip() or "perf probes unavailable")
     assert done.returncode == 0, done.stderr
