@@ -46,10 +46,14 @@ CASES = [
          [Metric("start_join_ms", "5  start + join ms", "ms", False)],
          {"n": 50}, {"n": 10}, 120),
     Case("6", "event-loop stall: largest gap between 1 ms ticks while "
-              "4 raw 64 MiB messages are sent / received",
+              "4 raw 64 MiB messages are sent / received, and while "
+              "children that keep a CPU busy for 20 ms are started",
          [Metric("stall_send_ms", "6  stall sending ms", "ms", False),
-          Metric("stall_recv_ms", "6  stall receiving ms", "ms", False)],
-         {"n": 4, "size": 64 * MiB}, {"n": 4, "size": 8 * MiB}, 180),
+          Metric("stall_recv_ms", "6  stall receiving ms", "ms", False),
+          Metric("stall_start_ms", "6  stall starting busy child ms", "ms",
+                 False)],
+         {"n": 4, "size": 64 * MiB, "starts": 10},
+         {"n": 4, "size": 8 * MiB, "starts": 3}, 180),
     Case("7", "peak RSS of the receiver for one 1 GiB raw message, minus "
               "RSS before",
          [Metric("extra_rss_mib", "7  extra RSS MiB", "MiB", False),

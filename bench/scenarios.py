@@ -246,6 +246,12 @@ def _child_stall(T, r, w, ctl, n, size):
     ctl.send({"ok": bad == 0, "error": "%d messages not intact" % bad})
 
 
+def _busy(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
 def case_stall(T, p):
     if not T.cooperative:
         raise NotApplicable("blocking implementation (no event loop)")
@@ -292,17 +298,36 @@ def case_stall(T, p):
     gevent.sleep(0.002)
     state["on"] = False
     stall_recv = state["max"]
+    recv_ticks = state["ticks"]
     bad = sum(1 for m in got if m != payload)
     del got
+    # Starting a child that keeps a CPU busy: one at a time (each is done
+    # before the next starts), so the ticker never lacks a CPU of its own.
+    stall_start = 0.0
+    codes = []
+    for _ in range(p.get("starts", 0)):
+        state["max"] = 0.0
+        state["ticks"] = 0
+        gevent.sleep(0.005)
+        state["on"] = True
+        child = T.spawn(_busy, (0.02,), ())
+        gevent.sleep(0.005)
+        state["on"] = False
+        if state["ticks"]:
+            stall_start = max(stall_start, state["max"])
+        codes.append(T.join(child))
     state["run"] = False
     g.join()
     _finish(T, proc, ctl, bad, "messages")
     T.close(a_w)
     T.close(b_r)
-    if send_ticks == 0 or state["ticks"] == 0:
+    if send_ticks == 0 or recv_ticks == 0:
         raise BenchError("the ticker greenlet never ran")
+    if any(code != 0 for code in codes):
+        raise BenchError("busy children exited with %r" % (codes,))
     return {"stall_send_ms": stall_send * 1e3,
-            "stall_recv_ms": stall_recv * 1e3}
+            "stall_recv_ms": stall_recv * 1e3,
+            "stall_start_ms": stall_start * 1e3}
 
 
 # -- case 7: peak memory receiving one huge message -------------------------

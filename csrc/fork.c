@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -207,12 +206,6 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         errno = saved_errno;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    /* Let the child run first if the scheduler queued it on this CPU: it
-     * cannot start before the parent blocks or is preempted, and every
-     * page the parent writes meanwhile is copied, since the child still
-     * shares it.  (The parent would yield to it within a time slice
-     * anyway.)  Where another CPU took the child, this returns at once. */
-    (void)sched_yield();
     Py_RETURN_NONE;
 }
 
