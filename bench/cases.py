@@ -46,11 +46,12 @@ CASES = [
          [Metric("start_join_ms", "5  start + join ms", "ms", False)],
          {"n": 50}, {"n": 10}, 120),
     Case("6", "event-loop stall: largest gap between 1 ms ticks while "
-              "4 raw 64 MiB messages are sent / received, and while "
-              "children that keep a CPU busy for 20 ms are started",
+              "4 raw 64 MiB messages are sent / received; median over "
+              "starts of it while a child that keeps a CPU busy for 20 ms "
+              "is started",
          [Metric("stall_send_ms", "6  stall sending ms", "ms", False),
           Metric("stall_recv_ms", "6  stall receiving ms", "ms", False),
-          Metric("stall_start_ms", "6  stall starting busy child ms", "ms",
+          Metric("stall_start_ms", "6  stall per busy-child start ms", "ms",
                  False)],
          {"n": 4, "size": 64 * MiB, "starts": 10},
          {"n": 4, "size": 8 * MiB, "starts": 3}, 180),
