@@ -100,26 +100,6 @@ class Endpoint:
             return GIPCProtocolError(exc.errno, exc.strerror)
         return exc
 
-    # How a call serialises with other greenlets' calls in one direction:
-    # a call that never waits cannot be interleaved with another (no
-    # greenlet switch happens in it), so it does not take the direction's
-    # lock (a gevent Semaphore: taking and releasing it costs as much as the
-    # write itself).  It queues (_acquire_slow) only if the lock is held,
-    # by another greenlet's call that is waiting, and takes it (_hold) only
-    # before its own first wait.
-
-    @staticmethod
-    def _hold(lock):
-        """Take ``lock`` before a call's first wait.  Returns True.
-
-        The call found the lock free and has not switched since, so nobody
-        else holds it; only a signal handler that reentered the call in
-        between could, and that is refused."""
-        if not lock.acquire(blocking=False):
-            raise RuntimeError("a gipc endpoint was reentered during a call "
-                               "(from a signal handler?)")
-        return True
-
     def _acquire_slow(self, lock, timeout=None, deadline=None):
         """Wait for another greenlet to finish its call in the direction
         guarded by ``lock``, then check again that the endpoint is usable.
@@ -175,24 +155,20 @@ class Endpoint:
 
     def _send_frame(self, data, lock, waiter):
         """Write ``data`` as one frame through the C writer ``self._wcore``:
-        count a turn (see :meth:`_take_turn`), queue behind another
-        greenlet's send (the write ``lock``), and wait on ``waiter`` while
-        the descriptor is full.  If anything
+        count a turn (see :meth:`_take_turn`), take the write ``lock``,
+        and wait on ``waiter`` while the descriptor is full.  If anything
         interrupts the frame half-way, the endpoint is marked broken (the
         writer, not this frame of Python, knows how far the frame got, so
         no interruption can hide it)."""
         self._take_turn()
-        held = lock.locked()
-        if held:
+        if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
         writer = self._wcore
         try:
             done = writer.send(data)
-            if not done:
-                held = held or self._hold(lock)
-                if self._may_grow:
-                    self._may_grow = False
-                    self._grew_pipe = _pipesize.grow(self._fd)
+            if not done and self._may_grow:
+                self._may_grow = False
+                self._grew_pipe = _pipesize.grow(self._fd)
             while not done:
                 waiter.wait()
                 done = writer.resume()
@@ -205,8 +181,7 @@ class Endpoint:
                     % ((self._send_name, type(exc).__name__) + partial)))
             raise
         finally:
-            if held:
-                lock.release()
+            lock.release()
 
 
 def input_ready(core, fd):

@@ -185,8 +185,7 @@ class Connection(Endpoint):
         reader) returns it."""
         self._take_turn()
         lock = self._lock.read
-        held = lock.locked()
-        if held:
+        if not lock.acquire(blocking=False):
             self._acquire_slow(lock)
         core = self._core
         limited = maxlength is not None and maxlength < core.max_size
@@ -198,7 +197,6 @@ class Connection(Endpoint):
                 read = core.read_frame
             data = read()
             if data is None:
-                held = held or self._hold(lock)
                 data = self._wait_frame(read, self._rwaiter)
         except OSError as exc:
             if not (limited and exc.errno == errno.EMSGSIZE):
@@ -206,8 +204,7 @@ class Connection(Endpoint):
         finally:
             if limited:
                 core.max_size = DEFAULT_MAX_MESSAGE_SIZE
-            if held:
-                lock.release()
+            lock.release()
         # (A frame whose header arrived in an earlier, interrupted call was
         # not checked against maxlength by the core.)
         if data is None or (maxlength is not None and len(data) > maxlength):

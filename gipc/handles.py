@@ -166,9 +166,8 @@ class _GIPCReader(_GIPCHandle):
         raise BufferTooShort(size)
 
     def _read(self, read, timeout):
-        """Run ``read`` (a read method of the C reader) until it returns a
-        result, waiting cooperatively (under the handle's lock, see
-        ``_stream``)."""
+        """Run ``read`` (a read method of the C reader) under the handle's
+        lock until it returns a result, waiting cooperatively."""
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
         self._take_turn()
@@ -178,28 +177,24 @@ class _GIPCReader(_GIPCHandle):
             if timeout is not None and not isinstance(timeout, gevent.Timeout):
                 deadline = Deadline(timeout)
         lock = self._lock
-        held = lock.locked()
-        if held:
+        if not lock.acquire(blocking=False):
             self._acquire_slow(lock, timeout, deadline)
         try:
             if timeout is None:
                 # Spin right away: nothing to cancel, no deadline to keep.
                 result = read(SPIN_US)
                 if result is None:
-                    held = held or self._hold(lock)
                     result = self._wait_frame(read, self._waiter, spin=False)
             else:
                 result = read()
                 if result is None:
-                    held = held or self._hold(lock)
                     result = self._receive(read, timeout, deadline)
                 elif deadline is None:
                     timeout.cancel()
         except OSError as exc:
             raise self._stream_error(exc)
         finally:
-            if held:
-                lock.release()
+            lock.release()
         return result
 
     def _receive(self, read, timeout, deadline):

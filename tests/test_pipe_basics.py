@@ -760,38 +760,6 @@ def test_two_greenlets_writing_one_handle_send_whole_messages():
         assert not r.poll()
 
 
-def test_only_a_call_that_waits_holds_the_handle_lock():
-    # A call served at once cannot be interleaved (no greenlet switch
-    # happens in it) and leaves the lock alone; one that waits holds it, so
-    # other greenlets queue behind it.
-    with gipc.pipe(encoder=None, decoder=None) as (r, w):
-        w.put(b"now")
-        assert not w._lock.locked()
-        assert r.get(timeout=WAIT) == b"now"
-        assert not r._lock.locked()
-        waiting = gevent.spawn(r.get)
-        try:
-            gevent.sleep(0)  # it runs until it waits for a message
-            assert r._lock.locked()
-            w.put(b"later")
-            assert waiting.get(timeout=WAIT) == b"later"
-            assert not r._lock.locked()
-        finally:
-            _kill(waiting)
-
-
-def test_a_call_reentered_before_its_wait_is_refused():
-    # Only a signal handler could take the lock between a call's start and
-    # its first wait; the call then refuses to go on.
-    with gipc.pipe() as (r, w):
-        assert r._hold(r._lock) is True
-        try:
-            with pytest.raises(RuntimeError, match="reentered"):
-                r._hold(r._lock)
-        finally:
-            r._lock.release()
-
-
 def test_get_does_not_block_the_event_loop():
     ticks = []
     stop = gevent.event.Event()
