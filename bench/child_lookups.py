@@ -10,7 +10,8 @@ perf, root and a CPython with symbols (pyenv's builds have them).
 
 An empty list (or only lookups on the hub class, which the child changes)
 means the parent's warm-up covers the child.  Exits with status 2 where
-the probe cannot be placed (no perf, not root, no symbols).
+the probe cannot be used (no perf, not root, no symbols, a kernel without
+uprobes).
 """
 import argparse
 import collections
@@ -57,13 +58,17 @@ def _perf(*args, **kwargs):
                           capture_output=True, **kwargs)
 
 
+def _unavailable(why):
+    print(why, file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=20)
     args = parser.parse_args(argv)
     if shutil.which("perf") is None:
-        print("perf is not installed", file=sys.stderr)
-        sys.exit(2)
+        _unavailable("perf is not installed")
     binary = _libpython()
     event = "gipc_lookup_miss"
     subprocess.run(["perf", "probe", "-q", "-d", "*:%s" % event],
@@ -73,27 +78,36 @@ def main(argv=None):
               "%s=find_name_in_mro type=+0(+%d(%%di)):string "
               "name=+%d(%%si):string" % (event, _TP_NAME, _ASCII_DATA))
     except subprocess.CalledProcessError as exc:
-        print("cannot place a uprobe on %s: %s" % (binary, exc.stderr),
-              file=sys.stderr)
-        sys.exit(2)
+        _unavailable("cannot place a uprobe on %s: %s" % (binary, exc.stderr))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "perf.data")
             script = os.path.join(tmp, "workload.py")
             with open(script, "w") as f:
                 f.write(_WORKLOAD)
-            run = _perf("record", "-q", "-e", "probe_*:%s" % event, "-o",
-                        data, sys.executable, script, str(args.children + 3))
+            try:
+                run = _perf("record", "-q", "-e", "probe_*:%s" % event,
+                            "-o", data, sys.executable, script,
+                            str(args.children + 3))
+            except subprocess.CalledProcessError as exc:
+                if "Traceback" in exc.stderr:
+                    raise SystemExit("the workload failed:\n" + exc.stderr)
+                _unavailable("perf record failed: %s" % exc.stderr)
             pids = set(map(int, run.stdout.split()))
             trace = _perf("script", "-i", data, "-F", "pid,trace").stdout
     finally:
         subprocess.run(["perf", "probe", "-q", "-d", "*:%s" % event],
                        capture_output=True)
     misses = collections.Counter()
+    seen = 0
     for line in trace.splitlines():
         m = re.match(r'\s*(\d+)\s.*type="(.*)" name="(.*)"', line)
-        if m and int(m.group(1)) in pids:
-            misses[m.group(2), m.group(3)] += 1
+        if m:
+            seen += 1
+            if int(m.group(1)) in pids:
+                misses[m.group(2), m.group(3)] += 1
+    if not seen:  # the parent always misses (imports): the probe is blind
+        _unavailable("the probe recorded nothing")
     print("%d children, %.1f type cache misses per child"
           % (len(pids), sum(misses.values()) / max(len(pids), 1)))
     for (type_name, name), count in sorted(misses.items()):
