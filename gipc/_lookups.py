@@ -30,10 +30,10 @@ from . import _bootstrap
 # Every pair also takes a slot of the parent's cache, where it may push out
 # one of the parent's own: functions are bound by name instead (_child).
 _MODULE_ATTRIBUTES = (
-    "bootstrap", "stdin", "_process_counter", "_children", "_current_process",
-    "_parent_process", "_HAVE_THREAD_NATIVE_ID", "_finalizer_registry",
-    "_afterfork_registry", "_logger", "_exiting", "_flush_std_streams",
-    "_shutdown")
+    "bootstrap", "stdin", "stdout", "stderr", "_process_counter", "_children",
+    "_current_process", "_parent_process", "_HAVE_THREAD_NATIVE_ID",
+    "_finalizer_registry", "_afterfork_registry", "_logger", "_exiting",
+    "_flush_std_streams", "_shutdown")
 if _bootstrap._CHILD_RUNS_ATEXIT:
     # The child's own atexit handlers (Python 3.13 and later).
     _MODULE_ATTRIBUTES += ("_clear", "register", "_run_exitfuncs")
@@ -66,6 +66,7 @@ def _after_fork_hook_lookups():
         (weakref.WeakSet, "_iterating"), (weakref.WeakSet, "data"),
         (weakref.WeakValueDictionary, "__len__"),
         (weakref.WeakValueDictionary, "data"),
+        (weakref.WeakValueDictionary, "_pending_removals"),
         (main, "_reset_internal_locks"), (main, "_started"), (main, "_ident"),
         (main, "_set_native_id"), (main, "_native_id"),
         (main, "_tstate_lock"), (main, "_after_fork"), (main, "_handle"),
