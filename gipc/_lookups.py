@@ -23,7 +23,7 @@ import types
 import weakref
 from multiprocessing import process as mp_process
 
-from . import _bootstrap
+from . import _bootstrap, _child
 
 # Attributes of modules that the child's bootstrap reads or writes (a
 # module's attribute goes through a lookup on the module type first).
@@ -94,25 +94,23 @@ def _flatten(pairs):
     return tuple(flat)
 
 
-_cached = [None, None, None, ()]  # process type, hub type, plan type, lookups
+_cached = [None, None, ()]  # process type, hub type, lookups
 
 
-def child_lookups(process_type, hub_type, plan_type):
+def child_lookups(process_type, hub_type):
     """The flat tuple (type, name, ...) for ``_core.warm_type_cache``: the
     lookups a child of a ``process_type`` object makes, whose parent's hub
-    is a ``hub_type`` (NoneType without one) and whose plan a
-    ``plan_type``."""
+    is a ``hub_type`` (NoneType without one)."""
     cached = _cached
-    if (cached[0] is process_type and cached[1] is hub_type
-            and cached[2] is plan_type):
-        return cached[3]
+    if cached[0] is process_type and cached[1] is hub_type:
+        return cached[2]
     pairs = [(types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
     pairs += [(process_type, name) for name in _PROCESS_ATTRIBUTES]
-    pairs += [(plan_type, name) for name in _PLAN_ATTRIBUTES]
+    pairs += [(_child.ChildPlan, name) for name in _PLAN_ATTRIBUTES]
     pairs += [(_bootstrap.Prepared, name) for name in _PREPARED_ATTRIBUTES]
     pairs.append((mp_process._ParentProcess, "_sentinel"))
     # The hub's class is replaced (it becomes the parked hub).
     pairs.append((hub_type, "__class__"))
     pairs += _after_fork_hook_lookups()
-    cached[:] = [process_type, hub_type, plan_type, _flatten(pairs)]
-    return cached[3]
+    cached[:] = [process_type, hub_type, _flatten(pairs)]
+    return cached[2]

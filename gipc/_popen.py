@@ -118,7 +118,7 @@ class Popen:
             plan = _child.ChildPlan(process_obj)
             watch_status = _libev_reaps_children()
             _core.warm_type_cache(_lookups.child_lookups(
-                type(process_obj), type(plan.old_hub), _child.ChildPlan))
+                type(process_obj), type(plan.old_hub)))
             _core.fork(_signals_to_reset, forked)
             if forked[0] == 0:
                 try:

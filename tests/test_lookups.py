@@ -43,7 +43,7 @@ def test_warm_type_cache_rejects_malformed_lookups(bad):
 
 
 def test_child_lookups_are_type_and_interned_name_pairs():
-    flat = _lookups.child_lookups(gipc.Process, type(None), _child.ChildPlan)
+    flat = _lookups.child_lookups(gipc.Process, type(None))
     assert len(flat) % 2 == 0 and flat
     for owner, name in _pairs(flat):
         assert isinstance(owner, type)
@@ -53,15 +53,13 @@ def test_child_lookups_are_type_and_interned_name_pairs():
 
 
 def test_child_lookups_follow_the_process_and_hub_types():
-    first = _lookups.child_lookups(gipc.Process, type(None), _child.ChildPlan)
-    assert _lookups.child_lookups(
-        gipc.Process, type(None), _child.ChildPlan) is first
-    own = _lookups.child_lookups(_OwnProcess, type(None), _child.ChildPlan)
+    first = _lookups.child_lookups(gipc.Process, type(None))
+    assert _lookups.child_lookups(gipc.Process, type(None)) is first
+    own = _lookups.child_lookups(_OwnProcess, type(None))
     assert (_OwnProcess, "run") in _pairs(own)
     assert (_OwnProcess, "run") not in _pairs(first)
     hub_type = type(gipc._cooperate.get_hub())
-    with_hub = _lookups.child_lookups(_OwnProcess, hub_type,
-                                      _child.ChildPlan)
+    with_hub = _lookups.child_lookups(_OwnProcess, hub_type)
     assert (hub_type, "__class__") in _pairs(with_hub)
 
 
