@@ -34,13 +34,13 @@ _CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
 # the process ends (a daemon thread joining the main thread would not be
 # woken, and is killed with the process either way); skipping it saves a
 # dozen page copies.  Only threading's own: gevent's monkey-patching
-# replaces it with one that also lets ready greenlets run.
-_SKIP_IDLE_THREAD_SHUTDOWN = (
-    not _CHILD_RUNS_ATEXIT and hasattr(threading, "_shutdown_locks")
-    and hasattr(threading, "_threading_atexits"))
-_THREADINGS_SHUTDOWN = (
+# replaces it with one that also lets ready greenlets run.  None where a
+# child never skips it.
+_SKIPPABLE_THREAD_SHUTDOWN = (
     threading._shutdown
-    if getattr(threading._shutdown, "__module__", None) == "threading"
+    if (not _CHILD_RUNS_ATEXIT and hasattr(threading, "_shutdown_locks")
+        and hasattr(threading, "_threading_atexits")
+        and getattr(threading._shutdown, "__module__", None) == "threading")
     else None)
 
 
@@ -142,7 +142,7 @@ def _run(process_obj, prepared, parent_sentinel):
         sys.stderr.write("Process %s:\n" % process_obj.name)
         traceback.print_exc()
     finally:
-        if not (_SKIP_IDLE_THREAD_SHUTDOWN and _threads_idle()):
+        if not _threads_idle():
             threading._shutdown()
         if mp_util._logger:
             mp_util.info("process exiting with exitcode %d" % exitcode)
@@ -155,10 +155,10 @@ if not _CHILD_RUNS_ATEXIT:
 
 
 def _threads_idle():
-    """threading's own _shutdown, no thread-atexit call registered, no
-    thread to join but the main one (read at exit: threading replaces its
-    set after a fork)."""
-    if threading._shutdown is not _THREADINGS_SHUTDOWN:
+    """A skippable threading._shutdown (see above), no thread-atexit call
+    registered, no thread to join but the main one (read at exit:
+    threading replaces its set after a fork)."""
+    if threading._shutdown is not _SKIPPABLE_THREAD_SHUTDOWN:
         return False
     locks = threading._shutdown_locks
     return not threading._threading_atexits and (

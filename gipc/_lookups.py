@@ -37,7 +37,7 @@ _MODULE_ATTRIBUTES = (
 if _bootstrap._CHILD_RUNS_ATEXIT:
     # The child's own atexit handlers (Python 3.13 and later).
     _MODULE_ATTRIBUTES += ("_clear", "register", "_run_exitfuncs")
-if _bootstrap._SKIP_IDLE_THREAD_SHUTDOWN:
+if _bootstrap._SKIPPABLE_THREAD_SHUTDOWN is not None:
     # Read where the bootstrap checks for threads to join (before 3.13).
     _MODULE_ATTRIBUTES += (
         "_shutdown_locks", "_threading_atexits", "_main_thread")
