@@ -11,7 +11,7 @@ import sys
 import time
 
 from . import cases as C
-from . import impl_cref, report
+from . import impl_cref, plot, report
 from .worker import MARK
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,9 +60,16 @@ def parse_args(argv):
                     "bare interpreter; by default every Python worker has "
                     "gevent imported and its hub started (a gevent "
                     "application), which makes forking it slower (case 5)")
+    ap.add_argument("--plot", metavar="FILE",
+                    help="also draw gipc's speed-up over each peer as a bar "
+                    "chart to FILE (.png or .svg; needs matplotlib: "
+                    "pip install -e '.[bench]')")
     ap.add_argument("--timeout-scale", type=float, default=1.0,
                     help="multiply every per-case timeout")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.plot:
+        plot.require_matplotlib()  # before a run of minutes, not after it
+    return args
 
 
 def log(msg):
@@ -202,6 +209,9 @@ def main(argv=None):
     summary = report.summarise(results, impls)
     report.emit(summary, meta, json_only=args.json_only,
                 save_md=args.save_md)
+    if args.plot:
+        plot.draw([json.loads(line) for line in report.json_lines(
+            summary, meta)], args.plot)
     failures = [(cid, i) for cid in case_ids for i in impls
                 if any(r["status"] in ("failed", "timeout")
                        for r in results[cid][i])]
