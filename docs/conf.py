@@ -125,10 +125,14 @@ html_theme_options = {
     "description": "gevent-cooperative child processes and "
                    "inter-process communication, with a C core",
     "fixed_sidebar": False,
+    # Wide enough for the benchmark table (see _static/custom.css).
+    "page_width": "1160px",
+    "body_max_width": "none",
     "show_relbars": True,
 }
 html_sidebars = {
     "**": ["about.html", "navigation.html", "relations.html",
            "searchbox.html"],
 }
-html_static_path = []
+# alabaster loads _static/custom.css by itself.
+html_static_path = ["_static"]
