@@ -125,7 +125,7 @@ html_theme_options = {
     "description": "gevent-cooperative child processes and "
                    "inter-process communication, with a C core",
     "fixed_sidebar": False,
-    # Wide enough for the benchmark table (see _static/custom.css).
+    # Wide enough for the benchmark table (see benchmarks.rst).
     "page_width": "1160px",
     "body_max_width": "none",
     "show_relbars": True,
@@ -134,5 +134,4 @@ html_sidebars = {
     "**": ["about.html", "navigation.html", "relations.html",
            "searchbox.html"],
 }
-# alabaster loads _static/custom.css by itself.
-html_static_path = ["_static"]
+html_static_path = []
