@@ -31,6 +31,22 @@ SPIN_US = 50
 STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
 
 
+class _NoLock:
+    """The lock of a call that takes its turn but excludes no other
+    greenlet (``poll()``)."""
+
+    __slots__ = ()
+
+    def acquire(self, blocking=True, timeout=None):
+        return True
+
+    def release(self):
+        pass
+
+
+NO_LOCK = _NoLock()
+
+
 class Endpoint:
     """Ownership, closed and broken state of one descriptor-backed
     endpoint, registered with :mod:`gipc._ownership`.
@@ -52,16 +68,34 @@ class Endpoint:
         self._grew_pipe = False
         _ownership.register(self)
 
-    def _take_turn(self):
-        """Count one call; every FAIRNESS_QUOTA calls, yield to the event
-        loop.  Called before a call touches the stream, so that a timeout
-        or kill arriving during the yield loses no message."""
+    def _enter(self, lock, timeout=None, deadline=None):
+        """The one way into a call: check that this process may use the
+        endpoint, count a fairness turn, take ``lock`` and, if anything
+        could have run since the first check, check again.
+
+        Every FAIRNESS_QUOTA calls the turn yields to the event loop, so
+        that a loop of calls that never have to wait (the peer keeps up)
+        does not starve it; it yields before the call touches the stream,
+        so that a timeout or kill arriving meanwhile loses no message.
+        Another greenlet may close the endpoint during that yield or while
+        this one waits for the lock: the second check turns that into the
+        endpoint's own error.  ``lock`` may be :data:`NO_LOCK` (a call that
+        takes a turn but no lock); otherwise the caller releases it.  A
+        ``deadline`` bounds the wait for the lock (then ``gevent.Timeout(
+        timeout)`` is raised).
+        """
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
         quota = self._quota - 1
         if quota:
             self._quota = quota
+            # Nothing ran since the check: no switch happened.
+            if lock.acquire(blocking=False):
+                return
         else:
             self._quota = FAIRNESS_QUOTA
             gevent.sleep(0)
+        self._acquire_slow(lock, timeout, deadline)
 
     #: How error messages name the endpoint and its sending call.
     _noun = "GIPCHandle"
@@ -101,9 +135,9 @@ class Endpoint:
         return exc
 
     def _acquire_slow(self, lock, timeout=None, deadline=None):
-        """Wait for another greenlet to finish its call in the direction
-        guarded by ``lock``, then check again that the endpoint is usable.
-        Raises ``gevent.Timeout(timeout)`` once ``deadline`` passed."""
+        """Take ``lock`` once the greenlet inside the call it guards is
+        done, then check again that the endpoint is usable (see
+        :meth:`_enter`)."""
         if deadline is None:
             lock.acquire()
         elif not lock.acquire(timeout=max(0.0, deadline.remaining())):
@@ -155,14 +189,12 @@ class Endpoint:
 
     def _send_frame(self, data, lock, waiter):
         """Write ``data`` as one frame through the C writer ``self._wcore``:
-        count a turn (see :meth:`_take_turn`), take the write ``lock``,
-        and wait on ``waiter`` while the descriptor is full.  If anything
+        enter the call (see :meth:`_enter`) under the write ``lock``, and
+        wait on ``waiter`` while the descriptor is full.  If anything
         interrupts the frame half-way, the endpoint is marked broken (the
         writer, not this frame of Python, knows how far the frame got, so
         no interruption can hide it)."""
-        self._take_turn()
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
+        self._enter(lock)
         writer = self._wcore
         try:
             done = writer.send(data)

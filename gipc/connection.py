@@ -24,7 +24,7 @@ from multiprocessing.reduction import ForkingPickler
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
-from ._stream import Endpoint
+from ._stream import NO_LOCK, Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
@@ -183,10 +183,8 @@ class Connection(Endpoint):
     def _recv(self, maxlength=None, read=None):
         """One message as bytes, or as ``read`` (a read method of the C
         reader) returns it."""
-        self._take_turn()
         lock = self._lock.read
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
+        self._enter(lock)
         core = self._core
         limited = maxlength is not None and maxlength < core.max_size
         data = None
@@ -223,6 +221,7 @@ class Connection(Endpoint):
         """True if there is something to read (a message, or EOF), waiting
         cooperatively up to ``timeout`` seconds (None: for ever)."""
         self._check_readable()
+        self._enter(NO_LOCK)
         from .wait import wait
         return bool(wait([self], timeout))
 

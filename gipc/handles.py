@@ -14,7 +14,7 @@ import gevent
 from . import _core, _ownership
 from ._cooperate import (
     READ, WRITE, Deadline, FdWaiter, Semaphore, check_timeout)
-from ._stream import SPIN_US, Endpoint, input_ready
+from ._stream import NO_LOCK, SPIN_US, Endpoint, input_ready
 from .exceptions import GIPCClosed, GIPCLocked
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
@@ -168,17 +168,14 @@ class _GIPCReader(_GIPCHandle):
     def _read(self, read, timeout):
         """Run ``read`` (a read method of the C reader) under the handle's
         lock until it returns a result, waiting cooperatively."""
-        if self._ok_pid != _ownership.pid:
-            self._raise_unusable()
-        self._take_turn()
         deadline = None
         if timeout is not None:
+            self._validate()  # a closed handle says so before a bad timeout
             timeout = check_timeout(timeout)
             if timeout is not None and not isinstance(timeout, gevent.Timeout):
                 deadline = Deadline(timeout)
         lock = self._lock
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock, timeout, deadline)
+        self._enter(lock, timeout, deadline)
         try:
             if timeout is None:
                 # Spin right away: nothing to cancel, no deadline to keep.
@@ -216,7 +213,7 @@ class _GIPCReader(_GIPCHandle):
     def poll(self):
         """True if ``get()`` would return at once: a whole message is
         buffered, or the pipe has data or EOF to report."""
-        self._validate()
+        self._enter(NO_LOCK)
         return input_ready(self._core, self._fd)
 
 
