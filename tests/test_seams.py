@@ -118,3 +118,117 @@ def test_connection_closed_during_the_turn_raises_handle_is_closed(call):
             a, lambda: _CONNECTION_CALLS[call](a))
     # What multiprocessing raises for a closed connection.
     assert type(exc) is OSError and str(exc) == "handle is closed", repr(exc)
+
+
+# ------------------------------------------- one endpoint implementation
+
+
+def test_close_while_a_greenlet_is_inside_names_what_it_does():
+    a, b = gipc.Pipe()
+    with a, b:
+        receiving = gevent.spawn(a.recv)
+        try:
+            gevent.sleep(0)  # it waits inside recv() now
+            with pytest.raises(gipc.GIPCLocked, match="receiving on it"):
+                a.close()
+            assert not a.closed
+            b.send("done")
+            assert receiving.get(timeout=WAIT) == "done"
+        finally:
+            receiving.kill()
+        r, w = gipc.pipe()
+        with r, w:
+            getting = gevent.spawn(r.get)
+            try:
+                gevent.sleep(0)
+                with pytest.raises(gipc.GIPCLocked,
+                                   match="locked for I/O operation"):
+                    r.close()
+                w.put("done")
+                assert getting.get(timeout=WAIT) == "done"
+            finally:
+                getting.kill()
+
+
+def test_endpoints_refuse_pickling_and_name_the_way_to_a_child():
+    import pickle
+    r, w = gipc.pipe()
+    a, b = gipc.pipe(duplex=True)
+    c1, c2 = gipc.Pipe()
+    with r, w, a, b, c1, c2:
+        for obj, name, passed_by in [
+                (r, "_GIPCReader", "gipc.start_process()"),
+                (w, "_GIPCWriter", "gipc.start_process()"),
+                (a, "_GIPCDuplexHandle", "gipc.start_process()"),
+                (c1, "gipc.Connection", "gipc.Process()")]:
+            with pytest.raises(TypeError) as raised:
+                pickle.dumps(obj)
+            assert str(raised.value) == (
+                "%s cannot be pickled: pass it to %s as an argument to use "
+                "it in a child process" % (name, passed_by))
+
+
+def _poll_and_wait(obj):
+    return obj.poll(), gipc.wait([obj], timeout=0) == [obj]
+
+
+def test_poll_and_wait_follow_one_rule():
+    """Ready: a whole message is buffered, or the descriptor has data or
+    EOF; the same answer from poll() and wait() for every endpoint."""
+    r, w = gipc.pipe()
+    a, b = gipc.pipe(duplex=True)
+    c1, c2 = gipc.Pipe()
+    with r, a, b, c1:
+        ends = [(r, w.put, w.close), (a, b.put, b._writer.close),
+                (c1, c2.send, c2.close)]
+        for reader, send, close_sender in ends:
+            assert _poll_and_wait(reader) == (False, False)
+            send("one")
+            send("two")
+            assert _poll_and_wait(reader) == (True, True)
+            reader.recv() if reader is c1 else reader.get(timeout=WAIT)
+            # "two" is in the reader's buffer now, the pipe is empty.
+            assert reader._wait_target()[1].frame_ready()
+            assert _poll_and_wait(reader) == (True, True)
+            reader.recv() if reader is c1 else reader.get(timeout=WAIT)
+            assert _poll_and_wait(reader) == (False, False)
+            close_sender()
+            assert _poll_and_wait(reader) == (True, True)  # EOF
+
+
+def test_recv_bytes_maxlength_holds_across_waits_and_is_restored():
+    a, b = gipc.Pipe()
+    with a, b:
+        late = gevent.spawn_later(0.01, a.send_bytes, b"12345")
+        try:
+            assert b.recv_bytes(5) == b"12345"  # waited for it
+            late.get(timeout=WAIT)
+        finally:
+            late.kill()
+        big = b"x" * (1 << 20)
+        sending = gevent.spawn(a.send_bytes, big)
+        try:
+            assert b.recv_bytes() == big  # the limit was lowered for one call
+            sending.get(timeout=WAIT)
+        finally:
+            sending.kill()
+        late = gevent.spawn_later(0.01, a.send_bytes, b"123456")
+        try:
+            with pytest.raises(OSError, match="bad message length"):
+                b.recv_bytes(5)
+            late.get(timeout=WAIT)
+        finally:
+            late.kill()
+        assert not b.readable and b.writable
+
+
+def test_wait_knows_no_endpoint_class():
+    # gipc.wait asks each object what to wait on (_wait_target): it imports
+    # neither handles nor connections, so connection.py can import it.
+    import ast
+    import sys
+    with open(sys.modules["gipc.wait"].__file__) as f:
+        tree = ast.parse(f.read())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"connection", "handles"}, imported
