@@ -232,3 +232,62 @@ def test_wait_knows_no_endpoint_class():
     imported = {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom)}
     assert not imported & {"connection", "handles"}, imported
+
+
+# ------------------------------------------------ popen by start method
+
+
+def test_fork_is_the_only_and_default_start_method():
+    from gipc import _popen, _popen_base, _popen_fork
+    assert _popen.start_methods() == ["fork"]
+    assert _popen.popen_class() is _popen.popen_class("fork") \
+        is _popen_fork.Popen
+    assert issubclass(_popen_fork.Popen, _popen_base.BasePopen)
+    with pytest.raises(ValueError, match="no start method 'spawn'"):
+        _popen.popen_class("spawn")
+
+
+def _send_pid(w):
+    import os
+    w.put(os.getpid())
+
+
+def test_start_goes_through_the_popen_of_the_start_method(monkeypatch):
+    """A popen registered for a start method starts the processes of that
+    method: Process knows nothing of the fork popen."""
+    from gipc import _popen, _popen_fork
+    made = []
+
+    class RecordingPopen(_popen_fork.Popen):
+        def __init__(self, process_obj, kept=()):
+            made.append((process_obj, kept))
+            super().__init__(process_obj, kept)
+
+    monkeypatch.setitem(_popen._POPENS, "fork", RecordingPopen)
+    r, w = gipc.pipe()
+    with r:
+        p = gipc.Process(target=_send_pid, args=(w,))
+        p.start()
+        try:
+            assert type(p._popen) is RecordingPopen
+            assert made == [(p, (w,))]
+            assert r.get(timeout=WAIT) == p.pid
+        finally:
+            p.join(WAIT)
+        assert p.exitcode == 0
+        p.close()
+
+
+def test_unknown_start_method_raises_before_any_fork():
+    class SpawnProcess(gipc.Process):
+        _start_method = "spawn"
+
+    r, w = gipc.pipe()
+    with r, w:
+        p = SpawnProcess(target=_send_pid, args=(w,))
+        with pytest.raises(ValueError, match="no start method 'spawn'"):
+            p.start()
+        assert p._popen is None
+        assert not w.closed  # nothing moved to a child
+        w.put("still usable")
+        assert r.get(timeout=WAIT) == "still usable"
