@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import warnings
+from multiprocessing.util import _flush_std_streams
 
 import gevent
 
@@ -78,7 +79,9 @@ class Popen(BasePopen):
     there."""
 
     def __init__(self, process_obj, kept=()):
-        _child.flush_std_streams()
+        # As multiprocessing: what is buffered is written once, not once
+        # more by the child.
+        _flush_std_streams()
         parent = os.getpid()
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.

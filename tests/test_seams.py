@@ -291,3 +291,24 @@ def test_unknown_start_method_raises_before_any_fork():
         assert not w.closed  # nothing moved to a child
         w.put("still usable")
         assert r.get(timeout=WAIT) == "still usable"
+
+
+# ------------------------------------------------------- the child's path
+
+
+def test_child_lookups_follow_the_slots_of_the_childs_state():
+    # Derived from the classes: a slot added to the plan is warmed too.
+    from gipc import _bootstrap, _child, _lookups
+    flat = _lookups.child_lookups(gipc.Process, type(None))
+    pairs = set(zip(flat[::2], flat[1::2]))
+    for cls in (_child.ChildPlan, _bootstrap.Prepared):
+        for name in cls.__slots__:
+            assert (cls, name) in pairs, (cls, name)
+
+
+def test_child_and_parent_flush_with_multiprocessings_helper():
+    from multiprocessing import util as mp_util
+    from gipc import _child, _popen_fork
+    assert not hasattr(_child, "flush_std_streams")
+    assert _child._flush_std_streams is mp_util._flush_std_streams
+    assert _popen_fork._flush_std_streams is mp_util._flush_std_streams
