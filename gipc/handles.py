@@ -26,7 +26,8 @@ class _GIPCHandle(Endpoint):
     :class:`gipc._stream.Endpoint`'s).  Instances are made by
     :func:`gipc.pipe`."""
 
-    _make_lock = functools.partial(Semaphore, 1)
+    # staticmethod: a partial stays a plain callable (no Python frame).
+    _make_lock = staticmethod(functools.partial(Semaphore, 1))
 
     def __init__(self, fd):
         self._id = os.urandom(3).hex()
