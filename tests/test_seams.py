@@ -317,3 +317,14 @@ def test_child_and_parent_flush_with_multiprocessings_helper():
     assert not hasattr(_child, "flush_std_streams")
     assert _child._flush_std_streams is mp_util._flush_std_streams
     assert _popen_fork._flush_std_streams is mp_util._flush_std_streams
+
+
+def test_recv_bytes_maxlength_keeps_the_stream_errors_of_the_core():
+    import os
+    a, b = gipc.Pipe()
+    with a, b:
+        os.write(a.fileno(), b"\xff\xff\xff\xfe")  # a negative length
+        with pytest.raises(gipc.GIPCProtocolError):
+            b.recv_bytes(5)
+        with pytest.raises(gipc.GIPCProtocolError, match="unusable"):
+            b.recv_bytes(5)  # broken, as for recv_bytes() without a limit
