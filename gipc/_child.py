@@ -24,6 +24,7 @@ from _signal import signal as _set_signal
 from gc import freeze as _freeze_gc
 from os import _exit
 from multiprocessing import process as mp_process
+from multiprocessing.util import _flush_std_streams
 
 from gevent._hub_local import (
     get_hub_class, get_hub_if_exists, get_loop, set_hub, set_loop)
@@ -191,17 +192,6 @@ def _leave_the_parents_world(plan, kept):
     return parents_stdin
 
 
-def flush_std_streams():
-    """Flush sys.stdout and sys.stderr, ignoring streams that cannot be
-    (closed, replaced by objects without flush())."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
-
-
 def run(process_obj, kept, parent_sentinel, plan):
     """Bootstrap the child and exit with multiprocessing's exit code.
 
@@ -224,7 +214,7 @@ def run(process_obj, kept, parent_sentinel, plan):
         try:
             sys.stderr.write("gipc: child process failed to start:\n")
             traceback.print_exc()
-            flush_std_streams()
+            _flush_std_streams()
         except BaseException:
             pass
     finally:

@@ -111,9 +111,39 @@ class FdWaiter:
             watcher.close()
 
 
-def fd_readable(fd):
-    """True if reading ``fd`` would not wait (data, EOF or an error to
-    report).  Never blocks."""
+# What poll() reports for a descriptor with something to say: data, EOF,
+# an error, or an invalid descriptor (all of which make a read return at
+# once, as for multiprocessing.connection.wait).
+_READY = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | \
+    select.POLLNVAL
+
+
+def readable_fds(fds):
+    """The set of descriptors among ``fds`` that a read would not wait for
+    (data, EOF, an error or an invalid descriptor to report).  Never
+    blocks."""
     p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    return {fd for fd, events in p.poll(0) if events & _READY}
+
+
+def fd_readable(fd):
+    """True if reading ``fd`` would not wait (see :func:`readable_fds`)."""
+    return bool(readable_fds((fd,)))
+
+
+def input_ready(targets):
+    """The rule of "ready" for every receiving end: for each ``(fd,
+    reader)`` target, in order, whether a receive would not wait, because
+    the C ``reader`` (None: none) holds a whole frame, or ``fd`` has data,
+    EOF or an error to report.  Never blocks; a descriptor is only asked
+    when its reader has no whole frame."""
+    ready = [reader is not None and reader.frame_ready()
+             for fd, reader in targets]
+    if not all(ready):
+        readable = readable_fds([fd for (fd, reader), done
+                                 in zip(targets, ready) if not done])
+        ready = [done or fd in readable
+                 for (fd, reader), done in zip(targets, ready)]
+    return ready

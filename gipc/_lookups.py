@@ -46,11 +46,10 @@ if _bootstrap._SKIPPABLE_THREAD_SHUTDOWN is not None:
 # process object.
 _PROCESS_ATTRIBUTES = ("run", "_start_method", "_target", "_args", "_kwargs")
 
-# Attributes of gipc's own objects read in the child.
-_PLAN_ATTRIBUTES = (
-    "old_hub", "parked_hub_class", "hub_class", "first_hub_init",
-    "python_handlers", "handles", "sibling_popens", "stdin", "prepared")
-_PREPARED_ATTRIBUTES = ("process_counter", "children", "parent_process")
+# Attributes of gipc's own objects, read in the child: all their slots
+# (the few read in the parent only cost a slot of the cache each).
+_PLAN_ATTRIBUTES = _child.ChildPlan.__slots__
+_PREPARED_ATTRIBUTES = _bootstrap.Prepared.__slots__
 
 
 def _after_fork_hook_lookups():

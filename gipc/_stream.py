@@ -5,15 +5,18 @@ Pipe handles (``handles.py``) and multiprocessing-style connections
 Both must check that they may be used (open, owned by this process, stream
 in sync), serialise the greenlets that use one direction at once, wait on
 the hub when the core says the descriptor would block, and mark the stream
-broken when it can no longer be trusted.  That logic lives here, once.
+broken when it can no longer be trusted; and both close, move to a child
+and refuse pickling the same way.  That logic lives here, once.
 """
 import errno
+import operator
+import os
 
 import gevent
 
 from . import _ownership, _pipesize
-from ._cooperate import fd_readable
-from .exceptions import GIPCClosed, GIPCError, GIPCProtocolError
+from ._cooperate import Deadline, check_timeout, input_ready
+from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 
 #: Calls one endpoint serves without waiting before it lets the other
 #: greenlets run: a loop of get()/put() that never has to wait (the peer
@@ -31,15 +34,60 @@ SPIN_US = 50
 STREAM_ERRNOS = (errno.EPROTO, errno.EMSGSIZE)
 
 
+class _NoLock:
+    """The lock of a call that takes its turn but excludes no other
+    greenlet (``poll()``)."""
+
+    __slots__ = ()
+
+    def acquire(self, blocking=True, timeout=None):
+        return True
+
+    def release(self):
+        pass
+
+
+NO_LOCK = _NoLock()
+
+
 class Endpoint:
     """Ownership, closed and broken state of one descriptor-backed
-    endpoint, registered with :mod:`gipc._ownership`.
+    endpoint, registered with :mod:`gipc._ownership`, and the calls made
+    the same way on every endpoint.
 
-    Subclasses call :meth:`_init_endpoint` and may override
-    :meth:`_closed_error` (the exception raised when used after close).
+    A subclass calls :meth:`_init_endpoint` once it has set:
+
+    - ``_core`` / ``_wcore``: its C reader / writer, or None (class
+      attributes where it has none);
+    - ``_waiters``: the tuple of its :class:`~gipc._cooperate.FdWaiter`
+      objects;
+    - ``_make_lock``: a class attribute called to make ``_lock``, the lock
+      (or locks) that serialise its calls;
+    - ``_close_locks()``: the locks :meth:`_close` must take, each with
+      what a greenlet holding it is doing (for :meth:`_locked_error`).
+
+    and may override :meth:`_closed_error` (the exception raised when used
+    after close), :meth:`_locked_error` and the names below.
     """
 
-    def _init_endpoint(self):
+    _core = None
+    _wcore = None
+
+    #: How error messages name the endpoint and its sending call.
+    _noun = "GIPCHandle"
+    _send_name = "put()"
+    #: How the refusal to pickle names the endpoint's type (None: its class
+    #: name) and the call that passes it to a child instead.
+    _type_name = None
+    _passed_by = "gipc.start_process()"
+
+    def _init_endpoint(self, fd):
+        # Descriptors made by gipc are non-blocking; one given to an
+        # endpoint directly is made non-blocking here, or the C core would
+        # block the event loop on it.
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._lock = self._make_lock()
         self._legit_pid = _ownership.pid
         # Equals the owner's pid while the endpoint is usable; None once it
         # is closed or broken.  One comparison guards every call.
@@ -52,20 +100,18 @@ class Endpoint:
         self._grew_pipe = False
         _ownership.register(self)
 
-    def _take_turn(self):
-        """Count one call; every FAIRNESS_QUOTA calls, yield to the event
-        loop.  Called before a call touches the stream, so that a timeout
-        or kill arriving during the yield loses no message."""
-        quota = self._quota - 1
-        if quota:
-            self._quota = quota
-        else:
-            self._quota = FAIRNESS_QUOTA
-            gevent.sleep(0)
+    # -- state ------------------------------------------------------------
 
-    #: How error messages name the endpoint and its sending call.
-    _noun = "GIPCHandle"
-    _send_name = "put()"
+    @property
+    def closed(self):
+        """True once the endpoint is closed (or was moved to a child)."""
+        return self._closed
+
+    def fileno(self):
+        """The underlying file descriptor."""
+        if self._closed:
+            raise self._closed_error()
+        return self._fd
 
     def _closed_error(self):
         return GIPCClosed("GIPCHandle has been closed before.")
@@ -100,10 +146,41 @@ class Endpoint:
             return GIPCProtocolError(exc.errno, exc.strerror)
         return exc
 
+    # -- the way into every call -----------------------------------------
+
+    def _enter(self, lock, timeout=None, deadline=None):
+        """The one way into a call: check that this process may use the
+        endpoint, count a fairness turn, take ``lock`` and, if anything
+        could have run since the first check, check again.
+
+        Every FAIRNESS_QUOTA calls the turn yields to the event loop, so
+        that a loop of calls that never have to wait (the peer keeps up)
+        does not starve it; it yields before the call touches the stream,
+        so that a timeout or kill arriving meanwhile loses no message.
+        Another greenlet may close the endpoint during that yield or while
+        this one waits for the lock: the second check turns that into the
+        endpoint's own error.  ``lock`` may be :data:`NO_LOCK` (a call that
+        takes a turn but no lock); otherwise the caller releases it.  A
+        ``deadline`` bounds the wait for the lock (then ``gevent.Timeout(
+        timeout)`` is raised).
+        """
+        if self._ok_pid != _ownership.pid:
+            self._raise_unusable()
+        quota = self._quota - 1
+        if quota:
+            self._quota = quota
+            # Nothing ran since the check: no switch happened.
+            if lock.acquire(blocking=False):
+                return
+        else:
+            self._quota = FAIRNESS_QUOTA
+            gevent.sleep(0)
+        self._acquire_slow(lock, timeout, deadline)
+
     def _acquire_slow(self, lock, timeout=None, deadline=None):
-        """Wait for another greenlet to finish its call in the direction
-        guarded by ``lock``, then check again that the endpoint is usable.
-        Raises ``gevent.Timeout(timeout)`` once ``deadline`` passed."""
+        """Take ``lock`` once the greenlet inside the call it guards is
+        done, then check again that the endpoint is usable (see
+        :meth:`_enter`)."""
         if deadline is None:
             lock.acquire()
         elif not lock.acquire(timeout=max(0.0, deadline.remaining())):
@@ -112,25 +189,62 @@ class Endpoint:
             lock.release()
             self._raise_unusable()
 
-    def _own_here(self):
-        """Make the endpoint usable in the current process (it was passed to
-        this child)."""
-        for core in (self._core, self._wcore):
-            if core is not None:
-                core.after_fork()  # a parent thread inside means nothing here
-        self._legit_pid = _ownership.pid
-        if not self._closed and self._broken is None:
-            self._ok_pid = self._legit_pid
+    # -- receiving --------------------------------------------------------
 
-    def _finish_close(self):
-        """Record that the descriptor is closed."""
-        if self._grew_pipe:
-            self._grew_pipe = False
-            _pipesize.release()
-        self._fd = None
-        self._closed = True
-        self._ok_pid = None
-        _ownership.unregister(self)
+    def _receive(self, read, lock, waiter, timeout=None):
+        """Enter a receive under ``lock`` and run ``read`` (a read method of
+        the C reader, bound to its arguments; it returns None while the
+        message is incomplete) until it returns a result, waiting on
+        ``waiter``; return that result.
+
+        ``timeout``: None (wait for ever), a number of seconds bounding the
+        whole call (``gevent.Timeout`` is raised when it expires; the part
+        of a message received by then stays in the reader), or a started
+        ``gevent.Timeout``, which covers the wait for a message to begin
+        and is then cancelled (gipc 1.8's rule).
+        """
+        deadline = None
+        if timeout is not None:
+            self._validate()  # a closed endpoint says so before a bad timeout
+            timeout = check_timeout(timeout)
+            if timeout is not None and not isinstance(timeout, gevent.Timeout):
+                deadline = Deadline(timeout)
+        self._enter(lock, timeout, deadline)
+        try:
+            if timeout is None:
+                # Spin right away: nothing to cancel, no deadline to keep.
+                result = read(SPIN_US)
+                if result is None:
+                    result = self._wait_frame(read, waiter, spin=False)
+            else:
+                result = read()
+                if result is None:
+                    result = self._receive_late(read, waiter, timeout,
+                                                deadline)
+                elif deadline is None:
+                    timeout.cancel()
+        except OSError as exc:
+            raise self._stream_error(exc)
+        finally:
+            lock.release()
+        return result
+
+    def _receive_late(self, read, waiter, timeout, deadline):
+        """The rest of a bounded receive whose first read found no whole
+        message."""
+        if deadline is None:
+            # The gevent.Timeout covers the wait for a message to begin.  A
+            # message has begun when part of it is buffered already.
+            if not self._core.buffered:
+                waiter.wait()
+            timeout.cancel()
+            result = read()
+            if result is not None:
+                return result
+        result = self._wait_frame(read, waiter, deadline)
+        if result is None:
+            raise gevent.Timeout(timeout)
+        return result
 
     def _wait_frame(self, read, waiter, deadline=None, spin=True):
         """Call after ``read()`` (a read method of the C reader, bound to
@@ -153,16 +267,28 @@ class Endpoint:
             if result is not None:
                 return result
 
+    def _wait_target(self):
+        """What :func:`gipc.wait` waits on for this endpoint: its descriptor,
+        and the C reader whose buffered whole frames count as input (None:
+        none does)."""
+        return self.fileno(), self._core
+
+    def _poll_now(self):
+        """Take a turn (see :meth:`_enter`); then True if a receive would
+        not wait."""
+        self._enter(NO_LOCK)
+        return input_ready((self._wait_target(),))[0]
+
+    # -- sending ----------------------------------------------------------
+
     def _send_frame(self, data, lock, waiter):
         """Write ``data`` as one frame through the C writer ``self._wcore``:
-        count a turn (see :meth:`_take_turn`), take the write ``lock``,
-        and wait on ``waiter`` while the descriptor is full.  If anything
+        enter the call (see :meth:`_enter`) under the write ``lock``, and
+        wait on ``waiter`` while the descriptor is full.  If anything
         interrupts the frame half-way, the endpoint is marked broken (the
         writer, not this frame of Python, knows how far the frame got, so
         no interruption can hide it)."""
-        self._take_turn()
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
+        self._enter(lock)
         writer = self._wcore
         try:
             done = writer.send(data)
@@ -183,8 +309,74 @@ class Endpoint:
         finally:
             lock.release()
 
+    # -- closing, moving, pickling -----------------------------------------
 
-def input_ready(core, fd):
-    """True if reading would not wait: ``core`` holds a whole message, or
-    ``fd`` has data (or EOF, or an error) to report.  Never blocks."""
-    return core.frame_ready() or fd_readable(fd)
+    def _locked_error(self, doing):
+        """The error of a close while a greenlet is ``doing`` a call."""
+        return GIPCLocked("Can't close handle %s: locked for I/O operation."
+                          % self)
+
+    def _close(self):
+        """Close the descriptor of an open endpoint, unless a greenlet is
+        inside a call on it (:exc:`GIPCLocked`) or this process does not own
+        it (:exc:`GIPCError`)."""
+        if self._legit_pid != _ownership.pid:
+            self._raise_unusable()
+        held = []
+        try:
+            for lock, doing in self._close_locks():
+                if not lock.acquire(blocking=False):
+                    raise self._locked_error(doing)
+                held.append(lock)
+            for waiter in self._waiters:
+                waiter.close()
+            for core in (self._core, self._wcore):
+                if core is not None:
+                    core.detach()
+            try:
+                os.close(self._fd)
+            finally:
+                self._finish_close()
+        finally:
+            for lock in held:
+                lock.release()
+
+    def _finish_close(self):
+        """Record that the descriptor is closed."""
+        if self._grew_pipe:
+            self._grew_pipe = False
+            _pipesize.release()
+        self._fd = None
+        self._closed = True
+        self._ok_pid = None
+        _ownership.unregister(self)
+
+    def _take_over(self):
+        """Make the endpoint usable in the current process (it was passed to
+        this child).  The parent's lock state and watchers mean nothing
+        here; returns the watchers, which the caller keeps referenced and
+        never touches (they belong to the parent's loop)."""
+        for core in (self._core, self._wcore):
+            if core is not None:
+                core.after_fork()  # a parent thread inside means nothing here
+        self._legit_pid = _ownership.pid
+        if not self._closed and self._broken is None:
+            self._ok_pid = self._legit_pid
+        self._lock = self._make_lock()
+        # methodcaller: no Python frame of its own on the child's path.
+        return tuple(map(_forget, self._waiters))
+
+    def __reduce__(self):
+        raise unpicklable(self._type_name or type(self).__name__,
+                          self._passed_by)
+
+
+_forget = operator.methodcaller("forget")
+
+
+def unpicklable(type_name, passed_by):
+    """The error of pickling an endpoint: it moves to a child by being
+    passed to ``passed_by``, never by pickle."""
+    return TypeError(
+        "%s cannot be pickled: pass it to %s as an argument to use it in a "
+        "child process" % (type_name, passed_by))

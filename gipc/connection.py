@@ -24,10 +24,11 @@ from multiprocessing.reduction import ForkingPickler
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
-from ._stream import Endpoint
+from ._stream import NO_LOCK, Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
+from .wait import wait
 
 __all__ = ["Connection", "Pipe"]
 
@@ -58,6 +59,9 @@ class Connection(Endpoint):
 
     _noun = "Connection"
     _send_name = "send()"
+    _type_name = "gipc.Connection"
+    _passed_by = "gipc.Process()"
+    _make_lock = _DirectionLocks
 
     def __init__(self, handle, readable=True, writable=True):
         fd = handle.__index__()
@@ -66,27 +70,21 @@ class Connection(Endpoint):
         if not readable and not writable:
             raise ValueError(
                 "at least one of `readable` and `writable` must be True")
-        os.set_blocking(fd, False)
-        self._fd = fd
         self._readable = bool(readable)
         self._writable = bool(writable)
-        self._core = _core.Reader(fd, DEFAULT_MAX_MESSAGE_SIZE) \
-            if readable else None
-        self._wcore = _core.Writer(fd) if writable else None
+        if readable:
+            self._core = _core.Reader(fd, DEFAULT_MAX_MESSAGE_SIZE)
+        if writable:
+            self._wcore = _core.Writer(fd)
         self._rwaiter = FdWaiter(fd, READ)
         self._wwaiter = FdWaiter(fd, WRITE)
-        self._lock = _DirectionLocks()
-        self._init_endpoint()
+        self._waiters = (self._rwaiter, self._wwaiter)
+        self._init_endpoint(fd)
 
     # -- state --------------------------------------------------------------
 
     def _closed_error(self):
         return OSError("handle is closed")
-
-    @property
-    def closed(self):
-        """True if the connection is closed (or was moved to a child)."""
-        return self._closed
 
     @property
     def readable(self):
@@ -97,12 +95,6 @@ class Connection(Endpoint):
     def writable(self):
         """True if the connection is writable."""
         return self._writable
-
-    def fileno(self):
-        """The file descriptor of the connection."""
-        if self._closed:
-            raise self._closed_error()
-        return self._fd
 
     def _check_readable(self):
         if self._ok_pid != _ownership.pid:
@@ -136,15 +128,13 @@ class Connection(Endpoint):
             raise ValueError("size is negative")
         elif offset + size > n:
             raise ValueError("buffer length < offset + size")
-        self._send(m[offset:offset + size])
+        self._send_frame(m[offset:offset + size], self._lock.write,
+                         self._wwaiter)
 
     def send(self, obj):
         """Send a picklable object."""
         self._check_writable()
-        self._send(ForkingPickler.dumps(obj))
-
-    def _send(self, data):
-        self._send_frame(data, self._lock.write, self._wwaiter)
+        self._send_frame(ForkingPickler.dumps(obj), self._lock.write, self._wwaiter)
 
     # -- receiving ------------------------------------------------------------
 
@@ -153,9 +143,24 @@ class Connection(Endpoint):
         ``maxlength`` raises ``OSError`` and makes the connection unreadable
         (closes it if it is read-only), as in ``multiprocessing``."""
         self._check_readable()
-        if maxlength is not None and maxlength < 0:
+        core = self._core
+        if maxlength is None:
+            return self._receive(core.read_frame, self._lock.read,
+                                 self._rwaiter)
+        if maxlength < 0:
             raise ValueError("negative maxlength")
-        return self._recv(maxlength)
+        read = core.read_frame
+        if maxlength < core.max_size:
+            read = functools.partial(_read_at_most, read, core, maxlength)
+        try:
+            data = self._receive(read, self._lock.read, self._rwaiter)
+        except _MessageTooLong:
+            data = None
+        # (A frame whose header arrived in an earlier, interrupted call was
+        # not checked against maxlength by the core.)
+        if data is None or len(data) > maxlength:
+            self._bad_message_length()
+        return data
 
     def recv_bytes_into(self, buf, offset=0):
         """Receive one message into the writable buffer ``buf`` at byte
@@ -169,8 +174,9 @@ class Connection(Endpoint):
             raise ValueError("negative offset")
         elif offset > bytesize:
             raise ValueError("offset too large")
-        result = self._recv(
-            read=functools.partial(self._core.read_frame_into, buf, offset))
+        result = self._receive(
+            functools.partial(self._core.read_frame_into, buf, offset),
+            self._lock.read, self._rwaiter)
         if isinstance(result, int):
             return result
         raise BufferTooShort(result)
@@ -178,38 +184,8 @@ class Connection(Endpoint):
     def recv(self):
         """Receive one message and unpickle it."""
         self._check_readable()
-        return ForkingPickler.loads(self._recv())
-
-    def _recv(self, maxlength=None, read=None):
-        """One message as bytes, or as ``read`` (a read method of the C
-        reader) returns it."""
-        self._take_turn()
-        lock = self._lock.read
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock)
-        core = self._core
-        limited = maxlength is not None and maxlength < core.max_size
-        data = None
-        try:
-            if limited:
-                core.max_size = maxlength
-            if read is None:
-                read = core.read_frame
-            data = read()
-            if data is None:
-                data = self._wait_frame(read, self._rwaiter)
-        except OSError as exc:
-            if not (limited and exc.errno == errno.EMSGSIZE):
-                raise self._stream_error(exc)
-        finally:
-            if limited:
-                core.max_size = DEFAULT_MAX_MESSAGE_SIZE
-            lock.release()
-        # (A frame whose header arrived in an earlier, interrupted call was
-        # not checked against maxlength by the core.)
-        if data is None or (maxlength is not None and len(data) > maxlength):
-            self._bad_message_length()
-        return data
+        return ForkingPickler.loads(self._receive(
+            self._core.read_frame, self._lock.read, self._rwaiter))
 
     def _bad_message_length(self):
         # As multiprocessing: the stream is out of sync for reading.
@@ -223,14 +199,21 @@ class Connection(Endpoint):
         """True if there is something to read (a message, or EOF), waiting
         cooperatively up to ``timeout`` seconds (None: for ever)."""
         self._check_readable()
-        from .wait import wait
+        self._enter(NO_LOCK)
         return bool(wait([self], timeout))
 
-    def _ready_core(self):
-        """The reader whose buffered frames count as ready input, if any."""
-        return self._core if self._readable else None
+    def _wait_target(self):
+        return self.fileno(), self._core if self._readable else None
 
-    # -- closing and moving ---------------------------------------------------
+    # -- closing --------------------------------------------------------------
+
+    def _close_locks(self):
+        locks = self._lock
+        return ((locks.read, "receiving"), (locks.write, "sending"))
+
+    def _locked_error(self, doing):
+        return GIPCLocked("Can't close %s: a greenlet is %s on it."
+                          % (self, doing))
 
     def close(self):
         """Close the connection; closing a closed connection does nothing.
@@ -239,40 +222,8 @@ class Connection(Endpoint):
         call on it, and :exc:`gipc.GIPCError` in a process that does not own
         it.
         """
-        if self._closed:
-            return
-        if self._legit_pid != _ownership.pid:
-            self._raise_unusable()
-        locks = self._lock
-        if not locks.read.acquire(blocking=False):
-            raise GIPCLocked("Can't close %s: a greenlet is receiving on it."
-                             % self)
-        try:
-            if not locks.write.acquire(blocking=False):
-                raise GIPCLocked("Can't close %s: a greenlet is sending on "
-                                 "it." % self)
-            try:
-                fd = self._fd
-                self._rwaiter.close()
-                self._wwaiter.close()
-                for core in (self._core, self._wcore):
-                    if core is not None:
-                        core.detach()
-                try:
-                    os.close(fd)
-                finally:
-                    self._finish_close()
-            finally:
-                locks.write.release()
-        finally:
-            locks.read.release()
-
-    def _take_over(self):
-        """Make the connection usable in this child process; returns the
-        parent's watchers, to be kept referenced and never touched."""
-        self._own_here()
-        self._lock = _DirectionLocks()
-        return (self._rwaiter.forget(), self._wwaiter.forget())
+        if not self._closed:
+            self._close()
 
     def __enter__(self):
         return self
@@ -280,16 +231,32 @@ class Connection(Endpoint):
     def __exit__(self, exc_type, exc_value, traceback):
         self.close()
 
-    def __reduce__(self):
-        raise TypeError(
-            "gipc.Connection cannot be pickled: pass it to gipc.Process() "
-            "as an argument to use it in a child process")
-
     def __repr__(self):
         mode = "".join(("r" if self._readable else "",
                         "w" if self._writable else ""))
         state = "closed" if self._closed else "fd=%s" % self._fd
         return "<gipc.Connection %s %s>" % (state, mode)
+
+
+class _MessageTooLong(Exception):
+    """A message longer than the ``maxlength`` of ``recv_bytes()``."""
+
+
+def _read_at_most(read, core, maxlength, *spin):
+    """``read(*spin)`` with the limit of the C reader ``core`` lowered to
+    ``maxlength`` for the call; a longer message raises
+    :exc:`_MessageTooLong` (the stream is then out of sync for reading, as
+    with multiprocessing, without the endpoint being broken)."""
+    limit = core.max_size
+    core.max_size = maxlength
+    try:
+        return read(*spin)
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            raise _MessageTooLong from None
+        raise
+    finally:
+        core.max_size = limit
 
 
 def Pipe(duplex=True):

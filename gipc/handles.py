@@ -9,12 +9,9 @@ import functools
 import os
 from multiprocessing import BufferTooShort
 
-import gevent
-
 from . import _core, _ownership
-from ._cooperate import (
-    READ, WRITE, Deadline, FdWaiter, Semaphore, check_timeout)
-from ._stream import SPIN_US, Endpoint, input_ready
+from ._cooperate import READ, WRITE, FdWaiter, Semaphore
+from ._stream import Endpoint, unpicklable
 from .exceptions import GIPCClosed, GIPCLocked
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
@@ -22,42 +19,22 @@ from .exceptions import GIPCClosed, GIPCLocked
 #: make the reader allocate absurd amounts.
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 ** 3
 
+
 class _GIPCHandle(Endpoint):
-    """What read and write ends have in common: ownership, locking,
-    closing (the checks themselves are :class:`gipc._stream.Endpoint`'s).
-    Instances are made by :func:`gipc.pipe`."""
+    """What read and write ends have in common: one lock, one watcher,
+    gipc 1.8's closing rules and repr (the rest is
+    :class:`gipc._stream.Endpoint`'s).  Instances are made by
+    :func:`gipc.pipe`."""
+
+    # staticmethod: a partial stays a plain callable (no Python frame).
+    _make_lock = staticmethod(functools.partial(Semaphore, 1))
 
     def __init__(self, fd):
-        # gipc.pipe() makes non-blocking pipes; a descriptor given to a
-        # handle directly (as gipc 1.8 allowed) is made non-blocking here,
-        # or the C core would block the event loop on it.
-        os.set_blocking(fd, False)
-        self._fd = fd
         self._id = os.urandom(3).hex()
-        self._lock = Semaphore(1)
-        self._init_endpoint()
+        self._init_endpoint(fd)
 
-    @property
-    def closed(self):
-        """True once the handle is closed (or moved to a child)."""
-        return self._closed
-
-    def fileno(self):
-        """The underlying file descriptor."""
-        if self._closed:
-            raise GIPCClosed("GIPCHandle has been closed before.")
-        return self._fd
-
-    def _take_over(self):
-        """Make this handle usable in the current process (it was passed to
-        this child).  The parent's lock state and watcher mean nothing here."""
-        self._own_here()
-        self._lock = Semaphore(1)
-        return self._waiter.forget()
-
-    def _close_fd(self):
-        (self._core or self._wcore).detach()
-        os.close(self._fd)
+    def _close_locks(self):
+        return ((self._lock, None),)
 
     def close(self):
         """Close the descriptor; the handle is unusable afterwards.
@@ -67,18 +44,8 @@ class _GIPCHandle(Endpoint):
         :exc:`GIPCError` in a process that does not own the handle.
         """
         if self._closed:
-            raise GIPCClosed("GIPCHandle has been closed before.")
-        if self._legit_pid != _ownership.pid:
-            self._raise_unusable()
-        if not self._lock.acquire(blocking=False):
-            raise GIPCLocked(
-                "Can't close handle %s: locked for I/O operation." % self)
-        try:
-            self._waiter.close()
-            self._close_fd()
-        finally:
-            self._finish_close()
-            self._lock.release()
+            raise self._closed_error()
+        self._close()
 
     def __enter__(self):
         return self
@@ -93,11 +60,6 @@ class _GIPCHandle(Endpoint):
                 "Context manager can't close handle %s. It's locked for I/O "
                 "operation out of context." % self) from None
 
-    def __reduce__(self):
-        raise TypeError(
-            "%s cannot be pickled: pass it to gipc.start_process() as an "
-            "argument to use it in a child process" % type(self).__name__)
-
     def __repr__(self):
         return "<%s_%s fd: %s>" % (type(self).__name__, self._id, self._fd)
 
@@ -107,11 +69,10 @@ class _GIPCHandle(Endpoint):
 class _GIPCReader(_GIPCHandle):
     """The read end of a pipe: ``get()`` returns one message per call."""
 
-    _wcore = None
-
     def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         self._core = _core.Reader(fd, max_message_size)
         self._waiter = FdWaiter(fd, READ)
+        self._waiters = (self._waiter,)
         self._decoder = decoder
         _GIPCHandle.__init__(self, fd)
 
@@ -141,7 +102,8 @@ class _GIPCReader(_GIPCHandle):
             ``max_message_size``, or the pipe closed inside a message.
         :raises GIPCClosed, GIPCError: closed handle, or foreign process.
         """
-        data = self._read(self._core.read_frame, timeout)
+        data = self._receive(self._core.read_frame, self._lock, self._waiter,
+                             timeout)
         decoder = self._decoder
         return data if decoder is None else decoder(data)
 
@@ -159,75 +121,26 @@ class _GIPCReader(_GIPCHandle):
         :raises ValueError: ``offset`` is negative or beyond the buffer.
         Other errors as for :meth:`get`.
         """
-        size = self._read(functools.partial(self._core.read_frame_into,
-                                            buffer, offset), timeout)
+        size = self._receive(
+            functools.partial(self._core.read_frame_into, buffer, offset),
+            self._lock, self._waiter, timeout)
         if isinstance(size, int):
             return size
         raise BufferTooShort(size)
 
-    def _read(self, read, timeout):
-        """Run ``read`` (a read method of the C reader) under the handle's
-        lock until it returns a result, waiting cooperatively."""
-        if self._ok_pid != _ownership.pid:
-            self._raise_unusable()
-        self._take_turn()
-        deadline = None
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-            if timeout is not None and not isinstance(timeout, gevent.Timeout):
-                deadline = Deadline(timeout)
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            self._acquire_slow(lock, timeout, deadline)
-        try:
-            if timeout is None:
-                # Spin right away: nothing to cancel, no deadline to keep.
-                result = read(SPIN_US)
-                if result is None:
-                    result = self._wait_frame(read, self._waiter, spin=False)
-            else:
-                result = read()
-                if result is None:
-                    result = self._receive(read, timeout, deadline)
-                elif deadline is None:
-                    timeout.cancel()
-        except OSError as exc:
-            raise self._stream_error(exc)
-        finally:
-            lock.release()
-        return result
-
-    def _receive(self, read, timeout, deadline):
-        if timeout is not None and deadline is None:
-            # gipc 1.8 semantics for a gevent.Timeout: it covers the wait for
-            # a message to begin, then it is cancelled.  A message has begun
-            # when part of it is buffered already.
-            if not self._core.buffered:
-                self._waiter.wait()
-            timeout.cancel()
-            result = read()
-            if result is not None:
-                return result
-        result = self._wait_frame(read, self._waiter, deadline)
-        if result is None:
-            raise gevent.Timeout(timeout)
-        return result
-
     def poll(self):
         """True if ``get()`` would return at once: a whole message is
         buffered, or the pipe has data or EOF to report."""
-        self._validate()
-        return input_ready(self._core, self._fd)
+        return self._poll_now()
 
 
 class _GIPCWriter(_GIPCHandle):
     """The write end of a pipe: ``put()`` sends one message per call."""
 
-    _core = None
-
     def __init__(self, fd, encoder):
         self._wcore = _core.Writer(fd)
         self._waiter = FdWaiter(fd, WRITE)
+        self._waiters = (self._waiter,)
         self._encoder = encoder
         _GIPCHandle.__init__(self, fd)
 
@@ -306,10 +219,11 @@ class _GIPCDuplexHandle(_PairContext):
     # ``with`` block closes the writer, then the reader even if the writer
     # could not be closed.
 
+    def _wait_target(self):
+        return self._reader._wait_target()
+
     def __reduce__(self):
-        raise TypeError(
-            "_GIPCDuplexHandle cannot be pickled: pass it to "
-            "gipc.start_process() as an argument to use it in a child process")
+        raise unpicklable(type(self).__name__, Endpoint._passed_by)
 
     def __repr__(self):
         return "<%s(%r, %s)>" % (type(self).__name__, self._reader, self._writer)

@@ -3,8 +3,9 @@
 
 Both are ``multiprocessing.process.BaseProcess`` subclasses, so every method
 and every rule of ``multiprocessing.Process`` holds; only the popen object
-differs: it forks through gipc's C helper, gives the child a fresh gevent
-hub, and waits on the hub, so ``join()`` never blocks the event loop.
+differs (chosen by start method in ``gipc._popen``): the fork popen forks
+through gipc's C helper and gives the child a fresh gevent hub, and every
+popen waits on the hub, so ``join()`` never blocks the event loop.
 """
 import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 # exit handler, which terminates daemonic children and joins the others)
@@ -14,7 +15,7 @@ import warnings
 from multiprocessing import process as mp_process
 
 from ._moves import collect_moved_handles, collect_shared_handles
-from ._popen import Popen
+from ._popen import popen_class
 
 
 class Process(mp_process.BaseProcess):
@@ -36,8 +37,11 @@ class Process(mp_process.BaseProcess):
     _shares_attribute_handles = True
 
     @staticmethod
-    def _Popen(process_obj):
-        return Popen(process_obj)
+    def _Popen(process_obj, kept=()):
+        """Start the child of ``process_obj`` with the popen of its start
+        method (multiprocessing's seam) and return the popen.  The gipc
+        handles in ``kept`` stay open in the child."""
+        return popen_class(process_obj._start_method)(process_obj, kept)
 
     def start(self):
         """Start the child: fork, run ``self.run()`` there, and close the
@@ -54,7 +58,7 @@ class Process(mp_process.BaseProcess):
         shared = (collect_shared_handles(self, moved)
                   if self._shares_attribute_handles else ())
         mp_process._cleanup()
-        self._popen = Popen(self, moved + shared)
+        self._popen = self._Popen(self, moved + shared)
         self._sentinel = self._popen.sentinel
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs

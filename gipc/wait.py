@@ -1,45 +1,30 @@
 """``gipc.wait()``: the cooperative ``multiprocessing.connection.wait``."""
-import select
-
 import gevent
 from gevent import get_hub
 from gevent.hub import Waiter
 
-from ._cooperate import READ, Deadline, check_timeout
-from .connection import Connection
-from .handles import _GIPCDuplexHandle, _GIPCReader
+from ._cooperate import READ, Deadline, check_timeout, input_ready
 
 __all__ = ["wait"]
 
-# What poll() reports for a descriptor with something to say: data, EOF,
-# an error, or an invalid descriptor (all of which make a read return at
-# once, as for multiprocessing.connection.wait).
-_READY = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | \
-    select.POLLNVAL
-
 
 def _watch_target(obj):
-    """``(reader core or None, fd)`` for one object given to :func:`wait`."""
-    if isinstance(obj, Connection):
-        return obj._ready_core(), obj.fileno()
-    if isinstance(obj, _GIPCDuplexHandle):
-        obj = obj._reader
-    if isinstance(obj, _GIPCReader):
-        return obj._core, obj.fileno()
+    """``(fd, reader or None)`` for one object given to :func:`wait`: what
+    a gipc endpoint says to wait on (``_wait_target()``), else the
+    descriptor."""
+    target = getattr(type(obj), "_wait_target", None)
+    if target is not None:
+        return target(obj)
     if isinstance(obj, int):
-        return None, obj
-    return None, obj.fileno()
+        return obj, None
+    return obj.fileno(), None
 
 
 def _ready(object_list, targets):
     """The objects that a read would not wait for, in input order; never
     blocks."""
-    p = select.poll()
-    for core, fd in targets:
-        p.register(fd, select.POLLIN)
-    readable = {fd for fd, events in p.poll(0) if events & _READY}
-    return [obj for obj, (core, fd) in zip(object_list, targets)
-            if fd in readable or (core is not None and core.frame_ready())]
+    return [obj for obj, ready in zip(object_list, input_ready(targets))
+            if ready]
 
 
 def _wait_any(fds, seconds):
@@ -85,7 +70,7 @@ def wait(object_list, timeout=None):
     if ready:
         return ready
     deadline = Deadline(timeout)
-    fds = {fd for core, fd in targets}
+    fds = {fd for fd, reader in targets}
     while True:
         remaining = deadline.remaining()
         if remaining is not None and remaining <= 0:

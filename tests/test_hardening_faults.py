@@ -423,7 +423,7 @@ def test_start_interrupted_right_after_the_fork_leaves_no_child(monkeypatch):
     """A KeyboardInterrupt that arrives in the parent after fork() returned
     but before start_process() returned: the caller gets the exception, the
     child is killed and reaped, its pidfd closed, the handles stay usable."""
-    from gipc import _core, _popen
+    from gipc import _core, _popen_fork
 
     parent = os.getpid()
 
@@ -437,7 +437,7 @@ def test_start_interrupted_right_after_the_fork_leaves_no_child(monkeypatch):
             if os.getpid() == parent:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(_popen, "_core", InterruptedCore())
+    monkeypatch.setattr(_popen_fork, "_core", InterruptedCore())
     r, w = gipc.pipe()
     with r, w:
         with pytest.raises(KeyboardInterrupt):

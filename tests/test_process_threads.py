@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 import gipc
-from gipc import _popen
+from gipc import _popen_fork
 
 
 def _noop():
@@ -24,7 +24,7 @@ def _start_and_join():
 
 @pytest.fixture
 def fresh_warning_state(monkeypatch):
-    monkeypatch.setattr(_popen, "_warned_threads", False)
+    monkeypatch.setattr(_popen_fork, "_warned_threads", False)
 
 
 def test_warns_once_naming_a_running_thread(fresh_warning_state):

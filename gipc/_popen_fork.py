@@ -1,0 +1,127 @@
+"""The "fork" start method: fork through the C helper, run the child's
+bootstrap right there, and watch the child as every popen does
+(``_popen_base``).
+
+Everything the child needs is worked out in the parent before the fork
+(``_child.ChildPlan``), and the parent does little between the fork and
+its first wait: every page either side writes while both share it is
+copied.
+"""
+import os
+import sys
+import threading
+import warnings
+from multiprocessing.util import _flush_std_streams
+
+import gevent
+
+from . import _child, _core, _lookups, _popen_base
+from ._popen_base import BasePopen, libev_reaps_children
+from .exceptions import GIPCError
+from .signals import _signals_to_reset
+
+# A global, not _child.run: the child's first steps run code the parent
+# never ran, where each module attribute read writes the pages of the
+# module, its dict and the name (see _child).
+_run_child = _child.run
+
+_warned_threads = False
+
+
+def _check_can_fork():
+    """Raise GIPCError where gipc cannot fork a child; warn (once per
+    process) if other threads run."""
+    if sys.is_finalizing():
+        raise GIPCError("cannot start a child process during interpreter "
+                        "shutdown")
+    if threading.current_thread() is not threading.main_thread():
+        raise GIPCError("gipc starts child processes from the main thread "
+                        "only (the child's fresh gevent hub needs it)")
+    hub = gevent.get_hub()
+    if gevent.getcurrent() is hub:
+        raise GIPCError("cannot start a child process from the gevent hub "
+                        "greenlet (e.g. in a watcher callback); spawn a "
+                        "greenlet for it")
+    if not _popen_base.have_pidfds:
+        _popen_base.check_pidfds()
+    if not _warned_threads and threading.active_count() > 1:
+        _warn_about_threads()
+
+
+def _warn_about_threads():
+    # fork() copies only the calling thread: locks held by other threads
+    # stay locked in the child for ever.  gevent's own threadpool workers
+    # are not threading.Thread objects and do not show up here.
+    global _warned_threads
+    others = [t.name for t in threading.enumerate()
+              if t is not threading.current_thread()]
+    if others:
+        _warned_threads = True
+        warnings.warn(
+            "gipc is forking while other threads run (%s); only the "
+            "calling thread exists in the child, and locks held by the "
+            "others stay held there" % ", ".join(others),
+            RuntimeWarning, stacklevel=7)
+
+
+def _parent_sentinel():
+    """In the child whose parent was gone before the fork helper could open
+    a pidfd on it: a descriptor that is readable already, as the parent's
+    pidfd would be (for ``parent_process().is_alive()``)."""
+    r, w = os.pipe()
+    os.close(w)
+    return r
+
+
+class Popen(BasePopen):
+    """Fork a child for ``process_obj`` and watch it from the hub.  The gipc
+    handles in ``kept`` stay open in the child; every other one is closed
+    there."""
+
+    def __init__(self, process_obj, kept=()):
+        # As multiprocessing: what is buffered is written once, not once
+        # more by the child.
+        _flush_std_streams()
+        parent = os.getpid()
+        # The fork helper fills this list before a signal handler can run,
+        # so an interrupted start always knows which child to abandon.
+        forked = self._forked = [0, -1]
+        try:
+            plan, watch_status = _plan_child(process_obj)
+            _core.fork(_signals_to_reset, forked)
+            if forked[0] == 0:
+                # The child: straight into its bootstrap (no call of this
+                # module's own on its path).
+                try:
+                    _run_child(process_obj, kept, forked[1] if forked[1] >= 0
+                               else _parent_sentinel(), plan)
+                finally:
+                    os._exit(1)  # never return into the parent's stack
+            # The parent.  Every page it writes while the child shares it
+            # is copied, so little happens from here until it waits: one
+            # call.
+            self._watch(forked, watch_status)
+            # The plan is dropped once the child is gone (freeing writes to
+            # the pages of what is freed).  But not the parent's other
+            # handles and children: this start must not keep them alive.
+            if plan.handles or plan.sibling_popens:
+                plan.handles = plan.sibling_popens = ()
+            self._plan = plan
+        except BaseException:
+            if os.getpid() != parent:
+                os._exit(1)  # a child never returns into the parent's stack
+            self._abandon()
+            raise
+
+
+def _plan_child(process_obj):
+    """Before the fork: check that gipc can fork here, work out the child's
+    plan, and make the type lookups the child will make (see _lookups).
+    Returns the plan and whether to watch the child's status with libev
+    (see ``_popen_base.libev_reaps_children``)."""
+    _check_can_fork()
+    plan = _child.ChildPlan(process_obj)
+    watch_status = libev_reaps_children()
+    _core.warm_type_cache(_lookups.child_lookups(
+        type(process_obj), type(plan.old_hub)))
+    return plan, watch_status
