@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 import termios
+import threading
 import time
 
 import gevent
@@ -761,20 +762,32 @@ def test_two_greenlets_writing_one_handle_send_whole_messages():
 
 
 def test_get_does_not_block_the_event_loop():
+    # Nothing here yields before r.get() waits, so the ticker runs only while
+    # the main greenlet is inside get(); only its third tick sends the
+    # message, so a get() that blocked the loop would never see it.  Counted
+    # ticks, not timers: gevent starts a timer on the loop's cached clock,
+    # which is stale after a stretch without a loop iteration (an earlier
+    # test), so a timer may fire at once.  A thread writes a stand-in frame
+    # after WAIT seconds: a get() blocking the loop fails fast, not hangs.
     ticks = []
-    stop = gevent.event.Event()
 
-    def ticker():
-        while not stop.is_set():
+    def ticker(w):
+        while len(ticks) < 3:
+            gevent.sleep(0.001)
             ticks.append(time.monotonic())
-            stop.wait(0.005)
+        w.put("done")
 
     with gipc.pipe() as (r, w):
-        t = gevent.spawn(ticker)
-        g = gevent.spawn_later(0.1, w.put, "done")
+        fd = os.dup(w.fileno())
+        watchdog = threading.Timer(
+            WAIT, os.write, (fd, _frame(pickle.dumps("loop blocked"))))
+        t = gevent.spawn(ticker, w)
+        watchdog.start()
         try:
             assert r.get(timeout=WAIT) == "done"
-            assert len(ticks) >= 3
+            assert len(ticks) == 3
         finally:
-            stop.set()
-            _kill(t, g)
+            watchdog.cancel()
+            watchdog.join(WAIT)
+            os.close(fd)
+            _kill(t)
