@@ -3,6 +3,7 @@ managers, encoders and decoders, raw buffers, frame sizes, timeouts and
 greenlets sharing a handle."""
 import array
 import fcntl
+import gc
 import os
 import pickle
 import struct
@@ -199,6 +200,27 @@ def test_duplex_ping_pong_in_one_greenlet_each():
             assert g.successful()
         finally:
             _kill(g)
+
+
+def test_handles_are_not_closed_by_garbage_collection():
+    """README: with no reference left in the program, both ends stay open
+    and registered (gipc 1.8's _get_all_handles() finds them), and a
+    message sent before is still there."""
+    r, w = gipc.pipe()
+    w.put("sent before")
+    fds = r.fileno(), w.fileno()
+    del r, w
+    gc.collect()
+    for fd in fds:
+        os.fstat(fd)  # still open
+    ends = {h.fileno(): h for h in gipc.gipc._get_all_handles()
+            if not h.closed}
+    r, w = ends[fds[0]], ends[fds[1]]
+    with r, w:
+        assert type(r) is gipc.gipc._GIPCReader
+        assert r.get(timeout=WAIT) == "sent before"
+        w.put("after")
+        assert r.get(timeout=WAIT) == "after"
 
 
 # ---------------------------------------------------- encoders/decoders
