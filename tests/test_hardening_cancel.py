@@ -5,13 +5,16 @@ usable (checked by sending a known sequence and comparing what arrives) or
 raises a clear error; it is never silently out of sync."""
 import os
 import signal
+import sys
 
 import gevent
+import gevent.event
 import pytest
 
 import gipc
 from gipc import GIPCProtocolError, _core
 from support import hand_write as _hand_write
+from support import children
 from support import frame as _frame
 
 WAIT = 30
@@ -252,23 +255,51 @@ def _exit_with(code):
     os._exit(code)
 
 
-@pytest.mark.parametrize("how", ["timeout", "kill"])
-def test_start_process_in_a_greenlet_cancelled_before_it_runs(how):
-    """Cancelled before its first step: nothing is forked, the handle that
-    would have moved stays with the parent."""
+class _CooperativeStdout:
+    """A sys.stdout whose flush() waits on the hub, as a gevent FileObject's
+    can: start_process() flushes the standard streams before it forks, the
+    one place a greenlet inside it yields and can be cancelled from
+    outside.  This flush waits until it is cancelled (in this process: a
+    child, if one was forked by mistake, must not hang in it)."""
+
+    def __init__(self):
+        self.flushes = 0
+        self._pid = os.getpid()
+        self._never = gevent.event.Event()
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        if os.getpid() == self._pid:
+            self.flushes += 1
+            self._never.wait()
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_start_process_cancelled_inside_the_call_before_the_fork(
+        monkeypatch, how):
+    """Cancelled while start_process() flushes stdout: the exception reaches
+    the caller, nothing is forked, and the handle that would have moved
+    stays with the parent, usable and still movable."""
+    stdout = _CooperativeStdout()
     with gipc.pipe() as (r, w):
-        children = set(gipc.active_children())
-        g = gevent.spawn(_call, gipc.start_process, "kill", _exit_with, (0,))
-        # (KeyboardInterrupt thrown into a greenlet that never started goes
-        # to the hub, by gevent's design: not a gipc matter.)
-        if how == "kill":
-            g.kill(block=True, timeout=WAIT)
-        else:
-            g.kill(gevent.Timeout(), block=True, timeout=WAIT)
-        assert g.dead
-        assert set(gipc.active_children()) == children
+        forked_before = children()
+        monkeypatch.setattr(sys, "stdout", stdout)
+        g = _spawn(gipc.start_process, how, _wait_then_exit, (r, 5))
+        assert stdout.flushes == 1  # g waits inside start_process()
+        _cancel(g, how)
+        monkeypatch.undo()
+        assert children() == forked_before
+        assert not r.closed
         w.put("still mine")
         assert r.get(timeout=WAIT) == "still mine"
+        p = gipc.start_process(_wait_then_exit, args=(r, 5))
+        assert r.closed
+        w.put("go")
+        p.join(timeout=WAIT)
+        assert p.exitcode == 5
+        p.close()
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, gevent.Timeout,

@@ -50,15 +50,18 @@ def _until(condition, timeout=WAIT, what="condition"):
     bytes(range(256)),        # every byte value
 ])
 def test_garbage_payload_raises_decoder_error_and_stream_stays_in_sync(garbage):
-    """A well-framed payload that is not a pickle: the decoder's error
-    reaches the caller (not a GIPCError: the framing is fine) and the next
-    message is delivered intact."""
+    """A well-framed payload that is not a pickle: the decoder's own error
+    reaches the caller unchanged (not a GIPCError: the framing is fine) and
+    the next message is delivered intact."""
+    with pytest.raises((pickle.UnpicklingError, EOFError)) as expected:
+        pickle.loads(garbage)
     with gipc.pipe(encoder=None) as (r, w):
         w.put(garbage)
         w.put(pickle.dumps(("next", 1)))
-        with pytest.raises(Exception) as info:
+        with pytest.raises(type(expected.value)) as info:
             r.get(timeout=WAIT)
-        assert not isinstance(info.value, gipc.GIPCError)
+        assert type(info.value) is type(expected.value)
+        assert str(info.value) == str(expected.value)
         assert r.get(timeout=WAIT) == ("next", 1)
         assert not r.poll()
 
@@ -202,8 +205,9 @@ def test_parent_put_blocked_on_full_pipe_raises_when_child_killed():
             with pytest.raises(GIPCProtocolError, match="interrupted"):
                 w.put(b"more")
         finally:
-            _finish(p)
+            code = _finish(p)
             w.close()
+    assert code == -signal.SIGKILL
 
 
 _ORPHANS_SCRIPT = textwrap.dedent("""
@@ -376,28 +380,52 @@ def test_start_process_when_fork_fails(monkeypatch, exc):
 
 
 def test_rlimit_nofile_lowered_start_process_fails_cleanly():
-    """start_process() needs a descriptor in the parent (the pidfd); with
-    none left it raises OSError and leaks nothing (in a subprocess)."""
+    """No descriptor left for the child's pidfd: fork() succeeded, so the
+    fork helper kills and reaps the child it cannot watch, and
+    start_process() raises OSError(EMFILE) leaking nothing (in a
+    subprocess).  One start first, so gipc's one-off pidfd probe is done and
+    the pidfd of the new child is the first descriptor the start needs.
+    The proof that a child was forked: its SIGCHLD, blocked in the only
+    thread, is pending afterwards; a start that failed before fork() leaves
+    none."""
     script = textwrap.dedent("""
-        import errno, os, resource
-        import gevent, gipc
-
-        gevent.get_hub().threadpool.spawn(lambda: None).get()
+        import errno, os, resource, signal, sys
+        import gipc
 
         def child():
             pass
 
-        before = sorted(os.listdir("/proc/self/fd"))
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (len(before) - 1, hard))
+        p = gipc.start_process(child)
+        p.join(10)
+        assert p.exitcode == 0, p.exitcode
+        p.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        while signal.sigtimedwait([signal.SIGCHLD], 0) is not None:
+            pass  # the first child's, if it is still pending
+        before = sorted(os.listdir("/proc/self/fd"), key=int)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Fill every free slot below the new limit.
+        limit = max(map(int, before)) + 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        fillers = []
+        try:
+            while True:
+                fillers.append(os.dup(0))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE, exc
         try:
             p = gipc.start_process(child)
         except OSError as exc:
             outcome = "EMFILE" if exc.errno == errno.EMFILE else repr(exc)
         else:
             outcome = "started"
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
-        # Children forked despite the error are collected here.
+            p.join(10)
+            p.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+        # Children forked despite the error and not reaped are collected
+        # (and counted) here.
         leftover = []
         try:
             while True:
@@ -405,15 +433,17 @@ def test_rlimit_nofile_lowered_start_process_fails_cleanly():
                 leftover.append(pid)
         except ChildProcessError:
             pass
-        after = sorted(os.listdir("/proc/self/fd"))
-        print(outcome, before == after, len(leftover))
+        forked = signal.SIGCHLD in signal.sigpending()
+        after = sorted(os.listdir("/proc/self/fd"), key=int)
+        print(outcome, forked, before == after, len(leftover))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True,
                          timeout=WAIT, stdin=subprocess.DEVNULL, check=False,
                          cwd=SCRIPT_CWD, env=script_env())
     assert out.returncode == 0, out.stderr.decode()
-    outcome, same, leftover = out.stdout.decode().split()
+    outcome, forked, same, leftover = out.stdout.decode().split()
     assert outcome == "EMFILE", out.stdout.decode() + out.stderr.decode()
+    assert forked == "True"  # the EMFILE came after fork()
     assert same == "True"
     # The child forked before the pidfd failed was killed and reaped.
     assert int(leftover) == 0

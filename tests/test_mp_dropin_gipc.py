@@ -1,6 +1,7 @@
 """gipc-specific behaviour of Connection, Pipe and wait: ownership when
 moving to a child, greenlets sharing a connection, pipe handles in wait(),
 broken streams."""
+import gc
 import os
 import pickle
 
@@ -93,6 +94,29 @@ def test_connections_are_registered_like_handles():
     a.close()
     b.close()
     assert a not in _ownership.all_handles
+
+
+def test_connections_are_not_closed_by_garbage_collection():
+    """README: with no reference left in the program, both connections
+    stay open and registered, and a message sent before is still there."""
+    from gipc import _ownership
+    a, b = gipc.Pipe()
+    a.send("sent before")
+    fds = a.fileno(), b.fileno()
+    del a, b
+    gc.collect()
+    for fd in fds:
+        os.fstat(fd)  # still open
+    ends = {c.fileno(): c for c in _ownership.get_all_handles()
+            if not c.closed}
+    a, b = ends[fds[0]], ends[fds[1]]
+    with a, b:
+        assert type(b) is gipc.Connection
+        assert b.poll(BOUND)
+        assert b.recv() == "sent before"
+        b.send("back")
+        assert a.poll(BOUND)
+        assert a.recv() == "back"
 
 
 def test_connection_cannot_be_pickled():

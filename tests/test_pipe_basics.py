@@ -3,10 +3,12 @@ managers, encoders and decoders, raw buffers, frame sizes, timeouts and
 greenlets sharing a handle."""
 import array
 import fcntl
+import gc
 import os
 import pickle
 import struct
 import termios
+import threading
 import time
 
 import gevent
@@ -200,6 +202,27 @@ def test_duplex_ping_pong_in_one_greenlet_each():
             _kill(g)
 
 
+def test_handles_are_not_closed_by_garbage_collection():
+    """README: with no reference left in the program, both ends stay open
+    and registered (gipc 1.8's _get_all_handles() finds them), and a
+    message sent before is still there."""
+    r, w = gipc.pipe()
+    w.put("sent before")
+    fds = r.fileno(), w.fileno()
+    del r, w
+    gc.collect()
+    for fd in fds:
+        os.fstat(fd)  # still open
+    ends = {h.fileno(): h for h in gipc.gipc._get_all_handles()
+            if not h.closed}
+    r, w = ends[fds[0]], ends[fds[1]]
+    with r, w:
+        assert type(r) is gipc.gipc._GIPCReader
+        assert r.get(timeout=WAIT) == "sent before"
+        w.put("after")
+        assert r.get(timeout=WAIT) == "after"
+
+
 # ---------------------------------------------------- encoders/decoders
 
 
@@ -330,11 +353,32 @@ def test_raw_mode_numpy_array():
         got = r.get(timeout=WAIT)
         assert got == arr.tobytes()
         assert (np.frombuffer(got, dtype=np.float64).reshape(3, 4) == arr).all()
-        # A non-contiguous view is refused and the stream stays intact.
-        with pytest.raises((TypeError, ValueError, BufferError)):
-            w.put(arr[:, ::2])
         w.put(arr[1])
         assert r.get(timeout=WAIT) == arr[1].tobytes()
+        assert not r.poll()
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "the C core turns a refused buffer into TypeError only when the exporter "
+    "raises TypeError or BufferError; numpy raises ValueError ('ndarray is "
+    "not C-contiguous'), which passes through (multiprocessing's "
+    "send_bytes raises TypeError here)"))
+@pytest.mark.parametrize("call", ["put", "get_into"])
+def test_raw_mode_non_contiguous_numpy_array_raises_type_error(call):
+    np = pytest.importorskip("numpy")
+    view = np.zeros((3, 4), dtype=np.float64)[:, ::2]
+    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+        if call == "put":
+            with pytest.raises(TypeError, match="C-contiguous"):
+                w.put(view)
+        else:
+            w.put(b"12345678")
+            with pytest.raises(TypeError, match="C-contiguous"):
+                r.get_into(view)
+            assert r.get(timeout=WAIT) == b"12345678"
+        # The stream stays intact.
+        w.put(b"after")
+        assert r.get(timeout=WAIT) == b"after"
         assert not r.poll()
 
 
@@ -761,20 +805,32 @@ def test_two_greenlets_writing_one_handle_send_whole_messages():
 
 
 def test_get_does_not_block_the_event_loop():
+    # Nothing here yields before r.get() waits, so the ticker runs only while
+    # the main greenlet is inside get(); only its third tick sends the
+    # message, so a get() that blocked the loop would never see it.  Counted
+    # ticks, not timers: gevent starts a timer on the loop's cached clock,
+    # which is stale after a stretch without a loop iteration (an earlier
+    # test), so a timer may fire at once.  A thread writes a stand-in frame
+    # after WAIT seconds: a get() blocking the loop fails fast, not hangs.
     ticks = []
-    stop = gevent.event.Event()
 
-    def ticker():
-        while not stop.is_set():
+    def ticker(w):
+        while len(ticks) < 3:
+            gevent.sleep(0.001)
             ticks.append(time.monotonic())
-            stop.wait(0.005)
+        w.put("done")
 
     with gipc.pipe() as (r, w):
-        t = gevent.spawn(ticker)
-        g = gevent.spawn_later(0.1, w.put, "done")
+        fd = os.dup(w.fileno())
+        watchdog = threading.Timer(
+            WAIT, os.write, (fd, _frame(pickle.dumps("loop blocked"))))
+        t = gevent.spawn(ticker, w)
+        watchdog.start()
         try:
             assert r.get(timeout=WAIT) == "done"
-            assert len(ticks) >= 3
+            assert len(ticks) == 3
         finally:
-            stop.set()
-            _kill(t, g)
+            watchdog.cancel()
+            watchdog.join(WAIT)
+            os.close(fd)
+            _kill(t)

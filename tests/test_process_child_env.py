@@ -438,6 +438,52 @@ def test_parent_process_is_alive_in_child():
         _finish(p)
 
 
+def test_parent_process_is_not_alive_once_the_parent_died():
+    """A grandchild whose parent is killed sees parent_process().is_alive()
+    turn False (README: multiprocessing's own parent_process()).  In a
+    subprocess that is a child subreaper, so that the orphaned grandchild
+    is reparented to it and reaped there, not left to init."""
+    result = _run_script("""
+        import ctypes, os, signal, time
+        import gipc
+
+        PR_SET_CHILD_SUBREAPER = 36
+        assert ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+        def grandchild(w):
+            parent = gipc.parent_process()
+            w.put((parent.pid, parent.is_alive()))
+            parent.join(10)  # returns once the parent is gone (bounded)
+            w.put(parent.is_alive())
+
+        def child(w):
+            gipc.start_process(grandchild, args=(w,))
+            time.sleep(60)  # killed before
+
+        r, w = gipc.pipe()
+        a = gipc.start_process(child, args=(w,))
+        parent_pid, alive_before = r.get(timeout=10)
+        a.kill()
+        a.join(10)
+        killed = a.exitcode == -signal.SIGKILL
+        alive_after = r.get(timeout=10)
+        # The orphan, now this subreaper's child: reap it (bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        print(parent_pid == a.pid, alive_before, killed, alive_after,
+              pid != 0 and os.waitstatus_to_exitcode(status))
+        a.close()
+        r.close()
+        """, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "False", "0"], \
+        result.stdout + result.stderr
+
+
 def _stdin_identity(w):
     w.put((sys.stdin.read(), os.path.realpath(
         "/proc/self/fd/%d" % sys.stdin.fileno())))

@@ -182,13 +182,14 @@ def test_exit_codes_survive_gevents_child_watchers():
                 p = gipc.start_process(child, args=(code,))
                 if loop_runs_first:
                     # Run the loop until libev has reaped the child.
-                    while True:
-                        try:
-                            os.waitid(os.P_PID, p.pid, os.WEXITED |
-                                      os.WNOHANG | os.WNOWAIT)
-                        except ChildProcessError:
-                            break
-                        gevent.sleep(0.001)
+                    with gevent.Timeout(10, AssertionError("not reaped")):
+                        while True:
+                            try:
+                                os.waitid(os.P_PID, p.pid, os.WEXITED |
+                                          os.WNOHANG | os.WNOWAIT)
+                            except ChildProcessError:
+                                break
+                            gevent.sleep(0.001)
                 p.join(timeout=10)
                 codes.append(p.exitcode)
                 p.close()
@@ -222,9 +223,13 @@ def test_a_foreign_reaper_costs_the_status_with_a_warning():
                 reaped.append(pid)
 
         signal.signal(signal.SIGCHLD, reap_all)
+        def until_reaped(pid):
+            with gevent.Timeout(10, AssertionError("%d not reaped" % pid)):
+                while pid not in reaped:
+                    gevent.sleep(0.001)
+
         p = gipc.start_process(os._exit, args=(7,))
-        while p.pid not in reaped:
-            gevent.sleep(0.001)
+        until_reaped(p.pid)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             p.join(timeout=10)
@@ -232,8 +237,7 @@ def test_a_foreign_reaper_costs_the_status_with_a_warning():
         p.close()
         # gipc left the program's handler in place.
         q = gipc.start_process(os._exit, args=(0,))
-        while q.pid not in reaped:
-            gevent.sleep(0.001)
+        until_reaped(q.pid)
         q.join(timeout=10)
         q.close()
         """)

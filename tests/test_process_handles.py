@@ -351,9 +351,8 @@ def test_child_killed_while_writing_a_large_frame():
     p.kill()
     p.join(timeout=JOIN)
     assert p.exitcode == -signal.SIGKILL
-    with pytest.raises((GIPCProtocolError, OSError)) as info:
+    with pytest.raises(GIPCProtocolError):
         r.get(timeout=JOIN)
-    assert isinstance(info.value, GIPCProtocolError)
     # The handle stays broken, naming the cause.
     with pytest.raises(GIPCProtocolError):
         r.get(timeout=JOIN)

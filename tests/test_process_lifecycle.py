@@ -16,14 +16,9 @@ import pytest
 import gipc
 from gipc import GIPCError
 from support import children as _children
+from support import finish as _finish
 
 JOIN = 10  # seconds: generous bound for every wait on a child
-
-
-def _finish(process):
-    process.join(timeout=JOIN)
-    assert process.exitcode is not None, "child did not exit in time"
-    process.close()
 
 
 def _wait_exited(process):
