@@ -294,6 +294,12 @@ writer_send(WriterObject *self, PyObject *data)
         }
         return NULL;
     }
+    if (self->view.len > GIPC_MAX_MESSAGE_SIZE) {
+        /* Header plus payload must fit a Py_ssize_t. */
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_OverflowError, "message too large to frame");
+        return NULL;
+    }
     self->pending = 1;
     self->offset = 0;
     self->hdrlen = encode_header(self->hdr, (uint64_t)self->view.len);
@@ -450,6 +456,23 @@ typedef struct {
     int spin_pause;
 } ReaderObject;
 
+/* max_size bounds every announced length, so that no header length plus
+ * payload length computed by the parser can overflow. */
+static int
+check_max_size(Py_ssize_t n)
+{
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_size must not be negative");
+        return -1;
+    }
+    if (n > GIPC_MAX_MESSAGE_SIZE) {
+        PyErr_Format(PyExc_ValueError, "max_size must be at most %zd",
+                     (Py_ssize_t)GIPC_MAX_MESSAGE_SIZE);
+        return -1;
+    }
+    return 0;
+}
+
 static void
 release_target(ReaderObject *self)
 {
@@ -479,8 +502,7 @@ reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
     if (fd_from_object(fdobj, &fd) < 0) {
         return -1;
     }
-    if (max_size < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_size must not be negative");
+    if (check_max_size(max_size) < 0) {
         return -1;
     }
     if (cap < READ_BUFFER_MIN) {
@@ -781,6 +803,8 @@ parse_header(ReaderObject *self, Py_ssize_t *len, Py_ssize_t *hdrlen)
                         (int)short_len);
         return STEP_ERROR;
     }
+    /* max_size <= GIPC_MAX_MESSAGE_SIZE: from here on, *hdrlen + *len
+     * cannot overflow a Py_ssize_t. */
     if (n > (uint64_t)self->max_size) {
         set_errno_error(EMSGSIZE,
                         "incoming message of %llu bytes exceeds "
@@ -812,12 +836,28 @@ dest_ptr(const destination *dest)
     return (char *)dest->view->buf + dest->offset;
 }
 
+/* A bytes object for an announced payload of `len` bytes.  A length that no
+ * bytes object can have is reported as the MemoryError it is, not as
+ * CPython's OverflowError ("byte string is too large"). */
+static PyObject *
+new_payload(Py_ssize_t len)
+{
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, len);
+
+    if (payload == NULL && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot allocate an incoming message of %zd bytes", len);
+    }
+    return payload;
+}
+
 /* A payload was being read into a caller's buffer, but the caller now
  * reads differently: move what arrived into a bytes object of its own. */
 static int
 migrate_target(ReaderObject *self)
 {
-    PyObject *payload = PyBytes_FromStringAndSize(NULL, self->target_len);
+    PyObject *payload = new_payload(self->target_len);
 
     if (payload == NULL) {
         return -1;
@@ -933,7 +973,7 @@ next_frame(ReaderObject *self, const destination *dest, PyObject **result,
                 dst = (char *)self->target.buf + self->target_off;
             }
             else {
-                self->payload = PyBytes_FromStringAndSize(NULL, *len);
+                self->payload = new_payload(*len);
                 if (self->payload == NULL) {
                     return STEP_ERROR;
                 }
@@ -1175,8 +1215,7 @@ reader_set_max_size(ReaderObject *self, PyObject *value,
     if (n == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_size must not be negative");
+    if (check_max_size(n) < 0) {
         return -1;
     }
     self->max_size = n;

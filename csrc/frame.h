@@ -18,6 +18,14 @@
 /* Largest length that fits the short (4-byte) header. */
 #define GIPC_SHORT_MAX 0x7fffffffLL
 
+/* Size of the long header (the -1 marker and an 8-byte length). */
+#define GIPC_LONG_HEADER 12
+
+/* Largest max_size a Reader takes (and largest payload a Writer sends):
+ * a header plus such a payload still fits a Py_ssize_t, so no sum of the
+ * two can overflow. */
+#define GIPC_MAX_MESSAGE_SIZE (PY_SSIZE_T_MAX - GIPC_LONG_HEADER)
+
 /* Bytes moved by one call before control returns to the event loop, so that
  * a huge frame never stalls the other greenlets for long. */
 #define GIPC_IO_SLICE (4 * 1024 * 1024)

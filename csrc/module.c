@@ -70,6 +70,11 @@ core_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "Writer", state->writer_type) < 0) {
         return -1;
     }
+    /* On Linux a long is as wide as a Py_ssize_t. */
+    if (PyModule_AddIntConstant(module, "MAX_MESSAGE_SIZE",
+                                (long)GIPC_MAX_MESSAGE_SIZE) < 0) {
+        return -1;
+    }
     return 0;
 }
 

