@@ -39,6 +39,31 @@ open_pidfd(pid_t pid)
 #endif
 }
 
+_Static_assert(sizeof(pid_t) == sizeof(int), "pid_t is an int on Linux");
+
+/* A pid argument: a positive int that fits pid_t.  A bare cast would wrap
+ * (2**32 + 1 would name pid 1). */
+static int
+pid_from_object(PyObject *obj, pid_t *pid)
+{
+    long value = PyLong_AsLong(obj);
+
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value > INT_MAX || value < INT_MIN) {
+        PyErr_Format(PyExc_OverflowError, "pid %ld out of range", value);
+        return -1;
+    }
+    if (value <= 0) {
+        PyErr_Format(PyExc_ValueError, "pid must be positive, not %ld",
+                     value);
+        return -1;
+    }
+    *pid = (pid_t)value;
+    return 0;
+}
+
 /* Collect the signal numbers of a sequence into a sigset_t. */
 static int
 sigset_from_sequence(PyObject *seq, sigset_t *set)
@@ -237,17 +262,16 @@ PyObject *
 gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
           Py_ssize_t nargs)
 {
-    long lpid, pidfd = -1;
+    long pidfd = -1;
     siginfo_t info;
-    pid_t got;
+    pid_t pid, got;
     int status = 0, rc;
 
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1)");
         return NULL;
     }
-    lpid = PyLong_AsLong(args[0]);
-    if (lpid == -1 && PyErr_Occurred()) {
+    if (pid_from_object(args[0], &pid) < 0) {
         return NULL;
     }
     if (nargs == 2) {
@@ -255,12 +279,18 @@ gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (pidfd == -1 && PyErr_Occurred()) {
             return NULL;
         }
+        if (pidfd > INT_MAX) {
+            PyErr_Format(PyExc_OverflowError, "pidfd %ld out of range",
+                         pidfd);
+            return NULL;
+        }
+        if (pidfd < -1) {
+            PyErr_Format(PyExc_ValueError, "pidfd must be a descriptor or "
+                         "-1, not %ld", pidfd);
+            return NULL;
+        }
     }
-    if (lpid <= 0) {
-        PyErr_SetString(PyExc_ValueError, "reap() needs a positive pid");
-        return NULL;
-    }
-    if (pidfd >= 0 && pidfd <= INT_MAX) {
+    if (pidfd >= 0) {
         memset(&info, 0, sizeof(info));
         do {
             rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info,
@@ -278,7 +308,7 @@ gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
         /* A kernel without P_PIDFD: by pid. */
     }
     do {
-        got = waitpid((pid_t)lpid, &status, WNOHANG);
+        got = waitpid(pid, &status, WNOHANG);
     } while (got < 0 && errno == EINTR);
     if (got < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -296,13 +326,13 @@ gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
 PyObject *
 gipc_pidfd_open(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    long lpid = PyLong_AsLong(arg);
+    pid_t pid;
     int fd;
 
-    if (lpid == -1 && PyErr_Occurred()) {
+    if (pid_from_object(arg, &pid) < 0) {
         return NULL;
     }
-    fd = open_pidfd((pid_t)lpid);
+    fd = open_pidfd(pid);
     if (fd < 0 && errno != ENOSYS) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }

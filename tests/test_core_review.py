@@ -82,3 +82,46 @@ def test_announced_length_at_the_maximum_is_a_memory_error(announced, into):
                 r.get(timeout=WAIT)
 
 
+
+# ------------------------------------------------------------ pid ranges
+
+
+@pytest.mark.parametrize("pid", [2 ** 32 + 1, 2 ** 31, -2 ** 31 - 1])
+def test_pidfd_open_refuses_a_pid_beyond_pid_t(pid):
+    """A bare cast made pidfd_open(2**32 + 1) open pid 1."""
+    with pytest.raises(OverflowError):
+        _core.pidfd_open(pid)
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_pidfd_open_refuses_a_pid_that_is_not_positive(pid):
+    with pytest.raises(ValueError):
+        _core.pidfd_open(pid)
+
+
+@pytest.mark.parametrize("pid", [2 ** 32 + 1, 2 ** 32 + os.getpid(),
+                                 -2 ** 32 + 1])
+def test_reap_refuses_a_pid_beyond_pid_t(pid):
+    with pytest.raises(OverflowError):
+        _core.reap(pid)
+    with pytest.raises(OverflowError):
+        _core.reap(pid, -1)
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_reap_refuses_a_pid_that_is_not_positive(pid):
+    with pytest.raises(ValueError):
+        _core.reap(pid)
+
+
+def test_reap_refuses_a_pidfd_beyond_an_int():
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        # The low 32 bits name a real pidfd: a cast would have used it.
+        with pytest.raises(OverflowError):
+            _core.reap(os.getpid(), 2 ** 32 + pidfd)
+        with pytest.raises(ValueError):
+            _core.reap(os.getpid(), -2)
+    finally:
+        os.close(pidfd)
+
