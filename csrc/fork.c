@@ -132,23 +132,100 @@ store_result(PyObject *out, long pid, int fd)
     return 0;
 }
 
+/* Wait for a child already sent SIGKILL (which cannot be blocked or
+ * handled, so the wait is short), with the GIL released for other
+ * threads meanwhile. */
 static void
-kill_and_reap(pid_t pid)
+reap_killed(pid_t pid)
 {
-    /* SIGKILL cannot be blocked or handled: the blocking waitpid() returns
-     * at once. */
-    (void)kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    pid_t got;
+
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = waitpid(pid, NULL, 0);
+    } while (got < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+}
+
+/*
+ * The child's side of gipc_fork(), right after fork() with every signal
+ * blocked: put the dispositions back to SIG_DFL, then unblock (a signal
+ * can no longer reach a handler of the parent), then CPython's after-fork
+ * work, whose hooks may run Python code.
+ */
+static PyObject *
+fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
+           const sigset_t *old_mask)
+{
+    int pidfd;
+
+    reset_signals(reset);
+    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    /* A pidfd on the parent, for parent_process().is_alive().  If the
+     * parent is gone already, the pid may name another process: the
+     * parent pid then no longer matches, and -1 says "gone". */
+    pidfd = open_pidfd(parent);
+    if (pidfd >= 0 && getppid() != parent) {
+        close(pidfd);
+        pidfd = -1;
     }
+    PyOS_AfterFork_Child();
+    if (store_result(out, 0, pidfd) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/*
+ * The parent's side of gipc_fork(), after fork() succeeded and the signal
+ * mask is restored.  The result goes into `out` before CPython's
+ * after-fork hooks run any Python code (a signal handler among it).
+ */
+static PyObject *
+fork_parent(PyObject *out, pid_t pid)
+{
+    int saved_errno, pidfd = open_pidfd(pid);
+
+    if (pidfd < 0 && errno != ENOSYS) {
+        saved_errno = errno;
+        goto error;
+    }
+    if (store_result(out, (long)pid, pidfd) < 0) {
+        PyErr_Clear();
+        saved_errno = ENOMEM;
+        goto error;
+    }
+    if (pidfd < 0) {
+        /* No pidfds in this kernel: out says so with -1.  The child could
+         * not be watched; do not leave it running. */
+        (void)kill(pid, SIGKILL);
+        PyOS_AfterFork_Parent();
+        reap_killed(pid);
+        Py_RETURN_NONE;
+    }
+    PyOS_AfterFork_Parent();
+    Py_RETURN_NONE;
+
+error:
+    /* No way to watch the child (out of descriptors, say): do not leave it
+     * running unwatched. */
+    if (pidfd >= 0) {
+        close(pidfd);
+    }
+    (void)kill(pid, SIGKILL);
+    PyOS_AfterFork_Parent();
+    reap_killed(pid);
+    errno = saved_errno;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 /*
  * fork(signals_to_reset, out) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
- * value: a signal blocked across fork() is delivered when the mask is
- * restored, and its Python handler may raise as soon as this call returns;
- * the caller must still be able to find the child then.
+ * value: a signal that arrives while CPython's after-fork hooks run may
+ * have its Python handler raise, at the latest as soon as this call
+ * returns; the caller must still be able to find the child then.
  *
  * In the child out becomes [0, parent_pidfd] with the listed signals back at
  * SIG_DFL; parent_pidfd is a pidfd on the parent, or -1 if the parent is
@@ -157,6 +234,10 @@ kill_and_reap(pid_t pid)
  * already killed and reaped).  Raises OSError if fork() fails, or if the
  * pidfd cannot be opened for another reason (the child is killed and
  * reaped first), after CPython's after-fork hooks of the parent ran.
+ *
+ * Signals are blocked across fork() and the child's reset of dispositions
+ * only, never across the before- and after-fork hooks: a hook that waits
+ * (on a lock, say) must leave the process able to take SIGINT or SIGTERM.
  */
 PyObject *
 gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -164,7 +245,7 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
 {
     sigset_t reset, all, old;
     pid_t pid, parent = getpid();
-    int saved_errno, pidfd = -1;
+    int saved_errno;
     PyObject *out;
 
     if (nargs != 2) {
@@ -181,57 +262,22 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     sigfillset(&all);
-    errno = pthread_sigmask(SIG_BLOCK, &all, &old);
-    if (errno != 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
     PyOS_BeforeFork();
-    pid = fork();
-    saved_errno = errno;
-    if (pid == 0) {
-        reset_signals(&reset);
-        /* A pidfd on the parent, for parent_process().is_alive().  If the
-         * parent is gone already, the pid may name another process: the
-         * parent pid then no longer matches, and -1 says "gone". */
-        pidfd = open_pidfd(parent);
-        if (pidfd >= 0 && getppid() != parent) {
-            close(pidfd);
-            pidfd = -1;
+    saved_errno = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (saved_errno == 0) {
+        pid = fork();
+        if (pid == 0) {
+            return fork_child(out, parent, &reset, &old);
         }
-        PyOS_AfterFork_Child();
+        saved_errno = errno;
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (store_result(out, 0, pidfd) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    if (pid > 0) {
-        pidfd = open_pidfd(pid);
-        if (pidfd < 0) {
-            /* No way to watch the child (out of descriptors, or no pidfds
-             * in this kernel): do not leave it running unwatched. */
-            saved_errno = errno;
-            kill_and_reap(pid);
-            if (saved_errno != ENOSYS) {
-                pid = -1;
-            }
-        }
-        if (pid > 0 && store_result(out, (long)pid, pidfd) < 0) {
-            saved_errno = ENOMEM;
-            kill_and_reap(pid);
-            if (pidfd >= 0) {
-                close(pidfd);
-            }
-            pid = -1;
+        if (pid > 0) {
+            return fork_parent(out, pid);
         }
     }
     PyOS_AfterFork_Parent();
-    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        errno = saved_errno;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Py_RETURN_NONE;
+    errno = saved_errno;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 #ifndef P_PIDFD

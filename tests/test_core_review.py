@@ -12,7 +12,7 @@ import pytest
 
 import gipc
 from gipc import GIPCProtocolError, _core
-from support import hand_write
+from support import hand_write, run_script
 
 WAIT = 30
 
@@ -125,3 +125,45 @@ def test_reap_refuses_a_pidfd_beyond_an_int():
     finally:
         os.close(pidfd)
 
+
+# ------------------------------------------- signals during the fork hooks
+
+
+def test_signals_are_deliverable_while_the_fork_hooks_run():
+    """fork.c blocked every signal across PyOS_BeforeFork and the
+    after-fork hooks: a hook that waits (on logging's lock, say) left the
+    process deaf to SIGINT and SIGTERM.  Each hook here sends the main
+    thread a signal and waits (bounded) for its handler to run."""
+    result = run_script("""
+        import os, signal, threading, time
+        import gipc
+
+        handled = []
+        signal.signal(signal.SIGUSR1, lambda *args: handled.append(1))
+        armed = False
+        seen = {}
+
+        def hook(name):
+            def run():
+                if not armed:
+                    return
+                del handled[:]
+                signal.pthread_kill(threading.main_thread().ident,
+                                    signal.SIGUSR1)
+                deadline = time.monotonic() + 5
+                while not handled and time.monotonic() < deadline:
+                    pass
+                seen[name] = bool(handled)
+            return run
+
+        os.register_at_fork(before=hook("before"),
+                            after_in_parent=hook("after_in_parent"))
+        armed = True
+        p = gipc.start_process(target=os.getpid)
+        armed = False
+        p.join(30)
+        print(sorted(seen.items()), p.exitcode)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == (
+        "[('after_in_parent', True), ('before', True)] 0"), result.stderr
