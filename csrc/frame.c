@@ -11,6 +11,14 @@
  * allocated once at its final size.  The state of a frame that is only
  * partly received survives between calls, so a caller that stops waiting
  * (a timeout) can resume the same frame later without losing sync.
+ *
+ * Threads: a Reader or Writer releases the GIL around large transfers and
+ * spins.  Its `busy` flag makes a second OS thread's call fail (instead of
+ * corrupting the frame state) meanwhile.  The flag is tested and set in
+ * two plain steps, not atomically: that is safe only because both run
+ * with the GIL held and nothing between them releases it.  The module
+ * declares Py_MOD_GIL_USED, so a free-threaded build keeps the GIL on
+ * while gipc._core is imported.
  */
 #include "frame.h"
 
@@ -213,13 +221,22 @@ writer_drop_frame(WriterObject *self)
     self->offset = 0;
 }
 
+/* A pending frame's payload may lead back to the writer (a buffer whose
+ * owner holds it): dropping the frame breaks such a cycle. */
+static int
+writer_clear(WriterObject *self)
+{
+    writer_drop_frame(self);
+    return 0;
+}
+
 static void
 writer_dealloc(WriterObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
     PyObject_GC_UnTrack(self);
-    writer_drop_frame(self);
+    (void)writer_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -411,6 +428,7 @@ static PyType_Slot writer_slots[] = {
     {Py_tp_new, (void *)writer_new},
     {Py_tp_dealloc, (void *)writer_dealloc},
     {Py_tp_traverse, (void *)writer_traverse},
+    {Py_tp_clear, (void *)writer_clear},
     {Py_tp_methods, writer_methods},
     {Py_tp_getset, writer_getset},
     {0, NULL}
@@ -524,14 +542,24 @@ reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* A caller's buffer being filled may lead back to the reader (its owner
+ * holds the reader): releasing it breaks such a cycle. */
+static int
+reader_clear(ReaderObject *self)
+{
+    release_target(self);
+    Py_CLEAR(self->payload);
+    self->filled = 0;
+    return 0;
+}
+
 static void
 reader_dealloc(ReaderObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
     PyObject_GC_UnTrack(self);
-    release_target(self);
-    Py_CLEAR(self->payload);
+    (void)reader_clear(self);
     PyMem_Free(self->buf);
     self->buf = NULL;
     tp->tp_free((PyObject *)self);
@@ -544,8 +572,13 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->payload);
     Py_VISIT(self->target_obj);
+    if (self->target_obj != NULL) {
+        /* The buffer export holds a reference of its own. */
+        Py_VISIT(self->target.obj);
+    }
     return 0;
 }
+
 
 static int64_t
 monotonic_ns(void)
@@ -1282,6 +1315,7 @@ static PyType_Slot reader_slots[] = {
     {Py_tp_new, (void *)PyType_GenericNew},
     {Py_tp_dealloc, (void *)reader_dealloc},
     {Py_tp_traverse, (void *)reader_traverse},
+    {Py_tp_clear, (void *)reader_clear},
     {Py_tp_methods, reader_methods},
     {Py_tp_getset, reader_getset},
     {0, NULL}

@@ -4,10 +4,14 @@ cycles through the reader and writer, and README promises of the C side
 (frames of 2 GiB and more, the 4 MiB slice per call, fork() failing in the
 C helper)."""
 import errno
+import gc
 import os
 import struct
 import sys
+import weakref
 
+import gevent
+import gevent.os
 import pytest
 
 import gipc
@@ -167,3 +171,81 @@ def test_signals_are_deliverable_while_the_fork_hooks_run():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == (
         "[('after_in_parent', True), ('before', True)] 0"), result.stderr
+
+
+# ------------------------------------- reference cycles through a buffer
+
+
+class _Owner(bytearray):
+    """A buffer that can hold a reference back to the core object using
+    it (and be weakly referenced)."""
+
+
+@pytest.fixture
+def raw_pipe():
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_cycle_through_the_buffer_of_a_pending_frame_is_collected(
+        raw_pipe, view):
+    r, w = raw_pipe
+    writer = _core.Writer(w)
+    data = _Owner(4 * 1024 * 1024)  # more than the pipe holds
+    data.writer = writer
+    assert writer.send(memoryview(data) if view else data) is False
+    owner = weakref.ref(data)
+    del data, writer
+    gc.collect()
+    assert owner() is None, "the cycle was not collected"
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_cycle_through_the_buffer_of_a_partial_get_into_is_collected(
+        raw_pipe, view):
+    """The buffer export of a half-received read_frame_into held a
+    reference that tp_traverse did not report, and there was no tp_clear:
+    such a cycle was never freed."""
+    r, w = raw_pipe
+    reader = _core.Reader(r, 1 << 30)
+    buffer = _Owner(1024 * 1024)
+    buffer.reader = reader
+    os.write(w, struct.pack(">i", 512 * 1024) + b"x" * 1000)
+    assert reader.read_frame_into(
+        memoryview(buffer) if view else buffer) is None
+    assert reader.buffered == 1000
+    owner = weakref.ref(buffer)
+    del buffer, reader
+    gc.collect()
+    assert owner() is None, "the cycle was not collected"
+
+
+def test_timed_out_get_into_keeps_the_buffer_exported_until_the_message_completes():
+    """As README's get_into entry says: a bytearray being filled cannot be
+    resized until the message is complete."""
+    size = 512 * 1024
+    buffer = bytearray(size)
+    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+        hand_write(w, struct.pack(">i", size) + b"a" * 1000)
+        with pytest.raises(gevent.Timeout):
+            r.get_into(buffer, timeout=0.05)
+        with pytest.raises(BufferError):
+            buffer.extend(b"more")
+        fd = os.dup(w.fileno())
+        try:
+            sender = gevent.spawn(_write_all, fd, b"b" * (size - 1000))
+            assert r.get_into(buffer, timeout=WAIT) == size
+            sender.get(timeout=WAIT)
+        finally:
+            os.close(fd)
+        buffer.extend(b"more")  # released
+        assert buffer == b"a" * 1000 + b"b" * (size - 1000) + b"more"
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[gevent.os.nb_write(fd, view):]
