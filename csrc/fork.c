@@ -420,6 +420,36 @@ gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
 }
 
 /*
+ * One lookup of `name` on `type` through CPython's type lookup cache.
+ *
+ * No public C API has that effect: attribute access on the type object
+ * (PyObject_GetAttr) also looks the name up on the metatype, which fills
+ * other cache entries (and may push out the parent's own), and it runs
+ * descriptors.  CPython's _PyType_Lookup() is exactly the lookup attribute
+ * access makes; it is private but exported, unchanged in what gipc uses
+ * (a borrowed reference or NULL, never an exception set), in every
+ * version up to 3.14.  Newer versions are not known to keep it: there the
+ * warming does nothing, which costs a child only the page copies it
+ * would have saved (the lookups are a hint, see gipc/_lookups.py).
+ */
+#if PY_VERSION_HEX < 0x030F0000
+#define GIPC_WARMS_TYPE_CACHE 1
+#else
+#define GIPC_WARMS_TYPE_CACHE 0
+#endif
+
+static void
+warm_lookup(PyTypeObject *type, PyObject *name)
+{
+#if GIPC_WARMS_TYPE_CACHE
+    (void)_PyType_Lookup(type, name);
+#else
+    (void)type;
+    (void)name;
+#endif
+}
+
+/*
  * warm_type_cache(lookups) -> None
  *
  * lookups is a flat tuple (type, name, type, name, ...).  Looks each name
@@ -451,8 +481,7 @@ gipc_warm_type_cache(PyObject *Py_UNUSED(module), PyObject *lookups)
                          "not a (type, str) pair", i / 2);
             return NULL;
         }
-        /* A borrowed reference or NULL, never an exception set. */
-        (void)_PyType_Lookup((PyTypeObject *)type, name);
+        warm_lookup((PyTypeObject *)type, name);
     }
     Py_RETURN_NONE;
 }
