@@ -11,58 +11,15 @@
  */
 #include "fork.h"
 
-#include <dlfcn.h>
+#include "pidfd.h"
+
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int
-open_pidfd(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    long fd;
-
-    do {
-        fd = syscall(SYS_pidfd_open, pid, 0);
-    } while (fd < 0 && errno == EINTR);
-    return (int)fd;
-#else
-    (void)pid;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-_Static_assert(sizeof(pid_t) == sizeof(int), "pid_t is an int on Linux");
-
-/* A pid argument: a positive int that fits pid_t.  A bare cast would wrap
- * (2**32 + 1 would name pid 1). */
-static int
-pid_from_object(PyObject *obj, pid_t *pid)
-{
-    long value = PyLong_AsLong(obj);
-
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value > INT_MAX || value < INT_MIN) {
-        PyErr_Format(PyExc_OverflowError, "pid %ld out of range", value);
-        return -1;
-    }
-    if (value <= 0) {
-        PyErr_Format(PyExc_ValueError, "pid must be positive, not %ld",
-                     value);
-        return -1;
-    }
-    *pid = (pid_t)value;
-    return 0;
-}
 
 /* Collect the signal numbers of a sequence into a sigset_t. */
 static int
@@ -164,7 +121,7 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
     /* A pidfd on the parent, for parent_process().is_alive().  If the
      * parent is gone already, the pid may name another process: the
      * parent pid then no longer matches, and -1 says "gone". */
-    pidfd = open_pidfd(parent);
+    pidfd = gipc_open_pidfd(parent);
     if (pidfd >= 0 && getppid() != parent) {
         close(pidfd);
         pidfd = -1;
@@ -184,7 +141,7 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
 static PyObject *
 fork_parent(PyObject *out, pid_t pid)
 {
-    int saved_errno, pidfd = open_pidfd(pid);
+    int saved_errno, pidfd = gipc_open_pidfd(pid);
 
     if (pidfd < 0 && errno != ENOSYS) {
         saved_errno = errno;
@@ -278,210 +235,4 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     PyOS_AfterFork_Parent();
     errno = saved_errno;
     return PyErr_SetFromErrno(PyExc_OSError);
-}
-
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-
-/* Exit code from a waitid() result, as multiprocessing reports it. */
-static PyObject *
-exit_code_from_siginfo(const siginfo_t *info)
-{
-    if (info->si_code == CLD_KILLED || info->si_code == CLD_DUMPED) {
-        return PyLong_FromLong(-(long)info->si_status);
-    }
-    return PyLong_FromLong((long)info->si_status);
-}
-
-/*
- * reap(pid, pidfd=-1) -> exit code or None
- *
- * Non-blocking wait for exactly this child, through its pidfd where one is
- * given (Linux 5.4+): a pid can be reused once someone else reaped the
- * child, a pidfd cannot.  The exit code follows multiprocessing: the exit
- * status, or -signum for a child killed by a signal.  None while the child
- * runs.  ChildProcessError if it is not our child (or was reaped by
- * someone else).
- */
-PyObject *
-gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
-          Py_ssize_t nargs)
-{
-    long pidfd = -1;
-    siginfo_t info;
-    pid_t pid, got;
-    int status = 0, rc;
-
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1)");
-        return NULL;
-    }
-    if (pid_from_object(args[0], &pid) < 0) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        pidfd = PyLong_AsLong(args[1]);
-        if (pidfd == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (pidfd > INT_MAX) {
-            PyErr_Format(PyExc_OverflowError, "pidfd %ld out of range",
-                         pidfd);
-            return NULL;
-        }
-        if (pidfd < -1) {
-            PyErr_Format(PyExc_ValueError, "pidfd must be a descriptor or "
-                         "-1, not %ld", pidfd);
-            return NULL;
-        }
-    }
-    if (pidfd >= 0) {
-        memset(&info, 0, sizeof(info));
-        do {
-            rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info,
-                        WEXITED | WNOHANG);
-        } while (rc < 0 && errno == EINTR);
-        if (rc == 0) {
-            if (info.si_pid == 0) {
-                Py_RETURN_NONE;
-            }
-            return exit_code_from_siginfo(&info);
-        }
-        if (errno != EINVAL) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        /* A kernel without P_PIDFD: by pid. */
-    }
-    do {
-        got = waitpid(pid, &status, WNOHANG);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (got == 0) {
-        Py_RETURN_NONE;
-    }
-    if (WIFSIGNALED(status)) {
-        return PyLong_FromLong(-WTERMSIG(status));
-    }
-    return PyLong_FromLong(WEXITSTATUS(status));
-}
-
-/* pidfd_open(pid) -> fd, or -1 where the kernel has no pidfds. */
-PyObject *
-gipc_pidfd_open(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    pid_t pid;
-    int fd;
-
-    if (pid_from_object(arg, &pid) < 0) {
-        return NULL;
-    }
-    fd = open_pidfd(pid);
-    if (fd < 0 && errno != ENOSYS) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyLong_FromLong(fd);
-}
-
-/*
- * sigchld_handler_file() -> str or None
- *
- * The file of the shared object whose function handles SIGCHLD, "" if
- * unknown, None if SIGCHLD has no handler.  gevent's child watchers
- * install libev's handler from C, invisible to the signal module; this is
- * how gipc tells that one from a handler of the program's own.
- */
-PyObject *
-gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
-                          PyObject *Py_UNUSED(ignored))
-{
-    struct sigaction current;
-    Dl_info info;
-    void *handler;
-
-    if (sigaction(SIGCHLD, NULL, &current) < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (current.sa_flags & SA_SIGINFO) {
-        handler = (void *)current.sa_sigaction;
-    }
-    else if (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN) {
-        Py_RETURN_NONE;
-    }
-    else {
-        handler = (void *)current.sa_handler;
-    }
-    if (dladdr(handler, &info) == 0 || info.dli_fname == NULL) {
-        return PyUnicode_FromString("");
-    }
-    return PyUnicode_DecodeFSDefault(info.dli_fname);
-}
-
-/*
- * One lookup of `name` on `type` through CPython's type lookup cache.
- *
- * No public C API has that effect: attribute access on the type object
- * (PyObject_GetAttr) also looks the name up on the metatype, which fills
- * other cache entries (and may push out the parent's own), and it runs
- * descriptors.  CPython's _PyType_Lookup() is exactly the lookup attribute
- * access makes; it is private but exported, unchanged in what gipc uses
- * (a borrowed reference or NULL, never an exception set), in every
- * version up to 3.14.  Newer versions are not known to keep it: there the
- * warming does nothing, which costs a child only the page copies it
- * would have saved (the lookups are a hint, see gipc/_lookups.py).
- */
-#if PY_VERSION_HEX < 0x030F0000
-#define GIPC_WARMS_TYPE_CACHE 1
-#else
-#define GIPC_WARMS_TYPE_CACHE 0
-#endif
-
-static void
-warm_lookup(PyTypeObject *type, PyObject *name)
-{
-#if GIPC_WARMS_TYPE_CACHE
-    (void)_PyType_Lookup(type, name);
-#else
-    (void)type;
-    (void)name;
-#endif
-}
-
-/*
- * warm_type_cache(lookups) -> None
- *
- * lookups is a flat tuple (type, name, type, name, ...).  Looks each name
- * up on each type, as attribute access does, so that CPython's type
- * lookup cache holds the answers before a fork.  A child's lookup that
- * misses that cache writes to it, and the cache is shared copy-on-write
- * with the parent: every child would copy its pages (see
- * gipc/_lookups.py).  A lookup raises nothing and normally runs no Python
- * code (a class dict with keys that are not str could); only a malformed
- * argument raises TypeError.
- */
-PyObject *
-gipc_warm_type_cache(PyObject *Py_UNUSED(module), PyObject *lookups)
-{
-    Py_ssize_t i, n;
-
-    if (!PyTuple_Check(lookups) || PyTuple_GET_SIZE(lookups) % 2 != 0) {
-        PyErr_SetString(PyExc_TypeError, "warm_type_cache() takes a tuple "
-                        "(type, name, type, name, ...)");
-        return NULL;
-    }
-    n = PyTuple_GET_SIZE(lookups);
-    for (i = 0; i < n; i += 2) {
-        PyObject *type = PyTuple_GET_ITEM(lookups, i);
-        PyObject *name = PyTuple_GET_ITEM(lookups, i + 1);
-
-        if (!PyType_Check(type) || !PyUnicode_CheckExact(name)) {
-            PyErr_Format(PyExc_TypeError, "warm_type_cache(): item %zd is "
-                         "not a (type, str) pair", i / 2);
-            return NULL;
-        }
-        warm_lookup((PyTypeObject *)type, name);
-    }
-    Py_RETURN_NONE;
 }

@@ -1,7 +1,11 @@
 /*
- * gipc._core: the C half of gipc.  Framed pipe I/O (frame.c) and the fork
- * helper (fork.c).  It knows nothing of gevent: when a descriptor would
- * block it says so and the Python layer waits on the hub.
+ * gipc._core: the C half of gipc.  Framed pipe I/O: the wire format
+ * (frame.c), the Writer (writer.c), the Reader (reader.c) and its spinning
+ * on an empty pipe (spin.c).  Processes: the fork helper (fork.c), pidfds
+ * (pidfd.c), reaping one child (reap.c), the SIGCHLD probe (sigchld.c) and
+ * type-cache warming (typecache.c).  It knows nothing of gevent: when a
+ * descriptor would block it says so and the Python layer waits on the
+ * hub.
  *
  * Multi-phase initialisation.  The module keeps no state of its own: the
  * Reader and Writer types are created per module object (heap types, from
@@ -14,6 +18,12 @@
 
 #include "fork.h"
 #include "frame.h"
+#include "pidfd.h"
+#include "reader.h"
+#include "reap.h"
+#include "sigchld.h"
+#include "typecache.h"
+#include "writer.h"
 
 static PyMethodDef core_methods[] = {
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
