@@ -235,6 +235,12 @@ fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
         if (*budget <= 0) {
             return STEP_WAIT;
         }
+        if (want > *budget) {
+            /* A descriptor with more ready than a pipe holds (a file, a
+             * socket with large buffers) must not make one call move more
+             * than the slice either. */
+            want = *budget;
+        }
         n = read_some(self, dst + *filled, want);
         if (n < 0) {
             return read_failed(n);

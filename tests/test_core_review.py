@@ -5,10 +5,13 @@ cycles through the reader and writer, and README promises of the C side
 C helper)."""
 import errno
 import gc
+import mmap
 import os
+import platform
 import struct
 import sys
 import weakref
+import zlib
 
 import gevent
 import gevent.os
@@ -255,3 +258,251 @@ def _write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[gevent.os.nb_write(fd, view):]
+
+
+# ------------------------------------------ frames of 2 GiB and more
+
+
+_LONG_FRAME = 2 ** 31 + 4096     # just past the short header's reach
+_MARKS = (0, 2 ** 31 - 16, 2 ** 31 - 4, _LONG_FRAME - 8)  # 8 bytes each
+
+
+def _mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _marked_buffer():
+    """_LONG_FRAME bytes, zero but for 8-byte marks around the 2 GiB
+    boundary and at both ends.  Anonymous memory never written reads as
+    the kernel's zero page: the buffer costs a few pages, not 2 GiB."""
+    buffer = mmap.mmap(-1, _LONG_FRAME)
+    for i, offset in enumerate(_MARKS):
+        buffer[offset:offset + 8] = struct.pack(">Q", 0x0102030405060700 + i)
+    return buffer
+
+
+@pytest.mark.skipif(_mem_available() < 8 * 1024 ** 3,
+                    reason="needs 8 GiB of free memory (the receiver "
+                           "holds a 2 GiB message)")
+@pytest.mark.skipif(bool(os.environ.get("GIPC_SANITIZED")),
+                    reason="2 GiB through the sanitizers takes minutes")
+def test_frame_of_2_gib_and_more_crosses_a_pipe_between_processes_whole():
+    """The 64-bit header: a child writes a frame of 2 GiB + 4 KiB, the
+    parent receives it into a preallocated buffer; the length, the marks
+    around the 2 GiB boundary and a checksum of the whole payload match."""
+    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+        with gipc.pipe() as (checksum_r, checksum_w):
+            received = mmap.mmap(-1, _LONG_FRAME)
+            try:
+                p = gipc.start_process(_send_framed_and_checksum,
+                                       args=(w, checksum_w))
+                # The long header is -1, then the 8-byte length.
+                assert r.get_into(received, timeout=120) == _LONG_FRAME
+                expected_crc = checksum_r.get(timeout=120)
+                assert finish_code(p) == 0
+                for i, offset in enumerate(_MARKS):
+                    assert received[offset:offset + 8] == struct.pack(
+                        ">Q", 0x0102030405060700 + i)
+                assert zlib.crc32(received) == expected_crc
+            finally:
+                received.close()
+
+
+def _send_framed_and_checksum(w, checksum_w):
+    buffer = _marked_buffer()
+    w.put(buffer)
+    checksum_w.put(zlib.crc32(buffer))
+    buffer.close()
+
+
+def finish_code(process):
+    process.join(timeout=120)
+    code = process.exitcode
+    process.close()
+    return code
+
+
+def test_long_header_is_written_for_2_gib_and_more():
+    """The header the writer builds for 2**31 bytes and more is the -1
+    marker and the 8-byte length (without sending that much: the frame is
+    abandoned once the header and the first bytes are in the pipe)."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    buffer = _marked_buffer()
+    try:
+        writer = _core.Writer(w)
+        assert writer.send(buffer) is False   # the pipe fills up
+        written, total = writer.abandon()
+        assert total == 12 + _LONG_FRAME
+        head = os.read(r, 12 + 8)
+        assert head[:12] == struct.pack(">iQ", -1, _LONG_FRAME)
+        assert head[12:] == struct.pack(">Q", 0x0102030405060700)
+    finally:
+        buffer.close()
+        os.close(r)
+        os.close(w)
+
+
+# ---------------------------------------------- the 4 MiB slice per call
+
+
+_SLICE = 4 * 1024 * 1024
+
+
+def test_one_send_call_moves_at_most_the_slice_even_when_more_would_fit(
+        tmp_path):
+    """README: a single call moves at most 4 MiB before it lets the event
+    loop run.  A regular file never makes a write wait (no pipe this
+    machine lets grow past 1 MiB could show it): each call still moves
+    only the header and 4 MiB of the frame."""
+    fd = os.open(tmp_path / "frames", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        writer = _core.Writer(fd)
+        payload = b"s" * (10 * 1024 * 1024)
+        assert writer.send(payload) is False
+        assert os.fstat(fd).st_size == 4 + _SLICE
+        assert writer.resume() is False
+        assert os.fstat(fd).st_size == 4 + 2 * _SLICE
+        assert writer.resume() is True
+        assert os.fstat(fd).st_size == 4 + len(payload)
+    finally:
+        os.close(fd)
+
+
+def test_one_receive_call_moves_at_most_the_slice_even_with_data_waiting(
+        tmp_path):
+    path = tmp_path / "frames"
+    payload = bytes(range(256)) * (10 * 1024 * 1024 // 256)
+    path.write_bytes(struct.pack(">i", len(payload)) + payload)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        reader = _core.Reader(fd, 1 << 30)
+        consumed = []
+        while True:
+            got = reader.read_frame()
+            consumed.append(os.lseek(fd, 0, os.SEEK_CUR))
+            if got is not None:
+                break
+        assert got == payload
+        # Each call read at most a slice, though the file always had the
+        # rest ready (one read() used to take all of it).
+        steps = [b - a for a, b in zip([0] + consumed, consumed)]
+        assert steps == [_SLICE, _SLICE, 4 + len(payload) - 2 * _SLICE]
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------- fork() failing in the C helper
+
+
+_NO_FORK_SECCOMP = """
+    import ctypes, errno, os, platform, struct
+
+    def forbid_fork():
+        # A seccomp filter: fork, and clone without CLONE_VM (a process,
+        # not a thread or a vfork), fail with EAGAIN; the rest is allowed.
+        # x86_64 numbers: fork 57, clone 56; AUDIT_ARCH_X86_64.
+        ld_arch, ld_nr, ld_flags = (0x20, 0, 0, 4), (0x20, 0, 0, 0), \\
+            (0x20, 0, 0, 16)
+        program = [
+            ld_arch,
+            (0x15, 0, 6, 0xC000003E),   # not x86_64: allow
+            ld_nr,
+            (0x15, 3, 0, 57),           # fork: deny
+            (0x15, 0, 3, 56),           # not clone: allow
+            ld_flags,
+            (0x45, 1, 0, 0x100),        # CLONE_VM: allow
+            (0x06, 0, 0, 0x00050000 | errno.EAGAIN),
+            (0x06, 0, 0, 0x7FFF0000),
+        ]
+        code = b"".join(struct.pack("HBBI", *op) for op in program)
+        filters = ctypes.create_string_buffer(code)
+        fprog = struct.pack("HxxxxxxP", len(program),
+                            ctypes.addressof(filters))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p,
+                               ctypes.c_ulong, ctypes.c_ulong]
+        if libc.prctl(38, 1, None, 0, 0) != 0:   # PR_SET_NO_NEW_PRIVS
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+        prog = ctypes.create_string_buffer(fprog)
+        if libc.prctl(22, 2, ctypes.addressof(prog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+"""
+
+
+def test_fork_failing_inside_the_c_helper_raises_oserror_and_leaks_nothing():
+    """A real fork() failure (EAGAIN from a seccomp filter, in a
+    subprocess: the tests run as root, where RLIMIT_NPROC does not apply):
+    start_process() raises OSError from the C helper, no descriptor or
+    child is left, and the handles stay usable."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the seccomp filter of this test knows x86_64 only")
+    result = run_script(_NO_FORK_SECCOMP + """
+    import gipc
+    from gipc import _core
+
+    def children():
+        pids = set()
+        for task in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids.update(f.read().split())
+        return pids
+
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    calls = []
+    real_fork = _core.fork
+
+    def counting_fork(*args):
+        calls.append(1)
+        return real_fork(*args)
+
+    _core.fork = counting_fork
+    with gipc.pipe() as (r, w):
+        # One start first: everything opened lazily is open now.
+        p = gipc.start_process(os.getpid)
+        p.join(30)
+        print("first", p.exitcode)
+        p.close()
+        forbid_fork()
+        if True:   # the filter works: os.fork() fails too
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                print("os.fork", errno.errorcode[exc.errno])
+            else:
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+                print("os.fork worked")
+        before_fds, before_calls = fds(), len(calls)
+        try:
+            gipc.start_process(os.getpid)
+        except OSError as exc:
+            # BlockingIOError: the OSError of EAGAIN.
+            print("start", isinstance(exc, OSError),
+                  errno.errorcode[exc.errno])
+        else:
+            print("start succeeded")
+        print("helper called", len(calls) - before_calls)
+        print("fds", fds() == before_fds, "children", children())
+        w.put("still usable")
+        print(r.get(timeout=10))
+    """)
+    if "PR_SET_SECCOMP" in result.stderr or \
+            "PR_SET_NO_NEW_PRIVS" in result.stderr:
+        pytest.skip("cannot install a seccomp filter: "
+                    + result.stderr.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "first 0",
+        "os.fork EAGAIN",
+        "start True EAGAIN",
+        "helper called 1",
+        "fds True children set()",
+        "still usable",
+    ], result.stderr
