@@ -7,6 +7,10 @@ import os
 
 from setuptools import Extension, setup
 
+# csrc/: a .c with its .h per topic (module.c has no header).
+_C_MODULES = ["module", "frame", "writer", "reader", "spin", "fork", "pidfd",
+              "reap", "sigchld", "typecache"]
+
 extra_compile_args = ["-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 extra_link_args = []
 if os.environ.get("GIPC_STRICT"):
@@ -21,8 +25,9 @@ setup(
     ext_modules=[
         Extension(
             "gipc._core",
-            sources=["csrc/module.c", "csrc/frame.c", "csrc/fork.c"],
-            depends=["csrc/frame.h", "csrc/fork.h"],
+            sources=["csrc/%s.c" % name for name in _C_MODULES],
+            depends=["csrc/%s.h" % name for name in _C_MODULES
+                     if name != "module"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

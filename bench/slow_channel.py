@@ -4,7 +4,7 @@ A child sends 500 small messages 1 ms apart; the parent receives them with
 ``get()`` and reports the CPU time it used.  Before every sleep a receive
 may poll the empty pipe for up to ``gipc._stream.SPIN_US`` (a reply about
 to arrive is caught without a wake-up); on a channel like this one the
-spins never catch anything, and adaptive spinning (csrc/frame.c) stops
+spins never catch anything, and adaptive spinning (csrc/spin.c) stops
 them after a few misses.  Not part of the suite: one number, no targets.
 """
 import time

@@ -11,33 +11,15 @@
  */
 #include "fork.h"
 
-#include <dlfcn.h>
+#include "pidfd.h"
+
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int
-open_pidfd(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    long fd;
-
-    do {
-        fd = syscall(SYS_pidfd_open, pid, 0);
-    } while (fd < 0 && errno == EINTR);
-    return (int)fd;
-#else
-    (void)pid;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
 
 /* Collect the signal numbers of a sequence into a sigset_t. */
 static int
@@ -107,23 +89,100 @@ store_result(PyObject *out, long pid, int fd)
     return 0;
 }
 
+/* Wait for a child already sent SIGKILL (which cannot be blocked or
+ * handled, so the wait is short), with the GIL released for other
+ * threads meanwhile. */
 static void
-kill_and_reap(pid_t pid)
+reap_killed(pid_t pid)
 {
-    /* SIGKILL cannot be blocked or handled: the blocking waitpid() returns
-     * at once. */
-    (void)kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    pid_t got;
+
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = waitpid(pid, NULL, 0);
+    } while (got < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+}
+
+/*
+ * The child's side of gipc_fork(), right after fork() with every signal
+ * blocked: put the dispositions back to SIG_DFL, then unblock (a signal
+ * can no longer reach a handler of the parent), then CPython's after-fork
+ * work, whose hooks may run Python code.
+ */
+static PyObject *
+fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
+           const sigset_t *old_mask)
+{
+    int pidfd;
+
+    reset_signals(reset);
+    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    /* A pidfd on the parent, for parent_process().is_alive().  If the
+     * parent is gone already, the pid may name another process: the
+     * parent pid then no longer matches, and -1 says "gone". */
+    pidfd = gipc_open_pidfd(parent);
+    if (pidfd >= 0 && getppid() != parent) {
+        close(pidfd);
+        pidfd = -1;
     }
+    PyOS_AfterFork_Child();
+    if (store_result(out, 0, pidfd) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/*
+ * The parent's side of gipc_fork(), after fork() succeeded and the signal
+ * mask is restored.  The result goes into `out` before CPython's
+ * after-fork hooks run any Python code (a signal handler among it).
+ */
+static PyObject *
+fork_parent(PyObject *out, pid_t pid)
+{
+    int saved_errno, pidfd = gipc_open_pidfd(pid);
+
+    if (pidfd < 0 && errno != ENOSYS) {
+        saved_errno = errno;
+        goto error;
+    }
+    if (store_result(out, (long)pid, pidfd) < 0) {
+        PyErr_Clear();
+        saved_errno = ENOMEM;
+        goto error;
+    }
+    if (pidfd < 0) {
+        /* No pidfds in this kernel: out says so with -1.  The child could
+         * not be watched; do not leave it running. */
+        (void)kill(pid, SIGKILL);
+        PyOS_AfterFork_Parent();
+        reap_killed(pid);
+        Py_RETURN_NONE;
+    }
+    PyOS_AfterFork_Parent();
+    Py_RETURN_NONE;
+
+error:
+    /* No way to watch the child (out of descriptors, say): do not leave it
+     * running unwatched. */
+    if (pidfd >= 0) {
+        close(pidfd);
+    }
+    (void)kill(pid, SIGKILL);
+    PyOS_AfterFork_Parent();
+    reap_killed(pid);
+    errno = saved_errno;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 /*
  * fork(signals_to_reset, out) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
- * value: a signal blocked across fork() is delivered when the mask is
- * restored, and its Python handler may raise as soon as this call returns;
- * the caller must still be able to find the child then.
+ * value: a signal that arrives while CPython's after-fork hooks run may
+ * have its Python handler raise, at the latest as soon as this call
+ * returns; the caller must still be able to find the child then.
  *
  * In the child out becomes [0, parent_pidfd] with the listed signals back at
  * SIG_DFL; parent_pidfd is a pidfd on the parent, or -1 if the parent is
@@ -132,6 +191,10 @@ kill_and_reap(pid_t pid)
  * already killed and reaped).  Raises OSError if fork() fails, or if the
  * pidfd cannot be opened for another reason (the child is killed and
  * reaped first), after CPython's after-fork hooks of the parent ran.
+ *
+ * Signals are blocked across fork() and the child's reset of dispositions
+ * only, never across the before- and after-fork hooks: a hook that waits
+ * (on a lock, say) must leave the process able to take SIGINT or SIGTERM.
  */
 PyObject *
 gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -139,7 +202,7 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
 {
     sigset_t reset, all, old;
     pid_t pid, parent = getpid();
-    int saved_errno, pidfd = -1;
+    int saved_errno;
     PyObject *out;
 
     if (nargs != 2) {
@@ -156,227 +219,20 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     sigfillset(&all);
-    errno = pthread_sigmask(SIG_BLOCK, &all, &old);
-    if (errno != 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
     PyOS_BeforeFork();
-    pid = fork();
-    saved_errno = errno;
-    if (pid == 0) {
-        reset_signals(&reset);
-        /* A pidfd on the parent, for parent_process().is_alive().  If the
-         * parent is gone already, the pid may name another process: the
-         * parent pid then no longer matches, and -1 says "gone". */
-        pidfd = open_pidfd(parent);
-        if (pidfd >= 0 && getppid() != parent) {
-            close(pidfd);
-            pidfd = -1;
+    saved_errno = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (saved_errno == 0) {
+        pid = fork();
+        if (pid == 0) {
+            return fork_child(out, parent, &reset, &old);
         }
-        PyOS_AfterFork_Child();
+        saved_errno = errno;
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (store_result(out, 0, pidfd) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    if (pid > 0) {
-        pidfd = open_pidfd(pid);
-        if (pidfd < 0) {
-            /* No way to watch the child (out of descriptors, or no pidfds
-             * in this kernel): do not leave it running unwatched. */
-            saved_errno = errno;
-            kill_and_reap(pid);
-            if (saved_errno != ENOSYS) {
-                pid = -1;
-            }
-        }
-        if (pid > 0 && store_result(out, (long)pid, pidfd) < 0) {
-            saved_errno = ENOMEM;
-            kill_and_reap(pid);
-            if (pidfd >= 0) {
-                close(pidfd);
-            }
-            pid = -1;
+        if (pid > 0) {
+            return fork_parent(out, pid);
         }
     }
     PyOS_AfterFork_Parent();
-    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        errno = saved_errno;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Py_RETURN_NONE;
-}
-
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-
-/* Exit code from a waitid() result, as multiprocessing reports it. */
-static PyObject *
-exit_code_from_siginfo(const siginfo_t *info)
-{
-    if (info->si_code == CLD_KILLED || info->si_code == CLD_DUMPED) {
-        return PyLong_FromLong(-(long)info->si_status);
-    }
-    return PyLong_FromLong((long)info->si_status);
-}
-
-/*
- * reap(pid, pidfd=-1) -> exit code or None
- *
- * Non-blocking wait for exactly this child, through its pidfd where one is
- * given (Linux 5.4+): a pid can be reused once someone else reaped the
- * child, a pidfd cannot.  The exit code follows multiprocessing: the exit
- * status, or -signum for a child killed by a signal.  None while the child
- * runs.  ChildProcessError if it is not our child (or was reaped by
- * someone else).
- */
-PyObject *
-gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
-          Py_ssize_t nargs)
-{
-    long lpid, pidfd = -1;
-    siginfo_t info;
-    pid_t got;
-    int status = 0, rc;
-
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1)");
-        return NULL;
-    }
-    lpid = PyLong_AsLong(args[0]);
-    if (lpid == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        pidfd = PyLong_AsLong(args[1]);
-        if (pidfd == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    if (lpid <= 0) {
-        PyErr_SetString(PyExc_ValueError, "reap() needs a positive pid");
-        return NULL;
-    }
-    if (pidfd >= 0 && pidfd <= INT_MAX) {
-        memset(&info, 0, sizeof(info));
-        do {
-            rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info,
-                        WEXITED | WNOHANG);
-        } while (rc < 0 && errno == EINTR);
-        if (rc == 0) {
-            if (info.si_pid == 0) {
-                Py_RETURN_NONE;
-            }
-            return exit_code_from_siginfo(&info);
-        }
-        if (errno != EINVAL) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        /* A kernel without P_PIDFD: by pid. */
-    }
-    do {
-        got = waitpid((pid_t)lpid, &status, WNOHANG);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (got == 0) {
-        Py_RETURN_NONE;
-    }
-    if (WIFSIGNALED(status)) {
-        return PyLong_FromLong(-WTERMSIG(status));
-    }
-    return PyLong_FromLong(WEXITSTATUS(status));
-}
-
-/* pidfd_open(pid) -> fd, or -1 where the kernel has no pidfds. */
-PyObject *
-gipc_pidfd_open(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    long lpid = PyLong_AsLong(arg);
-    int fd;
-
-    if (lpid == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    fd = open_pidfd((pid_t)lpid);
-    if (fd < 0 && errno != ENOSYS) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyLong_FromLong(fd);
-}
-
-/*
- * sigchld_handler_file() -> str or None
- *
- * The file of the shared object whose function handles SIGCHLD, "" if
- * unknown, None if SIGCHLD has no handler.  gevent's child watchers
- * install libev's handler from C, invisible to the signal module; this is
- * how gipc tells that one from a handler of the program's own.
- */
-PyObject *
-gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
-                          PyObject *Py_UNUSED(ignored))
-{
-    struct sigaction current;
-    Dl_info info;
-    void *handler;
-
-    if (sigaction(SIGCHLD, NULL, &current) < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (current.sa_flags & SA_SIGINFO) {
-        handler = (void *)current.sa_sigaction;
-    }
-    else if (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN) {
-        Py_RETURN_NONE;
-    }
-    else {
-        handler = (void *)current.sa_handler;
-    }
-    if (dladdr(handler, &info) == 0 || info.dli_fname == NULL) {
-        return PyUnicode_FromString("");
-    }
-    return PyUnicode_DecodeFSDefault(info.dli_fname);
-}
-
-/*
- * warm_type_cache(lookups) -> None
- *
- * lookups is a flat tuple (type, name, type, name, ...).  Looks each name
- * up on each type, as attribute access does, so that CPython's type
- * lookup cache holds the answers before a fork.  A child's lookup that
- * misses that cache writes to it, and the cache is shared copy-on-write
- * with the parent: every child would copy its pages (see
- * gipc/_lookups.py).  A lookup raises nothing and normally runs no Python
- * code (a class dict with keys that are not str could); only a malformed
- * argument raises TypeError.
- */
-PyObject *
-gipc_warm_type_cache(PyObject *Py_UNUSED(module), PyObject *lookups)
-{
-    Py_ssize_t i, n;
-
-    if (!PyTuple_Check(lookups) || PyTuple_GET_SIZE(lookups) % 2 != 0) {
-        PyErr_SetString(PyExc_TypeError, "warm_type_cache() takes a tuple "
-                        "(type, name, type, name, ...)");
-        return NULL;
-    }
-    n = PyTuple_GET_SIZE(lookups);
-    for (i = 0; i < n; i += 2) {
-        PyObject *type = PyTuple_GET_ITEM(lookups, i);
-        PyObject *name = PyTuple_GET_ITEM(lookups, i + 1);
-
-        if (!PyType_Check(type) || !PyUnicode_CheckExact(name)) {
-            PyErr_Format(PyExc_TypeError, "warm_type_cache(): item %zd is "
-                         "not a (type, str) pair", i / 2);
-            return NULL;
-        }
-        /* A borrowed reference or NULL, never an exception set. */
-        (void)_PyType_Lookup((PyTypeObject *)type, name);
-    }
-    Py_RETURN_NONE;
+    errno = saved_errno;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }

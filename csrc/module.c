@@ -1,27 +1,29 @@
 /*
- * gipc._core: the C half of gipc.  Framed pipe I/O (frame.c) and the fork
- * helper (fork.c).  It knows nothing of gevent: when a descriptor would
- * block it says so and the Python layer waits on the hub.
+ * gipc._core: the C half of gipc.  Framed pipe I/O: the wire format
+ * (frame.c), the Writer (writer.c), the Reader (reader.c) and its spinning
+ * on an empty pipe (spin.c).  Processes: the fork helper (fork.c), pidfds
+ * (pidfd.c), reaping one child (reap.c), the SIGCHLD probe (sigchld.c) and
+ * type-cache warming (typecache.c).  It knows nothing of gevent: when a
+ * descriptor would block it says so and the Python layer waits on the
+ * hub.
  *
- * Multi-phase initialisation; the only per-module data is the Reader type,
- * kept in module state rather than in a static.
+ * Multi-phase initialisation.  The module keeps no state of its own: the
+ * Reader and Writer types are created per module object (heap types, from
+ * their specs) and held by the module's dict only; no C code needs them
+ * after that, since instances are only ever created from Python.  Every
+ * other piece of state lives in the Reader and Writer objects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "fork.h"
 #include "frame.h"
-
-typedef struct {
-    PyObject *reader_type;
-    PyObject *writer_type;
-} core_state;
-
-static inline core_state *
-get_state(PyObject *module)
-{
-    return (core_state *)PyModule_GetState(module);
-}
+#include "pidfd.h"
+#include "reader.h"
+#include "reap.h"
+#include "sigchld.h"
+#include "typecache.h"
+#include "writer.h"
 
 static PyMethodDef core_methods[] = {
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
@@ -49,54 +51,44 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* Create a type from its spec and add it to the module under `name`. */
+static int
+add_type(PyObject *module, const char *name, PyType_Spec *spec)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
+    int rc;
+
+    if (type == NULL) {
+        return -1;
+    }
+    rc = PyModule_AddObjectRef(module, name, type);
+    Py_DECREF(type);
+    return rc;
+}
+
 static int
 core_exec(PyObject *module)
 {
-    core_state *state = get_state(module);
-
-    state->reader_type = PyType_FromModuleAndSpec(module, &gipc_reader_spec,
-                                                  NULL);
-    if (state->reader_type == NULL) {
+    if (add_type(module, "Reader", &gipc_reader_spec) < 0 ||
+        add_type(module, "Writer", &gipc_writer_spec) < 0) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "Reader", state->reader_type) < 0) {
-        return -1;
-    }
-    state->writer_type = PyType_FromModuleAndSpec(module, &gipc_writer_spec,
-                                                  NULL);
-    if (state->writer_type == NULL) {
-        return -1;
-    }
-    if (PyModule_AddObjectRef(module, "Writer", state->writer_type) < 0) {
+    /* On Linux a long is as wide as a Py_ssize_t. */
+    if (PyModule_AddIntConstant(module, "MAX_MESSAGE_SIZE",
+                                (long)GIPC_MAX_MESSAGE_SIZE) < 0) {
         return -1;
     }
     return 0;
-}
-
-static int
-core_traverse(PyObject *module, visitproc visit, void *arg)
-{
-    Py_VISIT(get_state(module)->reader_type);
-    Py_VISIT(get_state(module)->writer_type);
-    return 0;
-}
-
-static int
-core_clear(PyObject *module)
-{
-    Py_CLEAR(get_state(module)->reader_type);
-    Py_CLEAR(get_state(module)->writer_type);
-    return 0;
-}
-
-static void
-core_free(void *module)
-{
-    core_clear((PyObject *)module);
 }
 
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
+#ifdef Py_mod_gil
+    /* Free-threaded builds (3.13t) enable the GIL on import: the Reader
+     * and Writer guard their state (the `busy` flags, see frame.c) and
+     * fork.c uses borrowed references, both relying on it. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL}
 };
 
@@ -104,12 +96,9 @@ static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gipc._core",
     .m_doc = "C core of gipc: framed pipe I/O and the fork helper.",
-    .m_size = sizeof(core_state),
+    .m_size = 0,
     .m_methods = core_methods,
     .m_slots = core_slots,
-    .m_traverse = core_traverse,
-    .m_clear = core_clear,
-    .m_free = core_free,
 };
 
 PyMODINIT_FUNC

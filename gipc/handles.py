@@ -237,6 +237,9 @@ def _check_size(value):
                         % type(value).__name__)
     if value < 0:
         raise ValueError("max_message_size must not be negative")
+    if value > _core.MAX_MESSAGE_SIZE:
+        raise ValueError("max_message_size must be at most %d"
+                         % _core.MAX_MESSAGE_SIZE)
     return value
 
 

@@ -11,7 +11,7 @@ import gipc
 from gipc import _core
 from support import frame
 
-# As in csrc/frame.c.
+# As in csrc/spin.c.
 MISS_LIMIT = 4
 PAUSE_MIN = 16
 

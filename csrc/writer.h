@@ -1,0 +1,14 @@
+/*
+ * The Writer type (gipc._core.Writer): writes frames (see frame.h) to a
+ * non-blocking descriptor, one writev() per frame, and keeps the progress
+ * of a frame the pipe could not take whole.
+ */
+#ifndef GIPC_WRITER_H
+#define GIPC_WRITER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+extern PyType_Spec gipc_writer_spec;
+
+#endif /* GIPC_WRITER_H */
