@@ -15,6 +15,8 @@ that limit (8 by default) and leaves the rest of it to everybody else.
 import fcntl
 import os
 
+from . import _log
+
 #: Capacity asked for when a pipe fills up (the default pipe-max-size).
 GROWN_SIZE = 1 << 20
 
@@ -65,6 +67,7 @@ def grow(fd):
     except OSError:
         return False  # not a pipe (a socket), or over a limit
     _grown += 1
+    _log.debug("grew the pipe of descriptor %d to %d bytes", fd, GROWN_SIZE)
     return True
 
 

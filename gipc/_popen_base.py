@@ -20,7 +20,7 @@ import warnings
 
 import gevent
 
-from . import _child, _core
+from . import _child, _core, _log
 from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
 from .exceptions import GIPCError
 
@@ -114,6 +114,7 @@ class BasePopen:
                 code = self._reaped_elsewhere()
             if code is not None:
                 self.returncode = code
+                _log.debug("child %d exited with code %d", self.pid, code)
                 self._drop_status_watcher()
                 self._plan = None
         return self.returncode

@@ -14,7 +14,7 @@ import os
 
 import gevent
 
-from . import _ownership, _pipesize
+from . import _log, _ownership, _pipesize
 from ._cooperate import Deadline, check_timeout, input_ready
 from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 
@@ -135,6 +135,7 @@ class Endpoint:
             self._raise_unusable()
 
     def _mark_broken(self, code, reason):
+        _log.debug("%r marked broken: %s", self, reason)
         self._broken = (code, reason)
         self._ok_pid = None
 
@@ -343,6 +344,7 @@ class Endpoint:
 
     def _finish_close(self):
         """Record that the descriptor is closed."""
+        _log.debug("closed %r", self)
         if self._grew_pipe:
             self._grew_pipe = False
             _pipesize.release()

@@ -14,6 +14,7 @@ import signal
 import warnings
 from multiprocessing import process as mp_process
 
+from . import _log
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import popen_class
 
@@ -63,8 +64,10 @@ class Process(mp_process.BaseProcess):
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
         mp_process._children.add(self)
+        _log.debug("started %s, pid %d", self.name, self._popen.pid)
         for handle in moved:
             if not handle._closed:
+                _log.debug("moved %r to pid %d", handle, self._popen.pid)
                 handle.close()
 
 

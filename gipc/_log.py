@@ -1,0 +1,27 @@
+"""Lifecycle events on the ``gipc`` logger, at DEBUG level.
+
+gipc 1.8 logged its lifecycle to the ``gipc`` logger, and users switch it
+on to debug.  ``import gipc`` must not import :mod:`logging` itself: its
+at-fork hooks (its module lock, every handler's lock) would then run in
+every child start.  So gipc logs only in a program that has imported
+logging already, and asks the logger's level before it formats anything;
+no hot path (``get()``, ``put()``, ``send()``, ``recv()``) logs.
+"""
+import sys
+
+_DEBUG = 10  # logging.DEBUG, without importing logging
+
+_logger = None
+
+
+def debug(message, *args):
+    """Log ``message % args`` on the ``gipc`` logger at DEBUG, if the
+    program uses :mod:`logging` and has that level enabled for gipc."""
+    global _logger
+    if _logger is None:
+        logging = sys.modules.get("logging")
+        if logging is None:
+            return
+        _logger = logging.getLogger("gipc")
+    if _logger.isEnabledFor(_DEBUG):
+        _logger.debug(message, *args)
