@@ -25,6 +25,12 @@ setup(
             depends=["csrc/frame.h", "csrc/fork.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
-        )
+        ),
+        Extension(
+            "gipc._sync",
+            sources=["csrc/sync.c"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        ),
     ],
 )

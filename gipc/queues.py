@@ -1,0 +1,287 @@
+"""Queues shared by processes, with the ``multiprocessing.queues`` API and
+cooperative waits: ``Queue``, ``SimpleQueue`` and ``JoinableQueue``.
+
+Items are pickled and copied whole into a ring in shared memory (made
+before the fork, see csrc/sync.c); ``put()`` and ``get()`` move no byte
+through the kernel unless a process sleeps.  A consumer takes exactly one
+item per ``get()`` and never reads ahead, so any number of producers and
+consumers in any processes each see every item exactly once.  An item is
+committed whole or not at all: a process that dies inside ``put()`` or
+``get()``, or a call cancelled by ``timeout=`` or ``gevent.Timeout``,
+leaves the queue as it was.  There is no feeder thread: ``put()`` has
+stored the item when it returns (so ``join_thread()`` and
+``cancel_join_thread()`` exist for the API's sake only).
+
+The ring reserves address space, not memory: only the pages holding
+unconsumed items cost memory, and they are given back as they are read.
+An unbounded queue (``maxsize=0``) stops accepting items, and ``put()``
+waits, only when its 16 GiB reservation is full.
+"""
+import pickle
+import queue
+import time
+
+from gevent import sleep
+
+from . import _ownership
+from ._bells import Deadline, process_is_dead, wait_until
+from ._shared import SharedObject
+from ._sync import Block
+
+__all__ = ["Queue", "SimpleQueue", "JoinableQueue"]
+
+_RING_BYTES = 1 << 34
+_DATA_BELL, _SPACE_BELL, _JOIN_BELL = 0, 1, 2
+# Ring words (csrc/sync.c).
+_HEAD, _NPUT, _WLOCK, _UNFINISHED = 64, 65, 66, 67
+_TAIL, _NGET, _RLOCK = 72, 73, 74
+_PUT_OK, _PUT_NO_SPACE, _PUT_BUSY, _PUT_FULL, _PUT_TOO_BIG = range(5)
+_GET_EMPTY, _GET_BUSY = 1, 2
+
+# A caller that never has to wait still lets the loop run about every
+# millisecond (before taking or storing an item, never after: a timeout
+# there must find the queue unchanged).
+_YIELD_EVERY = 0.001
+_clock = time.monotonic
+_due = 0.0
+
+
+def _yield_to_loop():
+    global _due
+    _due = _clock() + _YIELD_EVERY
+    # Not sleep(0): that runs the ready greenlets but may skip the loop's
+    # timers; a timer due at once lets the whole loop iteration run.
+    sleep(0.000001)
+
+
+def _dumps(obj, _dumps=pickle.dumps):
+    return _dumps(obj, pickle.HIGHEST_PROTOCOL)
+
+
+def _settle_busy(block, word):
+    """The other end's spin lock stayed taken: recover it if its holder
+    died (the ring is intact: records are committed whole), else give the
+    holder a moment (it copies, or the OS preempted it)."""
+    pid = block.load(word)
+    if pid and process_is_dead(pid):
+        block.cas(word, pid, 0)
+    else:
+        sleep(0.0002)
+
+
+class _RingQueue(SharedObject):
+    """The queue machinery shared by the three queue classes."""
+
+    _bells = 2
+    _joinable = False
+
+    def __init__(self, maxsize=0):
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError("maxsize must be an integer, not %s"
+                            % type(maxsize).__name__)
+        if maxsize < 0:
+            raise ValueError("maxsize must be >= 0")
+        self._maxsize = maxsize
+        self._closed = False
+        self._block = Block(self._bells, _RING_BYTES)
+        self._register()
+
+    def _after_fork(self):
+        pass
+
+    def _check_closed(self):
+        if self._closed:
+            raise ValueError("Queue %r is closed" % self)
+
+    def _put(self, obj, block, timeout):
+        if self._closed:
+            raise ValueError("Queue %r is closed" % self)
+        if _clock() >= _due:
+            _yield_to_loop()
+        data = _dumps(obj)  # an unpicklable object fails here, unqueued
+        b = self._block
+        code = b.put(data, self._maxsize, _ownership.pid, self._joinable)
+        if code:
+            self._put_slow(data, code, block, timeout)
+
+    def _put_slow(self, data, code, block, timeout):
+        b = self._block
+        if code == _PUT_TOO_BIG:
+            raise ValueError("an item of %d bytes pickled is larger than "
+                             "this queue's ring (%d bytes)"
+                             % (len(data), b.capacity))
+        deadline = None if not block else Deadline(timeout)
+        pid = _ownership.pid
+        maxsize = self._maxsize
+        joinable = self._joinable
+
+        def attempt():
+            while True:
+                code = b.put(data, maxsize, pid, joinable)
+                if code != _PUT_BUSY:
+                    return code == _PUT_OK
+                _settle_busy(b, _WLOCK)
+
+        if code == _PUT_BUSY and attempt():
+            return
+        if deadline is None:
+            raise queue.Full
+        if not wait_until(b, _SPACE_BELL, attempt, deadline):
+            raise queue.Full
+
+    def _get(self, block, timeout):
+        if self._closed:
+            raise ValueError("Queue %r is closed" % self)
+        if _clock() >= _due:
+            _yield_to_loop()
+        item = self._block.get(_ownership.pid)
+        if item.__class__ is not bytes:
+            item = self._get_slow(item, block, timeout)
+        return pickle.loads(item)
+
+    def _get_slow(self, code, block, timeout):
+        b = self._block
+        pid = _ownership.pid
+
+        def attempt():
+            while True:
+                item = b.get(pid)
+                if item.__class__ is bytes:
+                    return item
+                if item == _GET_EMPTY:
+                    return None
+                _settle_busy(b, _RLOCK)
+
+        if code == _GET_BUSY:
+            item = attempt()
+            if item is not None:
+                return item
+        if not block:
+            raise queue.Empty
+        item = wait_until(b, _DATA_BELL, attempt, Deadline(timeout),
+                          still_ready=self._has_items)
+        if item is None:
+            raise queue.Empty
+        return item
+
+    def _has_items(self):
+        b = self._block
+        return b.load(_HEAD) != b.load(_TAIL)
+
+    def qsize(self):
+        """The number of items in the queue (approximate while other
+        processes put and get)."""
+        b = self._block
+        taken = b.load(_NGET)
+        return max(b.load(_NPUT) - taken, 0)
+
+    def empty(self):
+        """Whether the queue is empty (approximate, as qsize())."""
+        return not self._has_items()
+
+    def close(self):
+        """No more put() or get() from this process: release its
+        descriptors and its mapping of the queue.  Items already put stay
+        for the other processes."""
+        if not self._closed:
+            self._closed = True
+            self._close_shared()
+
+    def __repr__(self):
+        state = "closed" if self._closed else "open"
+        return "<gipc.%s object at %#x, %s>" % (
+            type(self).__name__, id(self), state)
+
+
+class Queue(_RingQueue):
+    """A FIFO queue shared by processes (multiprocessing.Queue), for any
+    number of producers and consumers.  ``maxsize`` > 0 bounds the number
+    of items; 0 means no bound."""
+
+    def put(self, obj, block=True, timeout=None):
+        """Put ``obj`` (pickled now: a later change of it is not seen);
+        if the queue is full, wait cooperatively when ``block`` (at most
+        ``timeout`` seconds).
+
+        :raises queue.Full: full, and not blocking or the timeout passed.
+        :raises ValueError: the queue was closed in this process.
+        """
+        self._put(obj, block, timeout)
+
+    def get(self, block=True, timeout=None):
+        """Remove and return the oldest item; if there is none, wait
+        cooperatively when ``block`` (at most ``timeout`` seconds).
+
+        :raises queue.Empty: empty, and not blocking or the timeout passed.
+        :raises ValueError: the queue was closed in this process.
+        """
+        return self._get(block, timeout)
+
+    def put_nowait(self, obj):
+        """put(obj, False)."""
+        self._put(obj, False, None)
+
+    def get_nowait(self):
+        """get(False)."""
+        return self._get(False, None)
+
+    def full(self):
+        """Whether the queue holds ``maxsize`` items (approximate)."""
+        return self._maxsize > 0 and self.qsize() >= self._maxsize
+
+    def join_thread(self):
+        """For the multiprocessing API: there is no feeder thread, every
+        put() has stored its item already."""
+        if not self._closed:
+            raise AssertionError("Queue %r not closed" % self)
+
+    def cancel_join_thread(self):
+        """For the multiprocessing API: nothing to cancel."""
+
+
+class JoinableQueue(Queue):
+    """A Queue whose consumers report each item done (``task_done()``), so
+    that ``join()`` can wait for all of them
+    (multiprocessing.JoinableQueue)."""
+
+    _bells = 3
+    _joinable = True
+
+    def task_done(self):
+        """Tell that an item taken with get() is fully processed.
+
+        :raises ValueError: more calls than items put.
+        """
+        b = self._block
+        while True:
+            left = b.load(_UNFINISHED)
+            if left <= 0:
+                raise ValueError("task_done() called too many times")
+            if b.cas(_UNFINISHED, left, left - 1):
+                break
+        if left == 1:
+            b.ring(_JOIN_BELL)
+
+    def join(self):
+        """Wait cooperatively until every item put was reported done."""
+        b = self._block
+
+        def done():
+            return b.load(_UNFINISHED) == 0
+
+        if not done():
+            wait_until(b, _JOIN_BELL, done, Deadline(None), still_ready=done)
+
+
+class SimpleQueue(_RingQueue):
+    """An unbounded FIFO queue shared by processes
+    (multiprocessing.SimpleQueue)."""
+
+    def put(self, obj):
+        """Put ``obj`` (pickled now)."""
+        self._put(obj, True, None)
+
+    def get(self):
+        """Remove and return the oldest item, waiting cooperatively for
+        one."""
+        return self._get(True, None)
