@@ -59,7 +59,7 @@
 
 /* Consumed ring pages are given back to the kernel by chunks of this. */
 #define DISCARD_CHUNK ((uint64_t)1 << 20)
-#define SPINS 2000
+#define SPINS 200
 
 enum { PUT_OK = 0, PUT_NO_SPACE = 1, PUT_BUSY = 2, PUT_FULL = 3,
        PUT_TOO_BIG = 4 };
@@ -620,6 +620,7 @@ block_put(BlockObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (code == PUT_OK) {
         ring(self, DATA_BELL);
     }
+    ring(self, SPACE_BELL);  /* writers waiting for the write turn */
 done:
     PyBuffer_Release(&view);
     return PyLong_FromLong(code);

@@ -21,7 +21,7 @@ import pickle
 import queue
 import time
 
-from gevent import sleep
+from gevent import idle
 
 from . import _ownership
 from ._bells import Deadline, process_is_dead, wait_until
@@ -50,23 +50,23 @@ def _yield_to_loop():
     global _due
     _due = _clock() + _YIELD_EVERY
     # Not sleep(0): that runs the ready greenlets but may skip the loop's
-    # timers; a timer due at once lets the whole loop iteration run.
-    sleep(0.000001)
+    # timers and I/O; nor a short sleep, which polls with a timeout of at
+    # least a millisecond.  idle() returns after one full, non-blocking
+    # iteration of the loop.
+    idle()
 
 
-def _dumps(obj, _dumps=pickle.dumps):
-    return _dumps(obj, pickle.HIGHEST_PROTOCOL)
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def _settle_busy(block, word):
-    """The other end's spin lock stayed taken: recover it if its holder
-    died (the ring is intact: records are committed whole), else give the
-    holder a moment (it copies, or the OS preempted it)."""
+def _recover_if_dead(block, word):
+    """The other end's spin lock stayed taken: free it if its holder died
+    (the ring is intact: records are committed whole).  A live holder
+    rings the bell when it is done."""
     pid = block.load(word)
-    if pid and process_is_dead(pid):
-        block.cas(word, pid, 0)
-    else:
-        sleep(0.0002)
+    return bool(pid) and process_is_dead(pid) and block.cas(word, pid, 0)
 
 
 class _RingQueue(SharedObject):
@@ -93,14 +93,22 @@ class _RingQueue(SharedObject):
         if self._closed:
             raise ValueError("Queue %r is closed" % self)
 
-    def _put(self, obj, block, timeout):
+    def put(self, obj, block=True, timeout=None):
+        """Put ``obj`` (pickled now: a later change of it is not seen);
+        if the queue is full, wait cooperatively when ``block`` (at most
+        ``timeout`` seconds).
+
+        :raises queue.Full: full, and not blocking or the timeout passed.
+        :raises ValueError: the queue was closed in this process.
+        """
         if self._closed:
             raise ValueError("Queue %r is closed" % self)
         if _clock() >= _due:
             _yield_to_loop()
-        data = _dumps(obj)  # an unpicklable object fails here, unqueued
-        b = self._block
-        code = b.put(data, self._maxsize, _ownership.pid, self._joinable)
+        # An unpicklable object fails here, before the queue is touched.
+        data = _pickle_dumps(obj, _PROTOCOL)
+        code = self._block.put(data, self._maxsize, _ownership.pid,
+                               self._joinable)
         if code:
             self._put_slow(data, code, block, timeout)
 
@@ -110,26 +118,36 @@ class _RingQueue(SharedObject):
             raise ValueError("an item of %d bytes pickled is larger than "
                              "this queue's ring (%d bytes)"
                              % (len(data), b.capacity))
-        deadline = None if not block else Deadline(timeout)
         pid = _ownership.pid
         maxsize = self._maxsize
         joinable = self._joinable
 
         def attempt():
-            while True:
+            code = b.put(data, maxsize, pid, joinable)
+            while code == _PUT_BUSY and _recover_if_dead(b, _WLOCK):
                 code = b.put(data, maxsize, pid, joinable)
-                if code != _PUT_BUSY:
-                    return code == _PUT_OK
-                _settle_busy(b, _WLOCK)
+            if code == _PUT_OK:
+                return True
+            if code == _PUT_BUSY:
+                # Another writer has the write turn: wait for it (it rings
+                # the space bell when done), even without ``block``.
+                return None
+            return None if block else "full"
 
-        if code == _PUT_BUSY and attempt():
-            return
-        if deadline is None:
+        if not block and code != _PUT_BUSY:
             raise queue.Full
-        if not wait_until(b, _SPACE_BELL, attempt, deadline):
+        if wait_until(b, _SPACE_BELL, attempt,
+                      Deadline(timeout if block else None),
+                      holder=lambda: b.load(_WLOCK)) is not True:
             raise queue.Full
 
-    def _get(self, block, timeout):
+    def get(self, block=True, timeout=None):
+        """Remove and return the oldest item; if there is none, wait
+        cooperatively when ``block`` (at most ``timeout`` seconds).
+
+        :raises queue.Empty: empty, and not blocking or the timeout passed.
+        :raises ValueError: the queue was closed in this process.
+        """
         if self._closed:
             raise ValueError("Queue %r is closed" % self)
         if _clock() >= _due:
@@ -137,30 +155,31 @@ class _RingQueue(SharedObject):
         item = self._block.get(_ownership.pid)
         if item.__class__ is not bytes:
             item = self._get_slow(item, block, timeout)
-        return pickle.loads(item)
+        return _pickle_loads(item)
 
     def _get_slow(self, code, block, timeout):
         b = self._block
         pid = _ownership.pid
+        if not block and code == _GET_EMPTY:
+            raise queue.Empty
 
         def attempt():
-            while True:
+            item = b.get(pid)
+            while item == _GET_BUSY and _recover_if_dead(b, _RLOCK):
                 item = b.get(pid)
-                if item.__class__ is bytes:
-                    return item
-                if item == _GET_EMPTY:
-                    return None
-                _settle_busy(b, _RLOCK)
-
-        if code == _GET_BUSY:
-            item = attempt()
-            if item is not None:
+            if item.__class__ is bytes:
                 return item
-        if not block:
-            raise queue.Empty
-        item = wait_until(b, _DATA_BELL, attempt, Deadline(timeout),
+            if item == _GET_BUSY:
+                # Another reader has the read turn: wait for it (it rings
+                # the data bell if items are left), even without ``block``.
+                return None
+            return None if block else "empty"
+
+        item = wait_until(b, _DATA_BELL, attempt,
+                          Deadline(timeout if block else None),
+                          holder=lambda: b.load(_RLOCK),
                           still_ready=self._has_items)
-        if item is None:
+        if item.__class__ is not bytes:
             raise queue.Empty
         return item
 
@@ -198,32 +217,13 @@ class Queue(_RingQueue):
     number of producers and consumers.  ``maxsize`` > 0 bounds the number
     of items; 0 means no bound."""
 
-    def put(self, obj, block=True, timeout=None):
-        """Put ``obj`` (pickled now: a later change of it is not seen);
-        if the queue is full, wait cooperatively when ``block`` (at most
-        ``timeout`` seconds).
-
-        :raises queue.Full: full, and not blocking or the timeout passed.
-        :raises ValueError: the queue was closed in this process.
-        """
-        self._put(obj, block, timeout)
-
-    def get(self, block=True, timeout=None):
-        """Remove and return the oldest item; if there is none, wait
-        cooperatively when ``block`` (at most ``timeout`` seconds).
-
-        :raises queue.Empty: empty, and not blocking or the timeout passed.
-        :raises ValueError: the queue was closed in this process.
-        """
-        return self._get(block, timeout)
-
     def put_nowait(self, obj):
         """put(obj, False)."""
-        self._put(obj, False, None)
+        self.put(obj, False)
 
     def get_nowait(self):
         """get(False)."""
-        return self._get(False, None)
+        return self.get(False)
 
     def full(self):
         """Whether the queue holds ``maxsize`` items (approximate)."""
@@ -275,13 +275,6 @@ class JoinableQueue(Queue):
 
 class SimpleQueue(_RingQueue):
     """An unbounded FIFO queue shared by processes
-    (multiprocessing.SimpleQueue)."""
-
-    def put(self, obj):
-        """Put ``obj`` (pickled now)."""
-        self._put(obj, True, None)
-
-    def get(self):
-        """Remove and return the oldest item, waiting cooperatively for
-        one."""
-        return self._get(True, None)
+    (multiprocessing.SimpleQueue): ``put(obj)``, ``get()``, ``empty()``,
+    ``close()``.  (``put`` and ``get`` also take the ``block`` and
+    ``timeout`` of :class:`Queue`, a gipc extension.)"""
