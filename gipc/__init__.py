@@ -26,6 +26,7 @@ _LAZY = {
     "Semaphore": "synchronize", "BoundedSemaphore": "synchronize",
     "Event": "synchronize", "Condition": "synchronize",
     "Barrier": "synchronize", "OwnerDiedError": "synchronize",
+    "NotGivenError": "_shared",
     "Value": "sharedctypes", "Array": "sharedctypes",
     "RawValue": "sharedctypes", "RawArray": "sharedctypes",
 }

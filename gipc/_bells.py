@@ -8,14 +8,13 @@ the process that holds what it waits for (its pidfd becomes readable when
 that process dies), so a dead holder is noticed at once.
 """
 import os
-import select
-import time
 
 import gevent
 from gevent import get_hub
 from gevent.hub import Waiter
 
-from ._cooperate import check_timeout
+from . import _cooperate
+from ._cooperate import check_timeout, fd_readable
 
 
 def bell_words(bell):
@@ -23,21 +22,13 @@ def bell_words(bell):
     return 16 + 8 * bell, 17 + 8 * bell
 
 
-class Deadline:
-    """``timeout`` seconds from now (None: never)."""
-
-    __slots__ = ("end",)
-
-    def __init__(self, timeout):
-        timeout = check_timeout(timeout)
-        if isinstance(timeout, gevent.Timeout):
-            raise TypeError("timeout must be None or a number of seconds")
-        self.end = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self):
-        if self.end is None:
-            return None
-        return self.end - time.monotonic()
+def Deadline(timeout):
+    """The point ``timeout`` seconds from now (None: never), checked as the
+    multiprocessing API takes it: None or a number of seconds."""
+    timeout = check_timeout(timeout)
+    if isinstance(timeout, gevent.Timeout):
+        raise TypeError("timeout must be None or a number of seconds")
+    return _cooperate.Deadline(timeout)
 
 
 def wait_readable(fds, timeout):
@@ -88,9 +79,7 @@ def process_is_dead(pid):
             return False
         return False
     try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+        return fd_readable(fd)  # a pidfd is readable once its process exits
     finally:
         os.close(fd)
 

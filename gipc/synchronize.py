@@ -483,7 +483,13 @@ class Condition(SharedObject):
                 waiting.append((b.load(word), word))
         waiting.sort()
         marked = 0
-        for _, word in waiting[:n]:
+        for _, word in waiting:
+            if marked == n:
+                break
+            pid = b.load(word + 2)
+            if pid != _ownership.pid and process_is_dead(pid):
+                b.store(word + 1, _FREE)  # a waiter that died waiting
+                continue
             b.store(word + 1, _NOTIFIED)
             marked += 1
         return marked

@@ -355,3 +355,14 @@ def test_threads_are_not_used():
     assert q.get() == 1
     q.close()
     assert threading.active_count() == before
+
+
+def test_cancelled_join_leaves_the_count(shared):
+    q = shared(gipc.JoinableQueue)
+    q.put("task")
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.02):
+            q.join()
+    assert q.get() == "task"
+    q.task_done()
+    q.join()

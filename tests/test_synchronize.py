@@ -463,3 +463,59 @@ def test_uncontended_lock_makes_no_syscall(shared):
         lock.release()
     from gipc._cooperate import fd_readable
     assert not fd_readable(fd)
+
+
+def _wait_on(cond):
+    with cond:
+        cond.wait()
+
+
+def _waiting(cond):
+    return sum(cond._block.load(synchronize._SLOT_BASE + 1 +
+                                synchronize._SLOT_WORDS * i) == 1
+               for i in range(synchronize._SLOTS))
+
+
+def test_notify_skips_a_waiter_that_died(shared):
+    cond = shared(gipc.Condition)
+    p = gipc.start_process(_wait_on, args=(cond,))
+    with gevent.Timeout(BOUND):
+        while _waiting(cond) != 1:
+            gevent.sleep(0.001)
+    p.kill()
+    assert end(p) == -signal.SIGKILL
+    local = gevent.spawn(_wait_on, cond)
+    with gevent.Timeout(BOUND):
+        while _waiting(cond) != 2:
+            gevent.sleep(0.001)
+    with cond:
+        cond.notify(1)
+    local.join(BOUND)
+    assert local.successful()
+    assert _waiting(cond) == 0
+
+
+def test_cancelled_event_wait_and_barrier_wait(shared):
+    event = shared(gipc.Event)
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.02):
+            event.wait()
+    assert not event.is_set()
+    barrier = shared(gipc.Barrier, 2)
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.02):
+            barrier.wait()
+    assert not barrier.broken and barrier.n_waiting == 0
+    other = gevent.spawn(barrier.wait, BOUND)
+    assert barrier.wait(BOUND) in (0, 1)
+    assert other.get(timeout=BOUND) in (0, 1)
+
+
+def test_cancelled_condition_wait_frees_its_slot(shared):
+    cond = shared(gipc.Condition)
+    with cond:
+        with pytest.raises(gevent.Timeout):
+            with gevent.Timeout(0.02):
+                cond.wait()
+        assert cond._lock._is_owned()  # taken again, as threading does
+    assert _waiting(cond) == 0
