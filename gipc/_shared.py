@@ -144,11 +144,10 @@ def note_given_attributes(process_obj):
 def _after_fork_in_child():
     global _given
     given, _given = _given or {}, None
+    # The objects given keep their inherited memory and descriptors.
     for obj in list(_live):
         if id(obj) not in given:
             obj._disown()
-        else:
-            obj._after_fork()
 
 
 def _after_fork_in_parent():

@@ -86,9 +86,6 @@ class _RingQueue(SharedObject):
         self._block = Block(self._bells, _RING_BYTES)
         self._register()
 
-    def _after_fork(self):
-        pass
-
     def _check_closed(self):
         if self._closed:
             raise ValueError("Queue %r is closed" % self)

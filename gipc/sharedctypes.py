@@ -116,9 +116,6 @@ class SynchronizedBase(SharedObject):
         self.release = lock.release
         self._register()
 
-    def _after_fork(self):
-        pass
-
     def __enter__(self):
         return self._lock.__enter__()
 

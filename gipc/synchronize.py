@@ -64,9 +64,6 @@ class _LockBase(SharedObject):
         self._block = Block(1)
         self._register()
 
-    def _after_fork(self):
-        pass
-
     def _holder(self):
         return self._block.load(_HOLDER)
 
@@ -248,9 +245,6 @@ class Semaphore(SharedObject):
         self._block.store(1, value if self._bounded else 0)
         self._register()
 
-    def _after_fork(self):
-        pass
-
     def acquire(self, block=True, timeout=None):
         """Take one unit; wait cooperatively if ``block`` (at most
         ``timeout`` seconds).  Return whether it was taken."""
@@ -312,9 +306,6 @@ class Event(SharedObject):
     def __init__(self):
         self._block = Block(1)
         self._register()
-
-    def _after_fork(self):
-        pass
 
     def is_set(self):
         """Whether the flag is set."""
@@ -396,9 +387,6 @@ class Condition(SharedObject):
         self._parts = (lock,)
         self._block = Block(1)
         self._register()
-
-    def _after_fork(self):
-        pass
 
     def acquire(self, block=True, timeout=None):
         """Acquire the underlying lock."""
@@ -554,9 +542,6 @@ class Barrier(SharedObject):
         self._timeout = timeout
         self._parties = parties
         self._register()
-
-    def _after_fork(self):
-        pass
 
     def _state(self):
         return self._block.load(1)
