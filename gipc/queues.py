@@ -86,10 +86,6 @@ class _RingQueue(SharedObject):
         self._block = Block(self._bells, _RING_BYTES)
         self._register()
 
-    def _check_closed(self):
-        if self._closed:
-            raise ValueError("Queue %r is closed" % self)
-
     def put(self, obj, block=True, timeout=None):
         """Put ``obj`` (pickled now: a later change of it is not seen);
         if the queue is full, wait cooperatively when ``block`` (at most

@@ -121,6 +121,13 @@ def test_fifo_from_a_child(shared):
     assert end(p) == 0
 
 
+def test_given_in_kwargs(shared):
+    q = shared(gipc.Queue)
+    p = gipc.start_process(_produce, kwargs={"q": q, "start": 5, "count": 3})
+    assert [q.get(timeout=BOUND) for _ in range(3)] == [5, 6, 7]
+    assert end(p) == 0
+
+
 def _consume_tasks(q, results):
     while True:
         item = q.get(timeout=BOUND)
