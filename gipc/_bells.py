@@ -13,8 +13,12 @@ import gevent
 from gevent import get_hub
 from gevent.hub import Waiter
 
-from . import _cooperate
+from . import _cooperate, _ownership
 from ._cooperate import check_timeout, fd_readable
+
+
+# How soon a waiter looks again when the holder it should watch is gone.
+_LOOK_AGAIN = 0.01
 
 
 def bell_words(bell):
@@ -67,7 +71,7 @@ def open_pidfd(pid):
 
 def process_is_dead(pid):
     """Whether process ``pid`` has exited (a zombie counts as dead)."""
-    if pid == os.getpid():
+    if pid == _ownership.pid:
         return False
     fd = open_pidfd(pid)
     if fd is None:
@@ -108,11 +112,13 @@ def wait_until(block, bell, attempt, deadline, holder=None, still_ready=None):
             fds = [block.bell_fd(bell)]
             pidfd = None
             pid = holder() if holder is not None else 0
-            if pid and pid != os.getpid():
+            if pid and pid != _ownership.pid:
                 pidfd = open_pidfd(pid)
-                if pidfd is None:
-                    return attempt()  # gone already: let attempt() see it
-                fds.append(pidfd)
+                if pidfd is not None:
+                    fds.append(pidfd)
+                elif remaining is None or remaining > _LOOK_AGAIN:
+                    # Gone meanwhile (reaped): attempt() sees to it soon.
+                    remaining = _LOOK_AGAIN
             try:
                 wait_readable(fds, remaining)
             finally:

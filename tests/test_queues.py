@@ -373,3 +373,43 @@ def test_cancelled_join_leaves_the_count(shared):
     assert q.get() == "task"
     q.task_done()
     q.join()
+
+
+def _tagged_producer(q, tag, count):
+    for i in range(count):
+        q.put((tag, i))
+
+
+def _collector(q, report):
+    seen = []
+    while True:
+        item = q.get(timeout=BOUND)
+        if item is None:
+            break
+        seen.append(item)
+    report.put(seen)
+
+
+def test_small_items_many_producers_many_consumers_exactly_once(shared):
+    q, report = shared(gipc.Queue, 64), shared(gipc.Queue)
+    consumers = [gipc.start_process(_collector, args=(q, report))
+                 for _ in range(3)]
+    producers = [gipc.start_process(_tagged_producer, args=(q, tag, 3000))
+                 for tag in range(3)]
+    local = [gevent.spawn(_tagged_producer, q, "parent", 1000)]
+    assert [end(p, BOUND) for p in producers] == [0, 0, 0]
+    gevent.joinall(local, timeout=BOUND, raise_error=True)
+    for _ in consumers:
+        q.put(None)
+    lists = [report.get(timeout=BOUND) for _ in consumers]
+    assert [end(p) for p in consumers] == [0, 0, 0]
+    everything = sorted(item for seen in lists for item in seen
+                        if item[0] != "parent")
+    assert everything == [(t, i) for t in range(3) for i in range(3000)]
+    mine = [item[1] for seen in lists for item in seen
+            if item[0] == "parent"]
+    assert sorted(mine) == list(range(1000))
+    for seen in lists:  # each consumer sees each producer's items in order
+        for tag in (0, 1, 2, "parent"):
+            order = [i for t, i in seen if t == tag]
+            assert order == sorted(order)

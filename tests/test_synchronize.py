@@ -519,3 +519,52 @@ def test_cancelled_condition_wait_frees_its_slot(shared):
                 cond.wait()
         assert cond._lock._is_owned()  # taken again, as threading does
     assert _waiting(cond) == 0
+
+
+def _count_under(lock, counter, inside, times):
+    for _ in range(times):
+        with lock:
+            inside.value += 1
+            assert inside.value == 1
+            counter.value += 1
+            inside.value -= 1
+
+
+@pytest.mark.parametrize("make", [gipc.Lock, gipc.RLock,
+                                  lambda: gipc.BoundedSemaphore(1)])
+def test_contended_lock_loses_no_wakeup(make):
+    lock = make()
+    counter = gipc.RawValue("i", 0)
+    inside = gipc.RawValue("i", 0)
+    try:
+        ps = [gipc.start_process(_count_under,
+                                 args=(lock, counter, inside, 300))
+              for _ in range(3)]
+        greenlets = [gevent.spawn(_count_under, lock, counter, inside, 100)
+                     for _ in range(2)]
+        assert [end(p, BOUND) for p in ps] == [0, 0, 0]
+        gevent.joinall(greenlets, timeout=BOUND, raise_error=True)
+        assert counter.value == 3 * 300 + 2 * 100
+    finally:
+        lock.close()
+
+
+def _bounded(sem, inside, peak, times):
+    for _ in range(times):
+        with sem:
+            with peak.get_lock():
+                inside.value += 1
+                peak.value = max(peak.value, inside.value)
+            gevent.sleep(0)
+            with peak.get_lock():
+                inside.value -= 1
+
+
+def test_semaphore_bounds_concurrency(shared):
+    sem = shared(gipc.Semaphore, 2)
+    inside, peak = gipc.RawValue("i", 0), shared(gipc.Value, "i", 0)
+    ps = [gipc.start_process(_bounded, args=(sem, inside, peak, 200))
+          for _ in range(4)]
+    assert [end(p, BOUND) for p in ps] == [0, 0, 0, 0]
+    assert 1 <= peak.value <= 2
+    assert sem.get_value() == 2
