@@ -413,3 +413,30 @@ def test_small_items_many_producers_many_consumers_exactly_once(shared):
         for tag in (0, 1, 2, "parent"):
             order = [i for t, i in seen if t == tag]
             assert order == sorted(order)
+
+
+def _ring_rss_kib(q):
+    """Resident KiB of the queue's ring mapping in this process."""
+    size = q._block.capacity
+    current = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                start, stop = (int(x, 16) for x in fields[0].split("-"))
+                current = stop - start
+            elif fields[0] == "Rss:" and current == size:
+                return int(fields[1])
+    raise AssertionError("ring mapping not found")
+
+
+def test_read_pages_are_given_back(shared):
+    q = shared(gipc.Queue)
+    chunk = b"x" * (256 * 1024)
+    for _ in range(4):
+        for _ in range(32):
+            q.put(chunk)
+        for _ in range(32):
+            assert q.get() == chunk
+    # 32 MiB went through; only the chunk the tail is in may stay resident.
+    assert _ring_rss_kib(q) <= 2048
