@@ -12,6 +12,8 @@ within each repetition; the best repetition counts:
   sentinel each); items/s from the first put to the last consumer's report.
   gipc against ``multiprocessing`` (fork context).  Every item is counted:
   a lost or duplicated one fails the run (exit status 1).
+  Also a Python reference (``pyref``): the pipe queue of the design
+  sketch, with blocking I/O (:class:`PipeQueue`).
 * an uncontended ``Lock`` acquire + release, against ``multiprocessing``'s
   Lock and ``threading.Lock`` (a C reference: no process sharing at all).
 * the largest stall of the parent's event loop (a greenlet that sleeps
@@ -48,7 +50,46 @@ def _consumer(q, report):
     report.put(n)
 
 
+class PipeQueue:
+    """The Python reference: a shared pipe, one os.write per pickled item
+    (length, payload), readers serialised by a multiprocessing lock that
+    read the header then exactly the payload, blocking I/O (what the
+    design sketch's pipe queue costs without gevent)."""
+
+    def __init__(self):
+        import multiprocessing
+        self._r, self._w = os.pipe()
+        self._lock = multiprocessing.get_context("fork").Lock()
+
+    def put(self, obj):
+        import pickle
+        import struct
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        os.write(self._w, struct.pack("<I", len(data)) + data)
+
+    def _read_exact(self, n):
+        chunks = []
+        while n:
+            chunk = os.read(self._r, n)
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def get(self):
+        import pickle
+        with self._lock:
+            n = int.from_bytes(self._read_exact(4), "little")
+            return pickle.loads(self._read_exact(n))
+
+
 def _namespace(impl):
+    if impl == "pyref":
+        import multiprocessing
+        import types
+        fork = multiprocessing.get_context("fork")
+        return types.SimpleNamespace(
+            Queue=fork.Queue, SimpleQueue=PipeQueue, PipeQueue=PipeQueue,
+            Process=fork.Process)
     if impl == "gipc":
         import gevent
         gevent.get_hub()
@@ -61,7 +102,7 @@ def _namespace(impl):
 def measure_throughput(impl, kind, consumers, n):
     """Items per second from the parent to ``consumers`` children."""
     ns = _namespace(impl)
-    q = getattr(ns, kind)()
+    q = getattr(ns, "PipeQueue" if impl == "pyref" else kind)()
     report = ns.Queue()
     procs = [ns.Process(target=_consumer, args=(q, report))
              for _ in range(consumers)]
@@ -200,7 +241,9 @@ def main(argv=None):
     for _ in range(reps):
         for kind in ("Queue", "SimpleQueue"):
             for consumers in (1, 2):
-                for impl in ("multiprocessing", "gipc"):
+                for impl in ("multiprocessing", "gipc", "pyref"):
+                    if impl == "pyref" and kind != "Queue":
+                        continue  # one reference for both kinds
                     key = (kind, consumers, impl)
                     rate = _spawn("throughput", impl, kind, consumers, n)
                     rates[key] = max(rates.get(key, 0.0), rate)
@@ -218,18 +261,25 @@ def main(argv=None):
     missed = 0
     print("bench.queues: %d items, %d repetition(s), best of each; "
           "fork context" % (n, reps))
-    print("%-12s %9s %16s %16s %7s  target" % (
-        "queue", "consumers", "multiprocessing", "gipc", "ratio"))
+    print("%-12s %9s %16s %16s %7s %8s  target" % (
+        "queue", "consumers", "multiprocessing", "gipc", "ratio",
+        "/pyref"))
     for kind in ("Queue", "SimpleQueue"):
         for consumers in (1, 2):
             mp_rate = rates[(kind, consumers, "multiprocessing")]
             gipc_rate = rates[(kind, consumers, "gipc")]
+            ref_rate = rates[("Queue", consumers, "pyref")]
             ratio = gipc_rate / mp_rate
             ok = ratio >= TARGET_RATIO
             missed += not ok
-            print("%-12s %9d %14.0f/s %14.0f/s %6.2fx  >= %.1fx %s" % (
-                kind, consumers, mp_rate, gipc_rate, ratio, TARGET_RATIO,
-                "MET" if ok else "MISSED"))
+            print("%-12s %9d %14.0f/s %14.0f/s %6.2fx %7.2fx  >= %.1fx %s"
+                  % (kind, consumers, mp_rate, gipc_rate, ratio,
+                     gipc_rate / ref_rate, TARGET_RATIO,
+                     "MET" if ok else "MISSED"))
+    for consumers in (1, 2):
+        print("pyref (a shared os.pipe, blocking, per-item write and two "
+              "reads under a lock), %d consumer(s): %.0f/s" % (
+                  consumers, rates[("Queue", consumers, "pyref")]))
     ok = locks["gipc"] <= TARGET_LOCK_US
     missed += not ok
     print("Lock acquire+release: gipc %.3f us, multiprocessing %.3f us "
