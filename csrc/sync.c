@@ -133,7 +133,8 @@ static int
 check_open(BlockObject *self)
 {
     if (self->words == NULL) {
-        PyErr_SetString(PyExc_ValueError, "shared block is closed");
+        PyErr_SetString(PyExc_ValueError,
+                        "this queue or lock was closed in this process");
         return -1;
     }
     return 0;

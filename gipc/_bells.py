@@ -35,13 +35,27 @@ def Deadline(timeout):
     return _cooperate.Deadline(timeout)
 
 
-def wait_readable(fds, timeout):
-    """Wait cooperatively until one of ``fds`` is readable; return it, or
-    None after ``timeout`` seconds (None: no limit)."""
+# The waits in progress in this process, per block: close() wakes them
+# (their descriptors are about to go).
+_local_waits = {}
+
+
+def wake_local_waiters(block):
+    """Make every wait of this process on ``block`` return now."""
+    for waiter in _local_waits.pop(id(block), ()):
+        waiter.hub.loop.run_callback(waiter.switch, None)
+
+
+def wait_readable(fds, timeout, block):
+    """Wait cooperatively until one of ``fds`` (of ``block``) is readable;
+    return it, or None after ``timeout`` seconds (None: no limit) or if
+    ``block`` is closed meanwhile."""
     hub = get_hub()
     waiter = Waiter(hub)
     watchers = []
     timer = None
+    waits = _local_waits.setdefault(id(block), set())
+    waits.add(waiter)
     try:
         for fd in fds:
             watcher = hub.loop.io(fd, 1)
@@ -52,6 +66,9 @@ def wait_readable(fds, timeout):
             timer.start(waiter.switch, None)
         return waiter.get()
     finally:
+        waits.discard(waiter)
+        if not waits and _local_waits.get(id(block)) is waits:
+            del _local_waits[id(block)]
         for watcher in watchers:
             watcher.stop()
             watcher.close()
@@ -120,7 +137,7 @@ def wait_until(block, bell, attempt, deadline, holder=None, still_ready=None):
                     # Gone meanwhile (reaped): attempt() sees to it soon.
                     remaining = _LOOK_AGAIN
             try:
-                wait_readable(fds, remaining)
+                wait_readable(fds, remaining, block)
             finally:
                 if pidfd is not None:
                     os.close(pidfd)

@@ -12,6 +12,7 @@ This module stays small: ``_moves`` imports it on every start, and the
 check costs nothing until a shared object exists.
 """
 import os
+import sys
 import weakref
 
 from .exceptions import GIPCError
@@ -77,14 +78,17 @@ class SharedObject:
     def __reduce_ex__(self, protocol):
         return self.__reduce__()
 
-    def _release_shared(self, error, message):
+    def _release_shared(self, error, message, wake=True):
         """Give back this process's descriptors and mapping; later uses
-        raise ``error(message)``."""
+        raise ``error(message)``; waits in progress here end (``wake``)."""
         block = self._block
         if isinstance(block, _Unusable):
             return
         self._block = _Unusable((error, message))
         if block is not None:
+            if wake:
+                from ._bells import wake_local_waiters
+                wake_local_waiters(block)
             block.close()
 
     def _disown(self):
@@ -92,7 +96,7 @@ class SharedObject:
                       "this %s was not given to this process: pass it to the "
                       "child in Process(args=...) / start_process(args=...) "
                       "or as an attribute of a Process subclass"
-                      % type(self).__qualname__)
+                      % type(self).__qualname__, wake=False)
 
     def _close_shared(self):
         """Release the descriptors and memory of this object in this
@@ -144,6 +148,9 @@ def note_given_attributes(process_obj):
 def _after_fork_in_child():
     global _given
     given, _given = _given or {}, None
+    bells = sys.modules.get(__package__ + "._bells")
+    if bells is not None:
+        bells._local_waits.clear()  # the parent's greenlets never run here
     # The objects given keep their inherited memory and descriptors.
     for obj in list(_live):
         if id(obj) not in given:

@@ -335,7 +335,7 @@ class Event(SharedObject):
             remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return b.load(0) == 1
-            wait_readable((fd,), remaining)
+            wait_readable((fd,), remaining, b)
             if b.load(0) == 1:
                 return True
             # A byte left by a set() that a clear() overtook: drain it, and
@@ -438,7 +438,7 @@ class Condition(SharedObject):
                 remaining = deadline.remaining()
                 if remaining is not None and remaining <= 0:
                     break
-                wait_readable((fd,), remaining)
+                wait_readable((fd,), remaining, b)
                 if b.load(word + 1) != _NOTIFIED:
                     sleep(_STEP_ASIDE)  # the byte is another waiter's
             interrupted = False

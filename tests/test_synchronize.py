@@ -568,3 +568,19 @@ def test_semaphore_bounds_concurrency(shared):
     assert [end(p, BOUND) for p in ps] == [0, 0, 0, 0]
     assert 1 <= peak.value <= 2
     assert sem.get_value() == 2
+
+
+@pytest.mark.parametrize("name", ["lock", "semaphore", "event", "queue"])
+def test_close_ends_waits_in_progress(name):
+    obj = {"lock": gipc.Lock, "semaphore": lambda: gipc.Semaphore(0),
+           "event": gipc.Event, "queue": gipc.Queue}[name]()
+    if name == "lock":
+        obj.acquire()
+    wait = getattr(obj, {"lock": "acquire", "semaphore": "acquire",
+                         "event": "wait", "queue": "get"}[name])
+    waiter = gevent.spawn(wait)
+    gevent.sleep(0.01)
+    obj.close()
+    waiter.join(BOUND)
+    assert isinstance(waiter.exception, ValueError)
+    assert "closed" in str(waiter.exception)
