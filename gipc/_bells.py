@@ -8,6 +8,7 @@ the process that holds what it waits for (its pidfd becomes readable when
 that process dies), so a dead holder is noticed at once.
 """
 import os
+from typing import Dict, Set
 
 import gevent
 from gevent import get_hub
@@ -37,7 +38,7 @@ def Deadline(timeout):
 
 # The waits in progress in this process, per block: close() wakes them
 # (their descriptors are about to go).
-_local_waits = {}
+_local_waits: Dict[int, Set[Waiter]] = {}
 
 
 def wake_local_waiters(block):

@@ -14,11 +14,12 @@ check costs nothing until a shared object exists.
 import os
 import sys
 import weakref
+from typing import Any, Tuple
 
 from .exceptions import GIPCError
 
 #: Every shared object alive in this process (weakly).
-_live = weakref.WeakSet()
+_live: "weakref.WeakSet[SharedObject]" = weakref.WeakSet()
 
 #: ids of the objects the child about to be forked gets, or None.
 _given = None
@@ -57,8 +58,8 @@ class SharedObject:
     and list the other shared objects they are made of in ``_parts``.
     """
 
-    _block = None
-    _parts = ()
+    _block: Any = None
+    _parts: Tuple["SharedObject", ...] = ()
 
     def _register(self):
         global _hooks_installed

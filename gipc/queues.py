@@ -20,6 +20,7 @@ waits, only when its 16 GiB reservation is full.
 import pickle
 import queue
 import time
+from typing import Any, Optional
 
 from gevent import idle
 
@@ -75,7 +76,7 @@ class _RingQueue(SharedObject):
     _bells = 2
     _joinable = False
 
-    def __init__(self, maxsize=0):
+    def __init__(self, maxsize: int = 0) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
             raise TypeError("maxsize must be an integer, not %s"
                             % type(maxsize).__name__)
@@ -86,7 +87,8 @@ class _RingQueue(SharedObject):
         self._block = Block(self._bells, _RING_BYTES)
         self._register()
 
-    def put(self, obj, block=True, timeout=None):
+    def put(self, obj: Any, block: bool = True,
+            timeout: Optional[float] = None) -> None:
         """Put ``obj`` (pickled now: a later change of it is not seen);
         if the queue is full, wait cooperatively when ``block`` (at most
         ``timeout`` seconds).
@@ -134,7 +136,8 @@ class _RingQueue(SharedObject):
                       holder=lambda: b.load(_WLOCK)) is not True:
             raise queue.Full
 
-    def get(self, block=True, timeout=None):
+    def get(self, block: bool = True,
+            timeout: Optional[float] = None) -> Any:
         """Remove and return the oldest item; if there is none, wait
         cooperatively when ``block`` (at most ``timeout`` seconds).
 
@@ -180,18 +183,18 @@ class _RingQueue(SharedObject):
         b = self._block
         return b.load(_HEAD) != b.load(_TAIL)
 
-    def qsize(self):
+    def qsize(self) -> int:
         """The number of items in the queue (approximate while other
         processes put and get)."""
         b = self._block
         taken = b.load(_NGET)
         return max(b.load(_NPUT) - taken, 0)
 
-    def empty(self):
+    def empty(self) -> bool:
         """Whether the queue is empty (approximate, as qsize())."""
         return not self._has_items()
 
-    def close(self):
+    def close(self) -> None:
         """No more put() or get() from this process: release its
         descriptors and its mapping of the queue.  Items already put stay
         for the other processes."""
@@ -210,25 +213,25 @@ class Queue(_RingQueue):
     number of producers and consumers.  ``maxsize`` > 0 bounds the number
     of items; 0 means no bound."""
 
-    def put_nowait(self, obj):
+    def put_nowait(self, obj: Any) -> None:
         """put(obj, False)."""
         self.put(obj, False)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         """get(False)."""
         return self.get(False)
 
-    def full(self):
+    def full(self) -> bool:
         """Whether the queue holds ``maxsize`` items (approximate)."""
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
-    def join_thread(self):
+    def join_thread(self) -> None:
         """For the multiprocessing API: there is no feeder thread, every
         put() has stored its item already."""
         if not self._closed:
             raise AssertionError("Queue %r not closed" % self)
 
-    def cancel_join_thread(self):
+    def cancel_join_thread(self) -> None:
         """For the multiprocessing API: nothing to cancel."""
 
 
@@ -240,7 +243,7 @@ class JoinableQueue(Queue):
     _bells = 3
     _joinable = True
 
-    def task_done(self):
+    def task_done(self) -> None:
         """Tell that an item taken with get() is fully processed.
 
         :raises ValueError: more calls than items put.
@@ -255,7 +258,7 @@ class JoinableQueue(Queue):
         if left == 1:
             b.ring(_JOIN_BELL)
 
-    def join(self):
+    def join(self) -> None:
         """Wait cooperatively until every item put was reported done."""
         b = self._block
 

@@ -12,6 +12,7 @@ inherited by every child, with no checks.
 """
 import ctypes
 import mmap
+from typing import Any, Iterable, Union
 
 from ._shared import SharedObject
 from .synchronize import Lock, RLock
@@ -52,7 +53,7 @@ def _new_shared(type_):
     return type_.from_buffer(memory)  # keeps the mapping alive, zeroed
 
 
-def RawValue(typecode_or_type, *args):
+def RawValue(typecode_or_type: Union[str, type], *args: Any) -> Any:
     """A ctypes object of that type (or typecode) in shared memory,
     initialised with ``args``."""
     obj = _new_shared(_ctype(typecode_or_type))
@@ -60,7 +61,8 @@ def RawValue(typecode_or_type, *args):
     return obj
 
 
-def RawArray(typecode_or_type, size_or_initializer):
+def RawArray(typecode_or_type: Union[str, type],
+             size_or_initializer: Union[int, Iterable[Any]]) -> Any:
     """A ctypes array in shared memory: ``size_or_initializer`` zeroed
     items, or a copy of that sequence."""
     type_ = _ctype(typecode_or_type)
@@ -74,7 +76,7 @@ def RawArray(typecode_or_type, size_or_initializer):
     return obj
 
 
-def _lock_for(lock):
+def _lock_for(lock: object) -> Union[Lock, RLock]:
     if lock is True or lock is None:
         return RLock()
     if not isinstance(lock, (Lock, RLock)):
@@ -85,7 +87,8 @@ def _lock_for(lock):
     return lock
 
 
-def Value(typecode_or_type, *args, lock=True):
+def Value(typecode_or_type: Union[str, type], *args: Any,
+          lock: Union[bool, Lock, RLock, None] = True) -> Any:
     """A shared ctypes object wrapped with a gipc lock (``lock=True``: a new
     RLock; or a given gipc Lock/RLock); ``lock=False``: the raw object."""
     obj = RawValue(typecode_or_type, *args)
@@ -94,21 +97,23 @@ def Value(typecode_or_type, *args, lock=True):
     return Synchronized(obj, _lock_for(lock))
 
 
-def Array(typecode_or_type, size_or_initializer, *, lock=True):
+def Array(typecode_or_type: Union[str, type],
+          size_or_initializer: Union[int, Iterable[Any]], *,
+          lock: Union[bool, Lock, RLock, None] = True) -> Any:
     """A shared ctypes array wrapped with a gipc lock (as :func:`Value`)."""
     obj = RawArray(typecode_or_type, size_or_initializer)
     if lock is False:
         return obj
-    lock = _lock_for(lock)
+    guard = _lock_for(lock)
     if isinstance(obj, ctypes.Array) and obj._type_ is ctypes.c_char:
-        return SynchronizedString(obj, lock)
-    return SynchronizedArray(obj, lock)
+        return SynchronizedString(obj, guard)
+    return SynchronizedArray(obj, guard)
 
 
 class SynchronizedBase(SharedObject):
     """A shared ctypes object and the gipc lock that guards it."""
 
-    def __init__(self, obj, lock):
+    def __init__(self, obj: Any, lock: Union[Lock, RLock]) -> None:
         self._obj = obj
         self._lock = lock
         self._parts = (lock,)
@@ -122,15 +127,15 @@ class SynchronizedBase(SharedObject):
     def __exit__(self, *exc_info):
         return self._lock.__exit__(*exc_info)
 
-    def get_obj(self):
+    def get_obj(self) -> Any:
         """The raw ctypes object."""
         return self._obj
 
-    def get_lock(self):
+    def get_lock(self) -> Union[Lock, RLock]:
         """The gipc lock that guards it."""
         return self._lock
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's lock descriptors (gipc extension)."""
         self._close_shared()
 
@@ -142,12 +147,12 @@ class Synchronized(SynchronizedBase):
     """A shared value; reading or setting ``value`` takes the lock."""
 
     @property
-    def value(self):
+    def value(self) -> Any:
         with self._lock:
             return self._obj.value
 
     @value.setter
-    def value(self, new):
+    def value(self, new: Any) -> None:
         with self._lock:
             self._obj.value = new
 
@@ -155,14 +160,14 @@ class Synchronized(SynchronizedBase):
 class SynchronizedArray(SynchronizedBase):
     """A shared array; every item access takes the lock."""
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._obj)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         with self._lock:
             return self._obj[index]
 
-    def __setitem__(self, index, value):
+    def __setitem__(self, index: Any, value: Any) -> None:
         with self._lock:
             self._obj[index] = value
 
@@ -171,21 +176,21 @@ class SynchronizedString(SynchronizedArray):
     """A shared char array with ``value`` and ``raw``."""
 
     @property
-    def value(self):
+    def value(self) -> Any:
         with self._lock:
             return self._obj.value
 
     @value.setter
-    def value(self, new):
+    def value(self, new: Any) -> None:
         with self._lock:
             self._obj.value = new
 
     @property
-    def raw(self):
+    def raw(self) -> bytes:
         with self._lock:
             return self._obj.raw
 
     @raw.setter
-    def raw(self, new):
+    def raw(self, new: bytes) -> None:
         with self._lock:
             self._obj.raw = new

@@ -15,6 +15,9 @@ again to go on.  A ``Semaphore`` does not know its holders: a unit held
 by a process that died stays taken (as with multiprocessing); use
 timeouts.
 """
+from threading import BrokenBarrierError  # what multiprocessing raises
+from typing import Callable, Optional, TypeVar, Union
+
 from gevent import getcurrent, sleep
 
 from . import _ownership
@@ -25,6 +28,8 @@ from .exceptions import GIPCError
 
 __all__ = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event",
            "Condition", "Barrier", "OwnerDiedError", "BrokenBarrierError"]
+
+T = TypeVar("T")
 
 #: Largest semaphore value (as POSIX's SEM_VALUE_MAX on Linux).
 SEM_VALUE_MAX = 2 ** 31 - 1
@@ -44,12 +49,6 @@ class _NotOwnedError(AssertionError, ValueError):
     multiprocessing raises AssertionError, threading a ValueError-like
     error; this is both."""
 
-
-try:
-    from threading import BrokenBarrierError
-except ImportError:  # pragma: no cover
-    class BrokenBarrierError(RuntimeError):
-        """The barrier is broken or was reset."""
 
 
 def _pid():
@@ -108,7 +107,7 @@ class _LockBase(SharedObject):
     def __exit__(self, *exc_info):
         self.release()
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's descriptors and mapping of the lock (gipc
         extension; other processes keep theirs).  Unusable here after."""
         self._close_shared()
@@ -119,7 +118,8 @@ class Lock(_LockBase):
     any process or greenlet may release it."""
 
 
-    def acquire(self, block=True, timeout=None):
+    def acquire(self, block: bool = True,
+                timeout: Optional[float] = None) -> bool:
         """Take the lock; wait cooperatively if ``block`` (at most
         ``timeout`` seconds).  Return whether it was taken.
 
@@ -129,14 +129,14 @@ class Lock(_LockBase):
             return True
         return self._acquire_slow(block, timeout)
 
-    def release(self):
+    def release(self) -> None:
         """Free the lock.
 
         :raises ValueError: it is not held.
         """
         self._block.unlock()
 
-    def locked(self):
+    def locked(self) -> bool:
         """Whether some process holds the lock."""
         return self._block.load(_HOLDER) != 0
 
@@ -168,7 +168,8 @@ class RLock(_LockBase):
     release it as many times."""
 
 
-    def acquire(self, block=True, timeout=None):
+    def acquire(self, block: bool = True,
+                timeout: Optional[float] = None) -> bool:
         """Take the lock (again, if this greenlet holds it); wait
         cooperatively if ``block`` (at most ``timeout`` seconds).
 
@@ -186,7 +187,7 @@ class RLock(_LockBase):
             return True
         return False
 
-    def release(self):
+    def release(self) -> None:
         """Release one level; the lock is free once every acquire() of the
         holder is released.
 
@@ -233,7 +234,7 @@ class Semaphore(SharedObject):
 
     _bounded = False
 
-    def __init__(self, value=1):
+    def __init__(self, value: int = 1) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError("semaphore value must be an integer")
         if value < 0:
@@ -245,7 +246,8 @@ class Semaphore(SharedObject):
         self._block.store(1, value if self._bounded else 0)
         self._register()
 
-    def acquire(self, block=True, timeout=None):
+    def acquire(self, block: bool = True,
+                timeout: Optional[float] = None) -> bool:
         """Take one unit; wait cooperatively if ``block`` (at most
         ``timeout`` seconds).  Return whether it was taken."""
         b = self._block
@@ -256,14 +258,14 @@ class Semaphore(SharedObject):
         return wait_until(b, 0, b.sem_try, Deadline(timeout),
                           still_ready=lambda: b.load(0) > 0)
 
-    def release(self):
+    def release(self) -> None:
         """Give one unit back.
 
         :raises ValueError: (BoundedSemaphore) more releases than acquires.
         """
         self._block.sem_post()
 
-    def get_value(self):
+    def get_value(self) -> int:
         """The current value."""
         return self._block.load(0)
 
@@ -273,7 +275,7 @@ class Semaphore(SharedObject):
     def __exit__(self, *exc_info):
         self.release()
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
@@ -307,23 +309,23 @@ class Event(SharedObject):
         self._block = Block(1)
         self._register()
 
-    def is_set(self):
+    def is_set(self) -> bool:
         """Whether the flag is set."""
         return self._block.load(0) == 1
 
-    def set(self):
+    def set(self) -> None:
         """Set the flag and wake every waiter."""
         b = self._block
         if b.cas(0, 0, 1):
             b.poke(0)
 
-    def clear(self):
+    def clear(self) -> None:
         """Reset the flag."""
         b = self._block
         if b.cas(0, 1, 0):
             b.drain(0)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait cooperatively until the flag is set (at most ``timeout``
         seconds); return whether it is set."""
         b = self._block
@@ -345,7 +347,7 @@ class Event(SharedObject):
                 b.poke(0)
                 return True
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
@@ -377,7 +379,7 @@ class Condition(SharedObject):
     """
 
 
-    def __init__(self, lock=None):
+    def __init__(self, lock: Union["Lock", "RLock", None] = None) -> None:
         if lock is None:
             lock = RLock()
         elif not isinstance(lock, (Lock, RLock)):
@@ -388,11 +390,12 @@ class Condition(SharedObject):
         self._block = Block(1)
         self._register()
 
-    def acquire(self, block=True, timeout=None):
+    def acquire(self, block: bool = True,
+                timeout: Optional[float] = None) -> bool:
         """Acquire the underlying lock."""
         return self._lock.acquire(block, timeout)
 
-    def release(self):
+    def release(self) -> None:
         """Release the underlying lock."""
         self._lock.release()
 
@@ -422,7 +425,7 @@ class Condition(SharedObject):
         raise GIPCError("too many processes wait on this Condition (%d)"
                         % _SLOTS)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, wait cooperatively until notified (at most
         ``timeout`` seconds), take the lock again; return whether it was
         notified."""
@@ -482,7 +485,8 @@ class Condition(SharedObject):
             marked += 1
         return marked
 
-    def wait_for(self, predicate, timeout=None):
+    def wait_for(self, predicate: Callable[[], T],
+                 timeout: Optional[float] = None) -> T:
         """Wait until ``predicate()`` is true (at most ``timeout`` seconds);
         return its last value."""
         result = predicate()
@@ -497,17 +501,17 @@ class Condition(SharedObject):
             result = predicate()
         return result
 
-    def notify(self, n=1):
+    def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiters (the oldest first)."""
         self._check_owned("notify()")
         for _ in range(self._mark_oldest(n)):
             self._block.poke(0)
 
-    def notify_all(self):
+    def notify_all(self) -> None:
         """Wake every waiter."""
         self.notify(_SLOTS)
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's descriptors and mapping, and the lock's
         (gipc extension)."""
         self._close_shared()
@@ -532,7 +536,9 @@ class Barrier(SharedObject):
     ``parties`` have called it."""
 
 
-    def __init__(self, parties, action=None, timeout=None):
+    def __init__(self, parties: int,
+                 action: Optional[Callable[[], object]] = None,
+                 timeout: Optional[float] = None) -> None:
         if not isinstance(parties, int) or parties < 1:
             raise ValueError("parties must be > 0")
         self._cond = Condition(Lock())
@@ -546,7 +552,7 @@ class Barrier(SharedObject):
     def _state(self):
         return self._block.load(1)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> int:
         """Wait until every party arrived; return this party's arrival
         index (0 to parties - 1).
 
@@ -604,7 +610,7 @@ class Barrier(SharedObject):
         self._block.store(1, _BROKEN)
         self._cond.notify_all()
 
-    def reset(self):
+    def reset(self) -> None:
         """Return the barrier to its initial state; parties waiting get
         BrokenBarrierError."""
         with self._cond:
@@ -617,30 +623,30 @@ class Barrier(SharedObject):
                 self._block.store(1, _FILLING)
             self._cond.notify_all()
 
-    def abort(self):
+    def abort(self) -> None:
         """Break the barrier: waiting and future wait() calls raise
         BrokenBarrierError until reset()."""
         with self._cond:
             self._break()
 
     @property
-    def parties(self):
+    def parties(self) -> int:
         """Parties needed to pass the barrier."""
         return self._parties
 
     @property
-    def n_waiting(self):
+    def n_waiting(self) -> int:
         """Parties currently waiting."""
         if self._state() == _FILLING:
             return self._block.load(0)
         return 0
 
     @property
-    def broken(self):
+    def broken(self) -> bool:
         """Whether the barrier is broken."""
         return self._state() == _BROKEN
 
-    def close(self):
+    def close(self) -> None:
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
