@@ -561,24 +561,30 @@ class Barrier(SharedObject):
         """
         if timeout is None:
             timeout = self._timeout
+        deadline = Deadline(timeout)
         b = self._block
         with self._cond:
-            self._enter()
+            self._enter(deadline)
             index = b.load(0)
             b.store(0, index + 1)
             try:
                 if index + 1 == self._parties:
                     self._release()
                 else:
-                    self._wait(timeout)
+                    self._wait(deadline.remaining())
                 return index
             finally:
                 b.add(0, -1)
                 self._exit()
 
-    def _enter(self):
-        while self._state() in (_DRAINING, _RESETTING):
-            self._cond.wait()
+    def _enter(self, deadline):
+        # Bounded too (unlike threading's): a party that died while the
+        # barrier drained would hold every later wait() here.
+        if not self._cond.wait_for(
+                lambda: self._state() not in (_DRAINING, _RESETTING),
+                deadline.remaining()):
+            self._break()
+            raise BrokenBarrierError
         if self._state() == _BROKEN:
             raise BrokenBarrierError
 

@@ -584,3 +584,13 @@ def test_close_ends_waits_in_progress(name):
     waiter.join(BOUND)
     assert isinstance(waiter.exception, ValueError)
     assert "closed" in str(waiter.exception)
+
+
+def test_barrier_stuck_draining_times_out(shared):
+    barrier = shared(gipc.Barrier, 2)
+    # As left by a party that died before leaving a passed barrier.
+    barrier._block.store(1, synchronize._DRAINING)
+    barrier._block.store(0, 1)
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(0.05)
+    assert barrier.broken
