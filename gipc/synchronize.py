@@ -74,9 +74,12 @@ class _LockBase(SharedObject):
         block = self._block
         pid = block.load(_HOLDER)
         if pid and pid != _ownership.pid and process_is_dead(pid):
-            if block.cas(_HOLDER, pid, 0):
+            # Take it over first: once it is free, a new holder's RLock
+            # state must not be reset by a late recoverer.
+            if block.cas(_HOLDER, pid, _ownership.pid):
+                block.store(_GREENLET, 0)
                 block.store(_DEPTH, 0)
-                block.ring(0)
+                block.unlock()  # and wake a waiter
                 raise OwnerDiedError(
                     "process %d died holding %r; the lock was released on "
                     "its behalf, and what it protected may be inconsistent"

@@ -594,3 +594,17 @@ def test_barrier_stuck_draining_times_out(shared):
     with pytest.raises(threading.BrokenBarrierError):
         barrier.wait(0.05)
     assert barrier.broken
+
+
+def test_rlock_holder_died_is_recovered(shared):
+    rlock, held = shared(gipc.RLock), shared(gipc.Event)
+    p = gipc.start_process(_die_holding, args=(rlock, held))
+    assert held.wait(BOUND)
+    p.join(BOUND)
+    with pytest.raises(gipc.OwnerDiedError):
+        rlock.acquire(timeout=BOUND)
+    assert rlock.acquire(False) and rlock.acquire(False)
+    assert rlock._block.load(synchronize._DEPTH) == 2
+    rlock.release()
+    rlock.release()
+    assert end(p) == -signal.SIGKILL
