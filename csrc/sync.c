@@ -39,6 +39,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0  /* the reservation is then charged in full */
+#endif
+
 #define HEADER_WORDS 512
 #define HEADER_BYTES (HEADER_WORDS * 8)
 #define MAX_BELLS 4
