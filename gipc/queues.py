@@ -22,7 +22,7 @@ import queue
 import time
 from typing import Any, Optional
 
-from gevent import idle
+from gevent import get_hub
 
 from . import _ownership
 from ._bells import Deadline, process_is_dead, wait_until
@@ -49,12 +49,20 @@ _due = 0.0
 
 def _yield_to_loop():
     global _due
-    _due = _clock() + _YIELD_EVERY
-    # Not sleep(0): that runs the ready greenlets but may skip the loop's
-    # timers and I/O; nor a short sleep, which polls with a timeout of at
-    # least a millisecond.  idle() returns after one full, non-blocking
-    # iteration of the loop.
-    idle()
+    # A timer due at once: the loop polls without blocking, then runs what
+    # is due.  Not sleep(0), which runs the ready greenlets but may leave
+    # the timers for several ms; not a short sleep, which polls for at
+    # least 1 ms; not idle(), which waits for ever while another greenlet
+    # keeps yielding with sleep(0).
+    hub = get_hub()
+    timer = hub.loop.timer(0.0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
+        # From now: a yield that took long (other greenlets ran) must not
+        # make the next call yield at once.
+        _due = _clock() + _YIELD_EVERY
 
 
 _pickle_dumps = pickle.dumps

@@ -440,3 +440,24 @@ def test_read_pages_are_given_back(shared):
             assert q.get() == chunk
     # 32 MiB went through; only the chunk the tail is in may stay resident.
     assert _ring_rss_kib(q) <= 2048
+
+
+def test_put_and_get_progress_beside_a_greenlet_that_keeps_yielding(shared):
+    # Their turn-taking yield must not wait for the loop to be idle: with
+    # such a greenlet it never is.
+    q = shared(gipc.Queue)
+    stop = []
+
+    def spinner():
+        while not stop:
+            gevent.sleep(0)
+
+    g = gevent.spawn(spinner)
+    try:
+        with gevent.Timeout(BOUND):
+            for i in range(20000):
+                q.put(i)
+            assert [q.get() for _ in range(20000)] == list(range(20000))
+    finally:
+        stop.append(1)
+        g.join(BOUND)
