@@ -327,6 +327,8 @@ class Event(SharedObject):
         b = self._block
         if b.cas(0, 1, 0):
             b.drain(0)
+            if b.load(0) == 1:
+                b.poke(0)  # set() again meanwhile: its byte may be drained
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait cooperatively until the flag is set (at most ``timeout``
@@ -446,7 +448,10 @@ class Condition(SharedObject):
                     break
                 wait_readable((fd,), remaining, b)
                 if b.load(word + 1) != _NOTIFIED:
-                    sleep(_STEP_ASIDE)  # the byte is another waiter's
+                    # The byte is another waiter's: let it take it (unless
+                    # it died before it could).
+                    self._forget_dead_notified()
+                    sleep(_STEP_ASIDE)
             interrupted = False
         finally:
             try:
@@ -466,6 +471,18 @@ class Condition(SharedObject):
             else:
                 b.take(0)
         return notified
+
+    def _forget_dead_notified(self):
+        """Free the slots of waiters that died after their notification,
+        and take their bytes out of the pipe."""
+        b = self._block
+        for index in range(_SLOTS):
+            word = self._slot(index)
+            if b.load(word + 1) == _NOTIFIED:
+                pid = b.load(word + 2)
+                if pid != _ownership.pid and process_is_dead(pid) and \
+                        b.cas(word + 1, _NOTIFIED, _FREE):
+                    b.take(0)
 
     def _mark_oldest(self, n):
         """Mark the ``n`` oldest waiting slots notified; return how many."""

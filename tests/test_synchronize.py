@@ -608,3 +608,23 @@ def test_rlock_holder_died_is_recovered(shared):
     rlock.release()
     rlock.release()
     assert end(p) == -signal.SIGKILL
+
+
+def test_waiter_that_died_notified_does_not_keep_others_awake(shared):
+    cond = shared(gipc.Condition)
+    p = gipc.start_process(_wait_on, args=(cond,))
+    with gevent.Timeout(BOUND):
+        while _waiting(cond) != 1:
+            gevent.sleep(0.001)
+    p.kill()
+    assert end(p) == -signal.SIGKILL
+    with cond:
+        # As if notified just as it died: its slot notified, its byte sent.
+        word = next(cond._slot(i) for i in range(synchronize._SLOTS)
+                    if cond._block.load(cond._slot(i) + 1) == 1)
+        cond._block.store(word + 1, 2)
+        cond._block.poke(0)
+        assert cond.wait(0.05) is False  # woken by that byte, which it clears
+    assert cond._block.load(word + 1) == 0
+    from gipc._cooperate import fd_readable
+    assert not fd_readable(cond._block.bell_fd(0))
