@@ -30,6 +30,12 @@ setup(
                      if name != "module"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
-        )
+        ),
+        Extension(
+            "gipc._sync",
+            sources=["csrc/sync.c"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        ),
     ],
 )

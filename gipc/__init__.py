@@ -17,6 +17,35 @@ from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc
 
 __version__ = "2.0.0.dev0"
 
+# Queues, locks and shared values (the rest of the multiprocessing names),
+# imported on first use: a program that never uses them does not map them
+# into every fork.
+_LAZY = {
+    "Queue": "queues", "SimpleQueue": "queues", "JoinableQueue": "queues",
+    "Lock": "synchronize", "RLock": "synchronize",
+    "Semaphore": "synchronize", "BoundedSemaphore": "synchronize",
+    "Event": "synchronize", "Condition": "synchronize",
+    "Barrier": "synchronize", "OwnerDiedError": "synchronize",
+    "NotGivenError": "_shared",
+    "Value": "sharedctypes", "Array": "sharedctypes",
+    "RawValue": "sharedctypes", "RawArray": "sharedctypes",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'gipc' has no attribute %r" % name)
+    import importlib
+    value = getattr(importlib.import_module("." + module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "pipe",
     "start_process",
@@ -32,4 +61,5 @@ __all__ = [
     "GIPCLocked",
     "GIPCProtocolError",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    *_LAZY,
 ]

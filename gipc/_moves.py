@@ -9,6 +9,7 @@ and still open in the parent, as with multiprocessing.  Every other gipc
 handle is closed in the child.  Everything is validated first, so that a
 bad handle raises before any child exists.
 """
+from . import _shared
 from .connection import Connection
 from .exceptions import GIPCError, GIPCLocked
 from .handles import _GIPCDuplexHandle, _GIPCHandle, handles_in
@@ -52,6 +53,7 @@ def collect_moved_handles(args, kwargs):
     :raises GIPCError: a handle belongs to another process, is broken, or
         hides inside a container (it would be closed in the child).
     """
+    _shared.note_given(args, kwargs)  # queues and locks: shared, not moved
     if not args and not kwargs:
         return ()
     top_level = list(args) + list(kwargs.values())
@@ -91,6 +93,7 @@ def collect_shared_handles(process_obj, moved):
     :raises GIPCError: one belongs to another process or is broken, or has
         received data not yet read (both processes would read it).
     """
+    _shared.note_given_attributes(process_obj)
     shared = []
     for handle in _movable_in(vars(process_obj).values()):
         if handle._closed or handle in moved or handle in shared:

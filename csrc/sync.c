@@ -1,0 +1,814 @@
+/*
+ * gipc._sync: shared-memory words and a byte ring for gipc's queues and
+ * locks (gipc/synchronize.py, gipc/queues.py).
+ *
+ * A Block is a page of 64-bit words in a MAP_SHARED|MAP_ANONYMOUS mapping,
+ * made before the fork and so shared with every child, plus "bells": pipes
+ * whose write end is rung when a waiter may proceed.  Optionally it carries
+ * a data ring (a second, much larger mapping reserved with MAP_NORESERVE:
+ * only the pages in use cost memory).  Every operation here is an atomic
+ * step that never waits: the uncontended lock, the queue's put and get
+ * move no byte through the kernel.  When a step cannot proceed it says so
+ * and the Python layer waits on a bell with a gevent watcher.
+ *
+ * Bell protocol (word 16 + 8 * bell: waiters; word 17 + 8 * bell: armed).
+ * A waiter counts itself in, arms the bell, checks its condition, and only
+ * then waits for the read end to be readable; after waking it drains the
+ * pipe.  Whoever makes a condition true rings: if waiters are counted and
+ * it clears "armed", it writes one byte.  So a pipe write happens at most
+ * once per sleep of the waiters, not once per operation.  A waiter that
+ * leaves rings again if the condition still holds (it may have drained a
+ * byte another waiter needed).
+ *
+ * The ring holds records (an 8-byte length, the payload, padding to 8) at
+ * offsets that only grow; positions are offsets modulo the capacity.  A
+ * record is committed whole: the writer publishes the new head after the
+ * copy, the reader the new tail after its copy.  A process that dies in
+ * the middle of either leaves the ring as it was.  The two ends are
+ * serialised by spin locks that are held only inside one call here (never
+ * across a wait); each holds the holder's pid, so a lock left by a dead
+ * process can be recovered.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0  /* the reservation is then charged in full */
+#endif
+
+#define HEADER_WORDS 512
+#define HEADER_BYTES (HEADER_WORDS * 8)
+#define MAX_BELLS 4
+#define BELL_WAITERS(b) (16 + 8 * (b))
+#define BELL_ARMED(b) (17 + 8 * (b))
+
+/* Ring words: the writer's and the reader's on separate cache lines. */
+#define R_HEAD 64
+#define R_NPUT 65
+#define R_WLOCK 66
+#define R_UNFINISHED 67
+#define R_TAIL 72
+#define R_NGET 73
+#define R_RLOCK 74
+
+#define DATA_BELL 0
+#define SPACE_BELL 1
+
+/* Consumed ring pages are given back to the kernel by chunks of this. */
+#define DISCARD_CHUNK ((uint64_t)1 << 20)
+#define SPINS 200
+
+enum { PUT_OK = 0, PUT_NO_SPACE = 1, PUT_BUSY = 2, PUT_FULL = 3,
+       PUT_TOO_BIG = 4 };
+enum { GET_EMPTY = 1, GET_BUSY = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    int64_t *words;
+    char *data;
+    uint64_t capacity;
+    int nbells;
+    int rfd[MAX_BELLS];
+    int wfd[MAX_BELLS];
+} BlockObject;
+
+static inline int64_t
+load(int64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+
+static inline void
+store(int64_t *p, int64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+
+static inline int
+cas(int64_t *p, int64_t expected, int64_t desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void
+close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        /* close() is never retried on EINTR on Linux: the fd is gone. */
+        (void)close(*fd);
+        *fd = -1;
+    }
+}
+
+static void
+block_release(BlockObject *self)
+{
+    if (self->words != NULL) {
+        munmap(self->words, HEADER_BYTES);
+        self->words = NULL;
+    }
+    if (self->data != NULL) {
+        munmap(self->data, (size_t)self->capacity);
+        self->data = NULL;
+    }
+    for (int i = 0; i < MAX_BELLS; i++) {
+        close_fd(&self->rfd[i]);
+        close_fd(&self->wfd[i]);
+    }
+}
+
+static int
+check_open(BlockObject *self)
+{
+    if (self->words == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "this queue or lock was closed in this process");
+        return -1;
+    }
+    return 0;
+}
+
+/* Ring bell b if someone waits on it and nobody rang since it was armed. */
+static void
+ring(BlockObject *self, int b)
+{
+    if (load(&self->words[BELL_WAITERS(b)]) <= 0) {
+        return;
+    }
+    if (__atomic_exchange_n(&self->words[BELL_ARMED(b)], 0,
+                            __ATOMIC_SEQ_CST) == 0) {
+        return;
+    }
+    ssize_t n;
+    do {
+        n = write(self->wfd[b], "x", 1);
+    } while (n < 0 && errno == EINTR);
+    /* EAGAIN: the pipe is full of wake-ups already, which is enough. */
+}
+
+static int
+make_bell(BlockObject *self, int b)
+{
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->rfd[b] = fds[0];
+    self->wfd[b] = fds[1];
+    return 0;
+}
+
+static void *
+map_shared(size_t size, int noreserve)
+{
+    int flags = MAP_SHARED | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static PyObject *
+block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"bells", "ring_bytes", NULL};
+    int nbells = 1;
+    unsigned long long ring_bytes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iK", kwlist, &nbells,
+                                     &ring_bytes)) {
+        return NULL;
+    }
+    if (nbells < 0 || nbells > MAX_BELLS) {
+        PyErr_SetString(PyExc_ValueError, "bells must be 0 to 4");
+        return NULL;
+    }
+    BlockObject *self = (BlockObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < MAX_BELLS; i++) {
+        self->rfd[i] = self->wfd[i] = -1;
+    }
+    self->words = map_shared(HEADER_BYTES, 0);
+    if (self->words == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    self->nbells = nbells;
+    for (int b = 0; b < nbells; b++) {
+        if (make_bell(self, b) < 0) {
+            goto error;
+        }
+    }
+    if (ring_bytes > 0) {
+        /* Reserve the largest power of two that the system grants, no
+         * larger than asked and no smaller than 64 MiB (a strict
+         * overcommit policy charges MAP_NORESERVE mappings in full). */
+        uint64_t size = (uint64_t)1 << 26;
+        while (size < ring_bytes && size < ((uint64_t)1 << 40)) {
+            size <<= 1;
+        }
+        for (;;) {
+            self->data = map_shared((size_t)size, 1);
+            if (self->data != NULL || size <= ((uint64_t)1 << 26)) {
+                break;
+            }
+            size >>= 1;
+        }
+        if (self->data == NULL) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto error;
+        }
+        self->capacity = size;
+    }
+    return (PyObject *)self;
+
+error:
+    block_release(self);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void
+block_dealloc(BlockObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    block_release(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+word_index(BlockObject *self, PyObject *arg, Py_ssize_t *index)
+{
+    if (check_open(self) < 0) {
+        return -1;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (i < 0 || i >= HEADER_WORDS) {
+        PyErr_SetString(PyExc_IndexError, "word index out of range");
+        return -1;
+    }
+    *index = i;
+    return 0;
+}
+
+static int
+int64_arg(PyObject *arg, int64_t *out)
+{
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static PyObject *
+block_load(BlockObject *self, PyObject *arg)
+{
+    Py_ssize_t i;
+    if (word_index(self, arg, &i) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(load(&self->words[i]));
+}
+
+static PyObject *
+block_store(BlockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    int64_t v;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "store(index, value)");
+        return NULL;
+    }
+    if (word_index(self, args[0], &i) < 0 || int64_arg(args[1], &v) < 0) {
+        return NULL;
+    }
+    store(&self->words[i], v);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+block_add(BlockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    int64_t v;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(index, delta)");
+        return NULL;
+    }
+    if (word_index(self, args[0], &i) < 0 || int64_arg(args[1], &v) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(
+        __atomic_add_fetch(&self->words[i], v, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+block_cas(BlockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    int64_t old, new;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "cas(index, expected, new)");
+        return NULL;
+    }
+    if (word_index(self, args[0], &i) < 0 || int64_arg(args[1], &old) < 0
+            || int64_arg(args[2], &new) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(cas(&self->words[i], old, new));
+}
+
+static int
+bell_arg(BlockObject *self, PyObject *arg, int *bell)
+{
+    if (check_open(self) < 0) {
+        return -1;
+    }
+    long b = PyLong_AsLong(arg);
+    if (b == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (b < 0 || b >= self->nbells) {
+        PyErr_SetString(PyExc_IndexError, "no such bell");
+        return -1;
+    }
+    *bell = (int)b;
+    return 0;
+}
+
+static PyObject *
+block_ring(BlockObject *self, PyObject *arg)
+{
+    int b;
+    if (bell_arg(self, arg, &b) < 0) {
+        return NULL;
+    }
+    ring(self, b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+block_drain(BlockObject *self, PyObject *arg)
+{
+    int b;
+    char buf[256];
+    if (bell_arg(self, arg, &b) < 0) {
+        return NULL;
+    }
+    for (;;) {
+        ssize_t n = read(self->rfd[b], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < (ssize_t)sizeof(buf)) {
+            break;  /* empty now (EAGAIN), or a short read */
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+block_poke(BlockObject *self, PyObject *arg)
+{
+    int b;
+    ssize_t n;
+    if (bell_arg(self, arg, &b) < 0) {
+        return NULL;
+    }
+    do {
+        n = write(self->wfd[b], "x", 1);
+    } while (n < 0 && errno == EINTR);
+    return PyBool_FromLong(n == 1);
+}
+
+static PyObject *
+block_take(BlockObject *self, PyObject *arg)
+{
+    int b;
+    char c;
+    ssize_t n;
+    if (bell_arg(self, arg, &b) < 0) {
+        return NULL;
+    }
+    do {
+        n = read(self->rfd[b], &c, 1);
+    } while (n < 0 && errno == EINTR);
+    return PyBool_FromLong(n == 1);
+}
+
+static PyObject *
+block_bell_fd(BlockObject *self, PyObject *arg)
+{
+    int b;
+    if (bell_arg(self, arg, &b) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->rfd[b]);
+}
+
+/* Lock: word 0 is the holder's pid, 0 when free. */
+
+static PyObject *
+block_try_lock(BlockObject *self, PyObject *arg)
+{
+    int64_t pid;
+    if (check_open(self) < 0 || int64_arg(arg, &pid) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(cas(&self->words[0], 0, pid));
+}
+
+static PyObject *
+block_unlock(BlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t old = __atomic_exchange_n(&self->words[0], 0, __ATOMIC_SEQ_CST);
+    if (old == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "semaphore or lock released too many times");
+        return NULL;
+    }
+    if (self->nbells > 0) {
+        ring(self, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Semaphore: word 0 is the value, word 1 the bound (0: unbounded). */
+
+static PyObject *
+block_sem_try(BlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t v = load(&self->words[0]);
+    while (v > 0) {
+        if (__atomic_compare_exchange_n(&self->words[0], &v, v - 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+block_sem_post(BlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t bound = load(&self->words[1]);
+    int64_t v = load(&self->words[0]);
+    for (;;) {
+        if (bound > 0 && v >= bound) {
+            PyErr_SetString(PyExc_ValueError,
+                            "semaphore or lock released too many times");
+            return NULL;
+        }
+        if (__atomic_compare_exchange_n(&self->words[0], &v, v + 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            break;
+        }
+    }
+    if (self->nbells > 0) {
+        ring(self, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The ring. */
+
+static int
+spin_lock(int64_t *word, int64_t pid)
+{
+    for (int i = 0; i < SPINS; i++) {
+        if (load(word) == 0 && cas(word, 0, pid)) {
+            return 1;
+        }
+        cpu_relax();
+    }
+    return 0;
+}
+
+static void
+spin_unlock(int64_t *word)
+{
+    store(word, 0);
+}
+
+static void
+ring_copy_in(BlockObject *self, uint64_t offset, const char *src, uint64_t n)
+{
+    uint64_t pos = offset & (self->capacity - 1);
+    uint64_t first = self->capacity - pos;
+    if (first >= n) {
+        memcpy(self->data + pos, src, (size_t)n);
+    }
+    else {
+        memcpy(self->data + pos, src, (size_t)first);
+        memcpy(self->data, src + first, (size_t)(n - first));
+    }
+}
+
+static void
+ring_copy_out(BlockObject *self, uint64_t offset, char *dst, uint64_t n)
+{
+    uint64_t pos = offset & (self->capacity - 1);
+    uint64_t first = self->capacity - pos;
+    if (first >= n) {
+        memcpy(dst, self->data + pos, (size_t)n);
+    }
+    else {
+        memcpy(dst, self->data + pos, (size_t)first);
+        memcpy(dst + first, self->data, (size_t)(n - first));
+    }
+}
+
+static inline uint64_t
+record_size(uint64_t payload)
+{
+    return 8 + ((payload + 7) & ~(uint64_t)7);
+}
+
+static int
+check_ring(BlockObject *self)
+{
+    if (check_open(self) < 0) {
+        return -1;
+    }
+    if (self->data == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this block has no ring");
+        return -1;
+    }
+    return 0;
+}
+
+/* put(data, maxsize, pid, joinable) -> PUT_* */
+static PyObject *
+block_put(BlockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "put(data, maxsize, pid, joinable)");
+        return NULL;
+    }
+    int64_t maxsize, pid;
+    if (check_ring(self) < 0 || int64_arg(args[1], &maxsize) < 0
+            || int64_arg(args[2], &pid) < 0) {
+        return NULL;
+    }
+    int joinable = PyObject_IsTrue(args[3]);
+    if (joinable < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    int code = PUT_OK;
+    uint64_t n = (uint64_t)view.len;
+    uint64_t need = record_size(n);
+    int64_t *w = self->words;
+    if (need > self->capacity) {
+        code = PUT_TOO_BIG;
+        goto done;
+    }
+    if (!spin_lock(&w[R_WLOCK], pid)) {
+        code = PUT_BUSY;
+        goto done;
+    }
+    if (maxsize > 0 && load(&w[R_NPUT]) - load(&w[R_NGET]) >= maxsize) {
+        code = PUT_FULL;
+    }
+    else {
+        uint64_t head = (uint64_t)load(&w[R_HEAD]);
+        uint64_t tail = (uint64_t)load(&w[R_TAIL]);
+        if (head + need - tail > self->capacity) {
+            code = PUT_NO_SPACE;
+        }
+        else {
+            uint64_t len = n;
+            ring_copy_in(self, head, (const char *)&len, 8);
+            ring_copy_in(self, head + 8, view.buf, n);
+            if (joinable) {
+                __atomic_add_fetch(&w[R_UNFINISHED], 1, __ATOMIC_SEQ_CST);
+            }
+            __atomic_add_fetch(&w[R_NPUT], 1, __ATOMIC_SEQ_CST);
+            store(&w[R_HEAD], (int64_t)(head + need));
+        }
+    }
+    spin_unlock(&w[R_WLOCK]);
+    if (code == PUT_OK) {
+        ring(self, DATA_BELL);
+    }
+    ring(self, SPACE_BELL);  /* writers waiting for the write turn */
+done:
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(code);
+}
+
+/* Give the pages of whole consumed chunks back (before the tail passes
+ * them: until then no writer may reuse them). */
+static void
+discard_consumed(BlockObject *self, uint64_t old_tail, uint64_t new_tail)
+{
+    uint64_t start = old_tail & ~(DISCARD_CHUNK - 1);
+    uint64_t end = new_tail & ~(DISCARD_CHUNK - 1);
+    if (self->capacity <= DISCARD_CHUNK) {
+        return;
+    }
+    for (uint64_t off = start; off < end; off += DISCARD_CHUNK) {
+        uint64_t pos = off & (self->capacity - 1);
+#ifdef MADV_REMOVE
+        (void)madvise(self->data + pos, (size_t)DISCARD_CHUNK, MADV_REMOVE);
+#else
+        (void)pos;
+#endif
+    }
+}
+
+/* get(pid) -> bytes, or GET_EMPTY / GET_BUSY */
+static PyObject *
+block_get(BlockObject *self, PyObject *arg)
+{
+    int64_t pid;
+    if (check_ring(self) < 0 || int64_arg(arg, &pid) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->words;
+    if ((uint64_t)load(&w[R_HEAD]) == (uint64_t)load(&w[R_TAIL])) {
+        return PyLong_FromLong(GET_EMPTY);
+    }
+    if (!spin_lock(&w[R_RLOCK], pid)) {
+        return PyLong_FromLong(GET_BUSY);
+    }
+    uint64_t tail = (uint64_t)load(&w[R_TAIL]);
+    uint64_t head = (uint64_t)load(&w[R_HEAD]);
+    if (head == tail) {
+        spin_unlock(&w[R_RLOCK]);
+        return PyLong_FromLong(GET_EMPTY);
+    }
+    uint64_t len;
+    ring_copy_out(self, tail, (char *)&len, 8);
+    PyObject *item = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    if (item == NULL) {
+        spin_unlock(&w[R_RLOCK]);
+        return NULL;  /* the record stays for the next reader */
+    }
+    ring_copy_out(self, tail + 8, PyBytes_AS_STRING(item), len);
+    uint64_t new_tail = tail + record_size(len);
+    discard_consumed(self, tail, new_tail);
+    __atomic_add_fetch(&w[R_NGET], 1, __ATOMIC_SEQ_CST);
+    store(&w[R_TAIL], (int64_t)new_tail);
+    spin_unlock(&w[R_RLOCK]);
+    ring(self, SPACE_BELL);
+    if (head != new_tail) {
+        ring(self, DATA_BELL);  /* another reader may have slept */
+    }
+    return item;
+}
+
+static PyObject *
+block_close(BlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    block_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+block_get_closed(BlockObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->words == NULL);
+}
+
+static PyObject *
+block_get_capacity(BlockObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->capacity);
+}
+
+static PyMethodDef block_methods[] = {
+    {"load", (PyCFunction)block_load, METH_O,
+     PyDoc_STR("load(i) -> int: word i.")},
+    {"store", (PyCFunction)(void (*)(void))block_store, METH_FASTCALL,
+     PyDoc_STR("store(i, v): set word i.")},
+    {"add", (PyCFunction)(void (*)(void))block_add, METH_FASTCALL,
+     PyDoc_STR("add(i, d) -> int: add d to word i, return the new value.")},
+    {"cas", (PyCFunction)(void (*)(void))block_cas, METH_FASTCALL,
+     PyDoc_STR("cas(i, old, new) -> bool: compare and swap word i.")},
+    {"ring", (PyCFunction)block_ring, METH_O,
+     PyDoc_STR("ring(b): wake the waiters of bell b, if any sleep.")},
+    {"drain", (PyCFunction)block_drain, METH_O,
+     PyDoc_STR("drain(b): empty bell b's pipe.")},
+    {"poke", (PyCFunction)block_poke, METH_O,
+     PyDoc_STR("poke(b) -> bool: write one byte to bell b unconditionally.")},
+    {"take", (PyCFunction)block_take, METH_O,
+     PyDoc_STR("take(b) -> bool: read one byte of bell b, if any.")},
+    {"bell_fd", (PyCFunction)block_bell_fd, METH_O,
+     PyDoc_STR("bell_fd(b) -> int: the read end of bell b.")},
+    {"try_lock", (PyCFunction)block_try_lock, METH_O,
+     PyDoc_STR("try_lock(pid) -> bool: take the lock (word 0) for pid.")},
+    {"unlock", (PyCFunction)block_unlock, METH_NOARGS,
+     PyDoc_STR("unlock(): free the lock and ring bell 0; ValueError if "
+               "it was free.")},
+    {"sem_try", (PyCFunction)block_sem_try, METH_NOARGS,
+     PyDoc_STR("sem_try() -> bool: take one unit of the semaphore.")},
+    {"sem_post", (PyCFunction)block_sem_post, METH_NOARGS,
+     PyDoc_STR("sem_post(): give one unit back and ring bell 0; "
+               "ValueError beyond the bound (word 1).")},
+    {"put", (PyCFunction)(void (*)(void))block_put, METH_FASTCALL,
+     PyDoc_STR("put(data, maxsize, pid, joinable) -> code (0 done, 1 no "
+               "room, 2 busy, 3 maxsize reached, 4 larger than the ring).")},
+    {"get", (PyCFunction)block_get, METH_O,
+     PyDoc_STR("get(pid) -> bytes, or 1 (empty) or 2 (busy).")},
+    {"close", (PyCFunction)block_close, METH_NOARGS,
+     PyDoc_STR("close(): unmap the memory and close the bells here.")},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef block_getset[] = {
+    {"closed", (getter)block_get_closed, NULL,
+     PyDoc_STR("True once close() was called."), NULL},
+    {"capacity", (getter)block_get_capacity, NULL,
+     PyDoc_STR("Bytes of the ring (0: none)."), NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot block_slots[] = {
+    {Py_tp_new, block_new},
+    {Py_tp_dealloc, block_dealloc},
+    {Py_tp_methods, block_methods},
+    {Py_tp_getset, block_getset},
+    {Py_tp_doc, (void *)PyDoc_STR(
+        "Block(bells=1, ring_bytes=0): shared words, bells and a ring.")},
+    {0, NULL}
+};
+
+static PyType_Spec block_spec = {
+    .name = "gipc._sync.Block",
+    .basicsize = sizeof(BlockObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = block_slots,
+};
+
+static int
+sync_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &block_spec, NULL);
+    if (type == NULL) {
+        return -1;
+    }
+    int rc = PyModule_AddObjectRef(module, "Block", type);
+    Py_DECREF(type);
+    if (rc < 0) {
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "HEADER_WORDS", HEADER_WORDS) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot sync_slots[] = {
+    {Py_mod_exec, sync_exec},
+    {0, NULL}
+};
+
+static struct PyModuleDef sync_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gipc._sync",
+    .m_doc = "Shared-memory words, bells and a byte ring for gipc's "
+             "queues and locks.",
+    .m_size = 0,
+    .m_slots = sync_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__sync(void)
+{
+    return PyModuleDef_Init(&sync_module);
+}

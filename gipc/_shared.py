@@ -1,0 +1,163 @@
+"""Objects shared with child processes: queues, locks and shared values.
+
+Unlike pipe handles, which move, these are open in the parent and in every
+child that was given one: through ``Process(args=...)``,
+``start_process(args=...)`` or ``kwargs`` (also inside lists, tuples, sets
+and dicts there), or as an attribute of a ``Process`` subclass.  Just
+before a fork, ``_moves`` tells :func:`note_given` what the child gets; in
+the child, every other shared object of the parent is disowned: its
+descriptors are closed and any use raises :class:`NotGivenError`.
+
+This module stays small: ``_moves`` imports it on every start, and the
+check costs nothing until a shared object exists.
+"""
+import os
+import sys
+import weakref
+from typing import Any, Tuple
+
+from .exceptions import GIPCError
+
+#: Every shared object alive in this process (weakly).
+_live: "weakref.WeakSet[SharedObject]" = weakref.WeakSet()
+
+#: ids of the objects the child about to be forked gets, or None.
+_given = None
+_hooks_installed = False
+
+
+class NotGivenError(GIPCError):
+    """A queue, lock or shared value used in a process that was not given
+    it (pass it in ``Process(args=...)`` or as a ``Process`` attribute)."""
+
+
+class SharingError(GIPCError, RuntimeError):
+    """A queue, lock or shared value was pickled (put in a message or a
+    queue): it can only reach a child as a ``Process`` argument or
+    attribute.  A ``RuntimeError``, as multiprocessing raises."""
+
+
+class _Unusable:
+    """Stands in for the shared memory of a disowned or closed object: any
+    use raises a clear error."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error):
+        self._error = error
+
+    def __getattr__(self, name):
+        error, message = self._error
+        raise error(message)
+
+
+class SharedObject:
+    """Base of the objects that are shared with children, not moved.
+
+    Subclasses keep their shared memory in ``_block`` (a ``_sync.Block``)
+    and list the other shared objects they are made of in ``_parts``.
+    """
+
+    _block: Any = None
+    _parts: Tuple["SharedObject", ...] = ()
+
+    def _register(self):
+        global _hooks_installed
+        if not _hooks_installed:
+            os.register_at_fork(after_in_child=_after_fork_in_child,
+                                after_in_parent=_after_fork_in_parent)
+            _hooks_installed = True
+        _live.add(self)
+
+    def __reduce__(self):
+        raise SharingError(
+            "%s objects are shared with a child process by passing them to "
+            "it (Process(args=...), start_process(args=...), or as an "
+            "attribute of a Process subclass); they cannot be pickled, so "
+            "not sent in a message or a queue" % type(self).__qualname__)
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+    def _release_shared(self, error, message, wake=True):
+        """Give back this process's descriptors and mapping; later uses
+        raise ``error(message)``; waits in progress here end (``wake``)."""
+        block = self._block
+        if isinstance(block, _Unusable):
+            return
+        self._block = _Unusable((error, message))
+        if block is not None:
+            if wake:
+                from ._bells import wake_local_waiters
+                wake_local_waiters(block)
+            block.close()
+
+    def _disown(self):
+        self._release_shared(NotGivenError,
+                      "this %s was not given to this process: pass it to the "
+                      "child in Process(args=...) / start_process(args=...) "
+                      "or as an attribute of a Process subclass"
+                      % type(self).__qualname__, wake=False)
+
+    def _close_shared(self):
+        """Release the descriptors and memory of this object in this
+        process (the other processes keep theirs)."""
+        self._release_shared(ValueError,
+                             "%s is closed" % type(self).__qualname__)
+        for part in self._parts:
+            part._close_shared()
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _collect(values, into, depth=0):
+    for value in values:
+        if isinstance(value, SharedObject):
+            if id(value) not in into:
+                into[id(value)] = value
+                _collect(value._parts, into, depth)
+        elif isinstance(value, _CONTAINERS) and depth < 8:
+            _collect(value.values() if isinstance(value, dict) else value,
+                     into, depth + 1)
+
+
+def note_given(args, kwargs):
+    """Record the shared objects in ``args``/``kwargs`` of the child about
+    to be started (called before its fork; replaces what a previous start
+    recorded)."""
+    global _given
+    if not _live:
+        _given = None
+        return
+    given = {}
+    _collect(args, given)
+    _collect(kwargs.values(), given)
+    _given = given
+
+
+def note_given_attributes(process_obj):
+    """Add the shared objects held as attributes of ``process_obj``."""
+    global _given
+    if not _live:
+        return
+    if _given is None:
+        _given = {}
+    _collect(vars(process_obj).values(), _given)
+
+
+def _after_fork_in_child():
+    global _given
+    given, _given = _given or {}, None
+    bells = sys.modules.get(__package__ + "._bells")
+    if bells is not None:
+        bells._local_waits.clear()  # the parent's greenlets never run here
+    # The objects given keep their inherited memory and descriptors.
+    for obj in list(_live):
+        if id(obj) not in given:
+            obj._disown()
+
+
+def _after_fork_in_parent():
+    global _given
+    _given = None

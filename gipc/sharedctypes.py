@@ -1,0 +1,196 @@
+"""ctypes objects in memory shared with child processes, as
+``multiprocessing.sharedctypes``: ``Value``, ``Array``, ``RawValue`` and
+``RawArray``.
+
+The memory is an anonymous shared mapping made before the fork, so the
+parent and every child see the same bytes.  ``Value`` and ``Array`` wrap
+the object with a gipc lock (an ``RLock`` unless told otherwise), whose
+waits are cooperative; ``get_lock()`` returns it.  The wrappers follow the
+sharing rules of gipc's locks (given to a child as a ``Process`` argument
+or attribute; not picklable).  The raw objects are plain ctypes objects:
+inherited by every child, with no checks.
+"""
+import ctypes
+import mmap
+from typing import Any, Iterable, Union
+
+from ._shared import SharedObject
+from .synchronize import Lock, RLock
+
+__all__ = ["RawValue", "RawArray", "Value", "Array", "Synchronized",
+           "SynchronizedArray", "SynchronizedString"]
+
+typecode_to_type = {
+    "c": ctypes.c_char, "u": ctypes.c_wchar,
+    "b": ctypes.c_byte, "B": ctypes.c_ubyte,
+    "h": ctypes.c_short, "H": ctypes.c_ushort,
+    "i": ctypes.c_int, "I": ctypes.c_uint,
+    "l": ctypes.c_long, "L": ctypes.c_ulong,
+    "q": ctypes.c_longlong, "Q": ctypes.c_ulonglong,
+    "f": ctypes.c_float, "d": ctypes.c_double,
+}
+
+
+def _ctype(typecode_or_type):
+    if isinstance(typecode_or_type, str):
+        try:
+            return typecode_to_type[typecode_or_type]
+        except KeyError:
+            raise TypeError("unknown typecode %r (one of %s, or a ctypes "
+                            "type)" % (typecode_or_type,
+                                       "".join(typecode_to_type))) from None
+    try:
+        ctypes.sizeof(typecode_or_type)
+    except TypeError:
+        raise TypeError("%r is neither a typecode nor a ctypes type"
+                        % (typecode_or_type,)) from None
+    return typecode_or_type
+
+
+def _new_shared(type_):
+    size = ctypes.sizeof(type_)
+    memory = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
+    return type_.from_buffer(memory)  # keeps the mapping alive, zeroed
+
+
+def RawValue(typecode_or_type: Union[str, type], *args: Any) -> Any:
+    """A ctypes object of that type (or typecode) in shared memory,
+    initialised with ``args``."""
+    obj = _new_shared(_ctype(typecode_or_type))
+    obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type: Union[str, type],
+             size_or_initializer: Union[int, Iterable[Any]]) -> Any:
+    """A ctypes array in shared memory: ``size_or_initializer`` zeroed
+    items, or a copy of that sequence."""
+    type_ = _ctype(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        if size_or_initializer < 0:
+            raise ValueError("array size must be >= 0")
+        return _new_shared(type_ * size_or_initializer)
+    items = list(size_or_initializer)
+    obj = _new_shared(type_ * len(items))
+    obj.__init__(*items)
+    return obj
+
+
+def _lock_for(lock: object) -> Union[Lock, RLock]:
+    if lock is True or lock is None:
+        return RLock()
+    if not isinstance(lock, (Lock, RLock)):
+        raise AttributeError("%r has no method 'acquire'" % (lock,)
+                             if not hasattr(lock, "acquire") else
+                             "lock must be a gipc.Lock or gipc.RLock, not %r"
+                             % (lock,))
+    return lock
+
+
+def Value(typecode_or_type: Union[str, type], *args: Any,
+          lock: Union[bool, Lock, RLock, None] = True) -> Any:
+    """A shared ctypes object wrapped with a gipc lock (``lock=True``: a new
+    RLock; or a given gipc Lock/RLock); ``lock=False``: the raw object."""
+    obj = RawValue(typecode_or_type, *args)
+    if lock is False:
+        return obj
+    return Synchronized(obj, _lock_for(lock))
+
+
+def Array(typecode_or_type: Union[str, type],
+          size_or_initializer: Union[int, Iterable[Any]], *,
+          lock: Union[bool, Lock, RLock, None] = True) -> Any:
+    """A shared ctypes array wrapped with a gipc lock (as :func:`Value`)."""
+    obj = RawArray(typecode_or_type, size_or_initializer)
+    if lock is False:
+        return obj
+    guard = _lock_for(lock)
+    if isinstance(obj, ctypes.Array) and obj._type_ is ctypes.c_char:
+        return SynchronizedString(obj, guard)
+    return SynchronizedArray(obj, guard)
+
+
+class SynchronizedBase(SharedObject):
+    """A shared ctypes object and the gipc lock that guards it."""
+
+    def __init__(self, obj: Any, lock: Union[Lock, RLock]) -> None:
+        self._obj = obj
+        self._lock = lock
+        self._parts = (lock,)
+        self.acquire = lock.acquire
+        self.release = lock.release
+        self._register()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+    def get_obj(self) -> Any:
+        """The raw ctypes object."""
+        return self._obj
+
+    def get_lock(self) -> Union[Lock, RLock]:
+        """The gipc lock that guards it."""
+        return self._lock
+
+    def close(self) -> None:
+        """Release this process's lock descriptors (gipc extension)."""
+        self._close_shared()
+
+    def __repr__(self):
+        return "<%s wrapper for %s>" % (type(self).__name__, self._obj)
+
+
+class Synchronized(SynchronizedBase):
+    """A shared value; reading or setting ``value`` takes the lock."""
+
+    @property
+    def value(self) -> Any:
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        with self._lock:
+            self._obj.value = new
+
+
+class SynchronizedArray(SynchronizedBase):
+    """A shared array; every item access takes the lock."""
+
+    def __len__(self) -> int:
+        return len(self._obj)
+
+    def __getitem__(self, index: Any) -> Any:
+        with self._lock:
+            return self._obj[index]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        with self._lock:
+            self._obj[index] = value
+
+
+class SynchronizedString(SynchronizedArray):
+    """A shared char array with ``value`` and ``raw``."""
+
+    @property
+    def value(self) -> Any:
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        with self._lock:
+            self._obj.value = new
+
+    @property
+    def raw(self) -> bytes:
+        with self._lock:
+            return self._obj.raw
+
+    @raw.setter
+    def raw(self, new: bytes) -> None:
+        with self._lock:
+            self._obj.raw = new
