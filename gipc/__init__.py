@@ -8,7 +8,8 @@ hub.  The public API of gipc 1.8 is kept; the hot paths are in C
 from multiprocessing import active_children, current_process, parent_process
 
 from .connection import Connection, Pipe
-from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+from .exceptions import (
+    GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError, WorkerLostError)
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import pipe
 from .process import Process, _GProcess, start_process
@@ -32,4 +33,24 @@ __all__ = [
     "GIPCLocked",
     "GIPCProtocolError",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "WorkerLostError",
+    "Pool",
+    "ProcessPoolExecutor",
+    "futures_wait",
+    "as_completed",
 ]
+
+# The pools are imported on first use: concurrent.futures imports logging,
+# whose fork hooks would then run in every start of every program.
+_LAZY = {"Pool": "pool", "ProcessPoolExecutor": "futures",
+         "futures_wait": "futures", "as_completed": "futures"}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'gipc' has no attribute %r" % name)
+    import importlib
+    value = getattr(importlib.import_module("." + module, __name__), name)
+    globals()[name] = value
+    return value
