@@ -224,6 +224,7 @@ class WorkerSet:
         self.init_error = init_error
         self.name = name
         self.pid = os.getpid()
+        self.hub = get_hub()
         self.queue = deque()
         self.workers = []
         self.readers = []      # reader greenlets, until they end
