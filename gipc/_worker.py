@@ -41,6 +41,13 @@ SKIPPED = 2
 
 COUNT = struct.Struct(">I")
 
+#: The progress word in memory shared with the parent: 0 before the first
+#: task, ``2 * seq + 2`` while task ``seq`` runs, ``2 * seq + 3`` once it
+#: returned.  Results travel in batches; this word tells the parent which
+#: task a worker is running (to kill it for a cancel, or to blame it when
+#: the worker dies) without a message per task.
+PROGRESS = struct.Struct("q")
+
 #: A worker sends its results once this much time has passed since the
 #: first unsent one, even if more tasks are queued: small tasks travel in
 #: batches, a long run of them still reports progress.
@@ -134,9 +141,10 @@ class _ResidentMemory:
         return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
 
 
-def serve(tasks, answers, initializer, initargs, memory_limit):
+def serve(tasks, answers, progress, initializer, initargs, memory_limit):
     """Run tasks read from ``tasks`` (sending their answers to ``answers``)
-    until the parent closes its end.
+    until the parent closes its end; record each task in ``progress``
+    (see PROGRESS).
 
     With ``memory_limit`` (bytes), stop after the first task that leaves
     the resident memory above it: report ``retiring`` with its result and
@@ -161,6 +169,7 @@ def serve(tasks, answers, initializer, initargs, memory_limit):
     busy = 0.0
     first_unsent = 0.0
     perf_counter = time.perf_counter
+    mark = PROGRESS.pack_into
 
     while True:
         if not queue or poll():
@@ -192,11 +201,13 @@ def serve(tasks, answers, initializer, initargs, memory_limit):
         start = perf_counter()
         if not out:
             first_unsent = start
+        mark(progress, 0, 2 * seq + 2)
         try:
             func, args, kwds = _loads(payload)
             result = (OK, func(*args, **kwds))
         except Exception as exc:
             result = (FAILED, _portable_error(exc))
+        mark(progress, 0, 2 * seq + 3)
         del payload
         end = perf_counter()
         busy += end - start

@@ -20,6 +20,7 @@ between tasks.
 The front ends subclass :class:`Task` (a task *is* its result object, one
 allocation per call) and override its three hooks.
 """
+import mmap
 import os
 import time
 from collections import deque
@@ -50,9 +51,9 @@ MAX_BATCH = 64
 #: estimated to take longer is not queued behind another one.
 PREFETCH_SECONDS = 0.002
 
-#: How long a cancelled task may stay at the head of its worker's window
-#: without the worker confirming that it skipped it before the parent
-#: concludes that it is running (and kills the worker, kill_on_cancel).
+#: While a worker holds cancelled tasks it was asked to skip, the parent
+#: checks this often whether it started one anyway (the request came too
+#: late) and then kills it (kill_on_cancel).
 SKIP_GRACE = 0.02
 
 #: How long a retiring worker gets to exit after its pipe is closed, and a
@@ -63,6 +64,7 @@ EXIT_GRACE = 5.0
 #: submissions without a wait (fairness: a loop of submissions never waits).
 YIELD_EVERY = 0.001
 
+_PROGRESS = _worker.PROGRESS
 _perf_counter = time.perf_counter
 _loads = _worker._loads
 
@@ -180,10 +182,12 @@ class _Worker:
 
     __slots__ = ("process", "channel", "window", "outbox", "skips", "sent",
                  "answered", "ready", "wake", "activity", "sender", "reader",
-                 "retired", "killed")
+                 "retired", "killed", "progress", "cancelled")
 
-    def __init__(self, process, channel):
+    def __init__(self, process, channel, progress):
         self.process = process
+        self.progress = progress  # shared with the worker: see running()
+        self.cancelled = set()  # seqs of cancelled tasks asked to skip
         self.channel = channel
         self.window = deque()   # sent, unanswered tasks, oldest first
         self.outbox = deque()   # assigned to this worker, not sent yet
@@ -199,6 +203,16 @@ class _Worker:
 
     def load(self):
         return len(self.window) + len(self.outbox)
+
+    def running(self):
+        """The seq of the task the worker is running, or None.  The worker
+        writes it to shared memory before and after each task, so the
+        parent knows it even when the results of the tasks before are
+        still in the worker (batched), and after the worker died."""
+        word = _PROGRESS.unpack_from(self.progress)[0]
+        if word and not word & 1:
+            return (word >> 1) - 1
+        return None
 
 
 class WorkerSet:
@@ -287,6 +301,9 @@ class WorkerSet:
     def dispatch(self):
         """Hand queued tasks to workers with room, starting workers (up to
         ``size``) when none has any."""
+        if self.broken is not None:
+            self._fail_queue(self.init_error(self.broken))
+            return
         queue = self.queue
         while queue:
             best = None
@@ -321,6 +338,7 @@ class WorkerSet:
             gevent.spawn(self.dispatch)
             return False
         ends = []
+        progress = mmap.mmap(-1, _PROGRESS.size)
         try:
             # Two one-way pipes: tasks to the worker, answers back.
             ends.extend(gipc.pipe(encoder=None, decoder=None))
@@ -328,8 +346,9 @@ class WorkerSet:
             tasks_in, tasks_out, answers_in, answers_out = ends
             self.spawned += 1
             process = gipc.start_process(
-                _worker.serve, args=(tasks_in, answers_out, self.initializer,
-                                     self.initargs, self.max_memory),
+                _worker.serve, args=(tasks_in, answers_out, progress,
+                                     self.initializer, self.initargs,
+                                     self.max_memory),
                 daemon=True, name="%s-worker-%d" % (self.name, self.spawned))
         except BaseException as exc:
             for end in ends:
@@ -339,7 +358,7 @@ class WorkerSet:
                 self._fail_queue(exc)
                 return False
             raise
-        worker = _Worker(process, _Channel(answers_in, tasks_out))
+        worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
         self.workers.append(worker)
         worker.sender = gevent.spawn(self._send_loop, worker)
         worker.reader = gevent.spawn(self._read_loop, worker)
@@ -376,17 +395,17 @@ class WorkerSet:
             if not self.kill_on_cancel:
                 return False
             worker = task._worker
-            if worker.window[0] is task and not worker.channel.poll():
-                # Its oldest unanswered task, with no answer on the way:
-                # the worker is running it.
+            running = worker.running()
+            if running == task._seq:
                 worker.killed = True
                 _kill(worker.process)
-            else:
-                # Not started yet, or maybe just done: ask the worker to
-                # skip it; the reader kills the worker if it turns out to
-                # be running it (see _get_or_kill).
+            elif running is None or running < task._seq:
+                # Not started: ask the worker to skip it; the reader kills
+                # the worker if it starts it before it sees the request.
                 worker.skips.append(task._seq)
+                worker.cancelled.add(task._seq)
                 worker.wake.set()
+            # else done already: its outcome is dropped when it comes.
         else:
             try:
                 (self.queue if task._worker is None
@@ -465,10 +484,10 @@ class WorkerSet:
                         self._retire(worker)
                         return
                     continue
-                head = window[0] if window else None
-                if head is not None and head._phase == DONE \
-                        and self.kill_on_cancel:
-                    frame = self._get_or_kill(worker, head)
+                if worker.cancelled:
+                    frame = self._get_or_kill(worker)
+                    if frame is None:
+                        continue
                 else:
                     frame = get()
                 kind = frame[:1]
@@ -488,17 +507,23 @@ class WorkerSet:
         finally:
             idle_watcher.close()
 
-    def _get_or_kill(self, worker, head):
-        """The next frame from ``worker``, whose oldest task was cancelled
-        while the worker may have been starting it: if the worker does
-        not confirm that it skipped it within SKIP_GRACE, it is running
-        that task: kill it (the caller handles the end of the pipe)."""
+    def _get_or_kill(self, worker):
+        """The next frame from ``worker``, which holds cancelled tasks it
+        was asked to skip; None after SKIP_GRACE without one.  If the
+        worker is running one of them (the request came too late), kill
+        it (the caller then reads the end of the pipe)."""
+        running = worker.running()
+        if running is not None:
+            for task in worker.window:
+                if task._seq == running:
+                    if task._phase == DONE:
+                        worker.killed = True
+                        _kill(worker.process)
+                    break
         try:
             return worker.channel.get(timeout=SKIP_GRACE)
         except Timeout:
-            worker.killed = True
-            _kill(worker.process)
-            return worker.channel.get()
+            return None
 
     def _take_results(self, worker, frame):
         window = worker.window
@@ -516,6 +541,8 @@ class WorkerSet:
         for status, value in results:
             task = window.popleft()
             if task._phase == DONE:
+                if worker.cancelled:
+                    worker.cancelled.discard(task._seq)
                 continue  # cancelled meanwhile; its outcome is dropped
             if status == OK:
                 complete(task, True, value)
@@ -576,35 +603,47 @@ class WorkerSet:
     def _lost(self, worker):
         """``worker`` died (or was killed to stop a cancelled task): fail
         the task it was running, give the others to a new worker."""
+        in_initializer = not worker.ready and not worker.killed \
+            and not self.terminated
+        if in_initializer:
+            # Set before anything can switch: no new worker may start.
+            self.broken = self.lost_error(
+                "a worker process died in the initializer", None)
         self._detach(worker)
         if not worker.channel.closed:
             worker.channel.close()
         code = _reap(worker.process)
-        window = worker.window
         if self.terminated:
             worker.window.clear()
             worker.outbox.clear()
-        elif window and not worker.killed:
-            head = window.popleft()
-            if head._phase != DONE:
-                if worker.ready:
-                    message = ("a worker process died while running this "
-                               "task (%s)" % _describe_exit(code))
-                    self._complete(head, False, self.lost_error(message, code))
-                else:
-                    # Died in the initializer: no worker will do better.
-                    window.appendleft(head)
-                    self._break(self.lost_error(
-                        "a worker process died in the initializer (%s)"
-                        % _describe_exit(code), code))
+        elif in_initializer:
+            # No new worker would do better.
+            self._requeue(worker)
+            self._break(self.lost_error(
+                "a worker process died in the initializer (%s)"
+                % _describe_exit(code), code))
+        elif not worker.killed:
+            running = worker.running()
+            for task in worker.window:
+                if task._seq == running:
+                    if task._phase != DONE:
+                        worker.window.remove(task)
+                        self._complete(task, False, self.lost_error(
+                            "a worker process died while running this "
+                            "task (%s)" % _describe_exit(code), code))
+                    break
+        # The others never started, or finished with their results still
+        # in the worker: they run again.
         self._requeue(worker)
         self._forget(worker)
         if self.queue and not self.terminated:
             self.dispatch()
 
     def _init_failed(self, worker, value):
+        self.broken = remote_error(value)  # before anything can switch
         self._detach(worker)
-        self._break(remote_error(value))
+        self._requeue(worker)
+        self._break(self.broken)
         worker.channel.close()
         _reap(worker.process)
         self._forget(worker)
