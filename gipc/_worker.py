@@ -9,7 +9,7 @@ knows which task a dead worker was running (its oldest unanswered one)
 without any message saying so.
 
 Frames, parent to worker (pickled tuples):
-    (TASKS, [payload, ...])   payload: pickled (func, args, kwds)
+    (TASKS, [job, ...])       job: see encode_call() and encode_chunk()
     (SKIP, [seq, ...])        seq: the task's number, counting from 0 in
                               the order the worker received them
 Frames, worker to parent: one kind byte, then
@@ -25,6 +25,7 @@ import pickle
 import struct
 import time
 import traceback
+import types
 from collections import deque
 from itertools import starmap
 
@@ -54,21 +55,76 @@ PROGRESS = struct.Struct("q")
 FLUSH_AFTER = 0.001
 
 #: ... or once this many results are waiting.
-FLUSH_COUNT = 512
+FLUSH_COUNT = 64
 
 _dumps = pickle.dumps
 _loads = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def mapstar(func, chunk):
-    """Run ``func`` on every item of a map chunk."""
-    return list(map(func, chunk))
+# -- jobs ----------------------------------------------------------------
+#
+# A job is ``(pickled function, kind, pickled data)``, made in the caller
+# (an unpicklable function or argument raises there).  A plain function
+# pickles by reference and always to the same bytes, so the parent pickles
+# it once and every job shares that bytes object: a frame of jobs carries
+# it once (pickle's memo), and the worker unpickles it once.
+
+CALL = 0        # data: (args, kwds)
+MAP = 1         # data: a chunk of items, each one the argument
+STARMAP = 2     # data: a chunk of argument tuples
+
+_PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
+_pickled_functions = {}
+_CACHE_SIZE = 256
 
 
-def starmapstar(func, chunk):
-    """Run ``func(*item)`` for every item of a starmap chunk."""
-    return list(starmap(func, chunk))
+def _pickled_function(func):
+    # Only plain functions: another callable (a partial, an instance with
+    # __call__) may change between two calls, and must be pickled each
+    # time.
+    if type(func) not in _PLAIN_FUNCTIONS:
+        return _dumps(func, _PROTOCOL)
+    data = _pickled_functions.get(func)
+    if data is None:
+        data = _dumps(func, _PROTOCOL)
+        if len(_pickled_functions) >= _CACHE_SIZE:
+            _pickled_functions.clear()
+        _pickled_functions[func] = data
+    return data
+
+
+def encode_call(func, args, kwds):
+    """The job for ``func(*args, **kwds)``."""
+    return (_pickled_function(func), CALL, _dumps((args, kwds), _PROTOCOL))
+
+
+def encode_chunk(func, chunk, star=False):
+    """The job for ``[func(x) for x in chunk]`` (``func(*x)`` with
+    ``star``)."""
+    return (_pickled_function(func), STARMAP if star else MAP,
+            _dumps(chunk, _PROTOCOL))
+
+
+class _Functions(dict):
+    """The worker's unpickled functions, by their pickle."""
+
+    def __missing__(self, data):
+        if len(self) >= _CACHE_SIZE:
+            self.clear()
+        func = self[data] = _loads(data)
+        return func
+
+
+def _run(functions, job):
+    data, kind, args = job
+    func = functions[data]
+    if kind == CALL:
+        args, kwds = _loads(args)
+        return func(*args, **kwds)
+    if kind == MAP:
+        return list(map(func, _loads(args)))
+    return list(starmap(func, _loads(args)))
 
 
 class UnpicklableError(Exception):
@@ -170,6 +226,8 @@ def serve(tasks, answers, progress, initializer, initargs, memory_limit):
     first_unsent = 0.0
     perf_counter = time.perf_counter
     mark = PROGRESS.pack_into
+    functions = _Functions()
+    run = _run
 
     while True:
         if not queue or poll():
@@ -203,8 +261,7 @@ def serve(tasks, answers, progress, initializer, initargs, memory_limit):
             first_unsent = start
         mark(progress, 0, 2 * seq + 2)
         try:
-            func, args, kwds = _loads(payload)
-            result = (OK, func(*args, **kwds))
+            result = (OK, run(functions, payload))
         except Exception as exc:
             result = (FAILED, _portable_error(exc))
         mark(progress, 0, 2 * seq + 3)

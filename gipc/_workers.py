@@ -94,7 +94,7 @@ def remote_error(value):
 class Task:
     """One unit of work and the object that learns its outcome.
 
-    ``_job`` is the pickled ``(func, args, kwds)``.  The engine calls
+    ``_job`` is the task as :mod:`gipc._worker` encodes it.  The engine calls
     :meth:`_on_sent` when the task goes to a worker (return False to drop
     it: it was cancelled meanwhile), :meth:`_on_result` with its outcome
     (``ok`` and the value, or False and the exception to raise), and
@@ -502,6 +502,11 @@ class WorkerSet:
                     return
                 if self.queue:
                     self.dispatch()
+                if worker.outbox and window:
+                    # Let the sender refill the worker before this greenlet
+                    # polls the pipe for the next answers (which blocks the
+                    # loop for up to gipc's spin time).
+                    gevent.sleep(0)
         except (EOFError, OSError, gipc.GIPCError):
             self._lost(worker)
         finally:

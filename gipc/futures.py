@@ -118,6 +118,8 @@ class Future(Task, _cf.Future):
         """Wait for the outcome; cooperatively in the hub's thread, by the
         stdlib's means in any other thread."""
         if self._phase == DONE:
+            # A loop over ready futures never waits: let the loop run.
+            self._engine.fair()
             return
         if get_hub_if_exists() is not self._engine.hub:
             with self._condition:
@@ -223,8 +225,7 @@ class ProcessPoolExecutor(_cf.Executor):
         self._check_open()
         if not callable(fn):
             raise TypeError("%r object is not callable" % type(fn).__name__)
-        future = Future(self._engine, _worker._dumps(
-            (fn, args, kwargs), _worker._PROTOCOL))
+        future = Future(self._engine, _worker.encode_call(fn, args, kwargs))
         self._engine.submit(future)
         return future
 
@@ -248,8 +249,8 @@ class ProcessPoolExecutor(_cf.Executor):
             chunk = tuple(itertools.islice(arguments, chunksize))
             if not chunk:
                 break
-            futures.append(Future(engine, _worker._dumps(
-                (_worker.starmapstar, (fn, chunk), {}), _worker._PROTOCOL)))
+            futures.append(Future(engine, _worker.encode_chunk(fn, chunk,
+                                                               True)))
             engine.fair()
         for future in futures:
             engine.submit(future)

@@ -17,7 +17,6 @@ Beyond the stdlib:
 """
 import itertools
 import os
-import pickle
 import sys
 import time
 import warnings
@@ -40,14 +39,11 @@ RUN = "RUN"
 CLOSE = "CLOSE"
 TERMINATE = "TERMINATE"
 
-_dumps = pickle.dumps
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-
-def _job(func, args, kwds):
-    """The pickled task, made in the caller: an unpicklable function or
-    argument raises here, before anything is sent."""
-    return _dumps((func, args, kwds), _PROTOCOL)
+# The pickled task, made in the caller: an unpicklable function or argument
+# raises here, before anything is sent.
+_encode_call = _worker.encode_call
+_encode_chunk = _worker.encode_chunk
 
 
 def _run_callback(callback, value):
@@ -111,8 +107,12 @@ class ApplyResult(Task):
         worker's traceback as ``__cause__``).  Raises
         ``multiprocessing.TimeoutError`` if not ready within ``timeout``
         seconds, ``CancelledError`` if cancelled."""
-        if self._phase != DONE and not self._wait(timeout):
-            raise TimeoutError
+        if self._phase != DONE:
+            if not self._wait(timeout):
+                raise TimeoutError
+        else:
+            # A loop over ready results never waits: let the loop run.
+            self._pool._engine.fair()
         if self._ok:
             return self._value
         if self._cancelled:
@@ -302,7 +302,6 @@ class IMapIterator:
         not read into memory ahead of the workers)."""
         chunksize = self._chunksize
         limit = max(64, 8 * engine.size)
-        runner = _worker.starmapstar if star else _worker.mapstar
         it = iter(iterable)
         index = 0
         try:
@@ -316,7 +315,7 @@ class IMapIterator:
                 if not chunk:
                     break
                 try:
-                    job = _job(runner, (func, chunk), {})
+                    job = _encode_chunk(func, chunk, star)
                 except Exception as exc:
                     self._set(index, False, exc)
                     index += 1
@@ -421,7 +420,7 @@ class Pool:
         collects results: they must not block for long)."""
         self._check_running()
         _check_callable(func)
-        result = ApplyResult(self, _job(func, tuple(args), dict(kwds)),
+        result = ApplyResult(self, _encode_call(func, tuple(args), dict(kwds)),
                              callback, error_callback)
         self._engine.submit(result)
         return result
@@ -457,7 +456,6 @@ class Pool:
                            error_callback)
         if not len(iterable):
             return result
-        runner = _worker.starmapstar if star else _worker.mapstar
         it = iter(iterable)
         chunks = []
         index = 0
@@ -465,8 +463,8 @@ class Pool:
             chunk = tuple(itertools.islice(it, chunksize))
             if not chunk:
                 break
-            chunks.append(_Chunk(result, index, _job(runner, (func, chunk),
-                                                     {})))
+            chunks.append(_Chunk(result, index,
+                                 _encode_chunk(func, chunk, star)))
             index += 1
             if index % 256 == 0:
                 engine.fair()
