@@ -65,6 +65,8 @@ EXIT_GRACE = 5.0
 YIELD_EVERY = 0.001
 
 _PROGRESS = _worker.PROGRESS
+_dumps = _worker._dumps
+_PROTOCOL = _worker._PROTOCOL
 _perf_counter = time.perf_counter
 _loads = _worker._loads
 
@@ -182,7 +184,7 @@ class _Worker:
 
     __slots__ = ("process", "channel", "window", "outbox", "skips", "sent",
                  "answered", "ready", "wake", "activity", "sender", "reader",
-                 "retired", "killed", "progress", "cancelled")
+                 "retired", "killed", "progress", "cancelled", "sending")
 
     def __init__(self, process, channel, progress):
         self.process = process
@@ -200,6 +202,7 @@ class _Worker:
         self.sender = self.reader = None
         self.retired = False
         self.killed = False     # by the parent, to stop a cancelled task
+        self.sending = False    # a greenlet is writing a batch
 
     def load(self):
         return len(self.window) + len(self.outbox)
@@ -328,7 +331,8 @@ class WorkerSet:
                 outbox.append(task)
                 best_room -= 1
             if was_empty:
-                best.wake.set()
+                # An idle worker's reader sends (see _read_loop).
+                (best.wake if best.window else best.activity).set()
 
     def _start_worker(self):
         """Start one worker; False if that cannot be done now (the queued
@@ -421,36 +425,46 @@ class WorkerSet:
 
     # -- the sender ------------------------------------------------------
 
+    def _send_batch(self, worker):
+        """Write ``worker``'s skip requests and up to MAX_BATCH tasks of its
+        outbox to its pipe.  One greenlet at a time (``worker.sending``):
+        the frames must reach the worker in the order of its window."""
+        worker.sending = True
+        try:
+            put = worker.channel.put
+            if worker.skips:
+                skips, worker.skips = worker.skips, []
+                put(_dumps((SKIP, skips), _PROTOCOL))
+            outbox = worker.outbox
+            window = worker.window
+            jobs = []
+            while outbox and len(jobs) < MAX_BATCH:
+                task = outbox.popleft()
+                if task._phase != PENDING or not task._on_sent():
+                    continue
+                task._phase = SENT
+                task._seq = worker.sent
+                worker.sent += 1
+                window.append(task)
+                jobs.append(task._job)
+            if jobs:
+                worker.activity.set()
+                put(_dumps((TASKS, jobs), _PROTOCOL))
+        finally:
+            worker.sending = False
+
     def _send_loop(self, worker):
-        """Write ``worker``'s outbox and skip requests to its pipe."""
-        put = worker.channel.put
+        """Write ``worker``'s outbox and skip requests to its pipe while
+        the reader is busy reading (see _read_loop for the idle case)."""
         wake = worker.wake
         outbox = worker.outbox
-        window = worker.window
-        dumps = _worker._dumps
-        protocol = _worker._PROTOCOL
         try:
             while True:
-                if not outbox and not worker.skips:
+                if worker.sending or not outbox and not worker.skips:
                     wake.clear()
                     wake.wait()
                     continue
-                if worker.skips:
-                    skips, worker.skips = worker.skips, []
-                    put(dumps((SKIP, skips), protocol))
-                jobs = []
-                while outbox and len(jobs) < MAX_BATCH:
-                    task = outbox.popleft()
-                    if task._phase != PENDING or not task._on_sent():
-                        continue
-                    task._phase = SENT
-                    task._seq = worker.sent
-                    worker.sent += 1
-                    window.append(task)
-                    jobs.append(task._job)
-                if jobs:
-                    worker.activity.set()
-                    put(dumps((TASKS, jobs), protocol))
+                self._send_batch(worker)
         except (OSError, gipc.GIPCError):
             # The worker is gone (BrokenPipeError) or its pipe closed: the
             # reader sees it too and does what must be done.
@@ -468,12 +482,21 @@ class WorkerSet:
         idle_watcher = get_hub().loop.io(channel.reader.fileno(), 1)
         try:
             while True:
+                if not window and worker.outbox and not worker.sending:
+                    # The worker is idle, so its pipe is empty: send from
+                    # here, one greenlet switch sooner than the sender, and
+                    # go straight on to read the answers.
+                    self._send_batch(worker)
+                    if worker.outbox or worker.skips:
+                        worker.wake.set()
                 if not window and not poll():
                     if self._should_retire(worker):
                         self._retire(worker)
                         return
                     activity.clear()
-                    if worker.outbox or worker.skips:
+                    if worker.outbox:
+                        continue
+                    if worker.skips:
                         worker.wake.set()
                     idle_watcher.start(activity.set)
                     try:
