@@ -68,6 +68,18 @@ _PROGRESS = _worker.PROGRESS
 _dumps = _worker._dumps
 _PROTOCOL = _worker._PROTOCOL
 _perf_counter = time.perf_counter
+
+# This process's pid, kept up to date across forks: a pool checks it on
+# every call (os.getpid() is a system call).
+_current_pid = os.getpid()
+
+
+def _update_pid():
+    global _current_pid
+    _current_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_update_pid)
 _loads = _worker._loads
 
 
@@ -258,7 +270,7 @@ class WorkerSet:
     # -- submitting ----------------------------------------------------
 
     def check_process(self):
-        if os.getpid() != self.pid:
+        if _current_pid != self.pid:
             raise gipc.GIPCError(
                 "this pool belongs to process %d; it cannot be used in "
                 "process %d, which inherited it" % (self.pid, os.getpid()))
