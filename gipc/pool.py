@@ -17,6 +17,7 @@ Beyond the stdlib:
 """
 import itertools
 import os
+from collections import deque
 import sys
 import time
 import warnings
@@ -28,7 +29,7 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from . import _worker
-from ._workers import DONE, RemoteTraceback, Task, WorkerSet
+from ._workers import DONE, MAX_WINDOW, RemoteTraceback, Task, WorkerSet
 from .exceptions import WorkerLostError
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult",
@@ -234,12 +235,13 @@ class IMapIterator:
         self._pool = pool
         self._chunksize = chunksize
         self._done = {}            # imap: chunk index -> (ok, value)
-        self._arrived = []         # imap_unordered: (ok, value) in order
+        self._arrived = deque()    # imap_unordered: (ok, value) in order
         self._next_chunk = 0
         self._current = iter(())   # items of the chunk being handed out
         self._length = None        # number of chunks, once all are queued
-        self._changed = Event()
-        self._chunks = []
+        self._changed = Event()    # a chunk is done, or the length known
+        self._unfinished = 0       # chunks queued, not done
+        self._room = Event()       # the feeder may queue more
         self._feeder = None
 
     def __iter__(self):
@@ -251,6 +253,8 @@ class IMapIterator:
         else:
             self._arrived.append((ok, value))
         self._changed.set()
+        self._unfinished -= 1
+        self._room.set()
 
     def _cancel_chunk(self, index):
         self._set(index, False, CancelledError())
@@ -264,7 +268,7 @@ class IMapIterator:
         if self._ordered:
             return self._done.pop(self._next_chunk, None)
         if self._arrived:
-            return self._arrived.pop(0)
+            return self._arrived.popleft()
         return None
 
     def next(self, timeout=None):
@@ -301,7 +305,8 @@ class IMapIterator:
         bounded number of them unfinished (a long or endless iterable is
         not read into memory ahead of the workers)."""
         chunksize = self._chunksize
-        limit = max(64, 8 * engine.size)
+        # Enough to fill every worker's window twice over.
+        limit = 2 * MAX_WINDOW * engine.size
         it = iter(iterable)
         index = 0
         try:
@@ -309,6 +314,7 @@ class IMapIterator:
                 try:
                     chunk = tuple(itertools.islice(it, chunksize))
                 except Exception as exc:
+                    self._unfinished += 1
                     self._set(index, False, exc)
                     index += 1
                     break
@@ -317,19 +323,16 @@ class IMapIterator:
                 try:
                     job = _encode_chunk(func, chunk, star)
                 except Exception as exc:
+                    self._unfinished += 1
                     self._set(index, False, exc)
                     index += 1
                     break
-                task = _Chunk(self, index, job)
-                self._chunks.append(task)
-                engine.submit(task)
+                self._unfinished += 1
+                engine.submit(_Chunk(self, index, job))
                 index += 1
-                while sum(1 for t in self._chunks if t._phase != DONE) \
-                        >= limit:
-                    self._changed.clear()
-                    self._changed.wait()
-                    self._chunks = [t for t in self._chunks
-                                    if t._phase != DONE]
+                while self._unfinished >= limit:
+                    self._room.clear()
+                    self._room.wait()
         finally:
             self._set_length(index)
             self._pool._feeders.discard(gevent.getcurrent())
@@ -343,7 +346,7 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _take(self):
         if self._arrived:
-            return self._arrived.pop(0)
+            return self._arrived.popleft()
         return None
 
 
