@@ -216,9 +216,6 @@ class _Worker:
         self.killed = False     # by the parent, to stop a cancelled task
         self.sending = False    # a greenlet is writing a batch
 
-    def load(self):
-        return len(self.window) + len(self.outbox)
-
     def running(self):
         """The seq of the task the worker is running, or None.  The worker
         writes it to shared memory before and after each task, so the
@@ -261,6 +258,9 @@ class WorkerSet:
         self.terminated = False
         self.broken = None     # the initializer's exception
         self.task_time = None  # moving average of a task's run time
+        # Unanswered tasks a worker may hold (from task_time); one at a
+        # time while nothing is known.
+        self.window = 1
         self.spawned = 0
         self._next_yield = 0.0
         self._outstanding = 0  # tasks submitted, not done
@@ -301,14 +301,7 @@ class WorkerSet:
 
     def capacity(self, worker):
         """How many more tasks ``worker`` may be given now."""
-        average = self.task_time
-        if average is None:
-            limit = 1   # nothing known yet: hand tasks out one by one
-        elif average <= 0:
-            limit = MAX_WINDOW
-        else:
-            limit = min(MAX_WINDOW, 1 + int(PREFETCH_SECONDS / average))
-        room = limit - worker.load()
+        room = self.window - len(worker.window) - len(worker.outbox)
         if self.max_tasks is not None:
             room = min(room, self.max_tasks - worker.sent - len(worker.outbox))
         return room
@@ -593,8 +586,10 @@ class WorkerSet:
         if busy is not None and results:
             sample = busy / len(results)
             average = self.task_time
-            self.task_time = sample if average is None else (
+            average = self.task_time = sample if average is None else (
                 0.7 * average + 0.3 * sample)
+            self.window = MAX_WINDOW if average <= 0 else min(
+                MAX_WINDOW, 1 + int(PREFETCH_SECONDS / average))
         if retiring:
             self._retire(worker)
         elif self.max_tasks is not None \

@@ -18,6 +18,7 @@ async watcher.
 import collections
 import itertools
 import os
+import threading
 import time
 from collections import deque
 from concurrent import futures as _cf
@@ -45,6 +46,9 @@ __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError",
 DoneAndNotDoneFutures = collections.namedtuple(
     "DoneAndNotDoneFutures", "done not_done")
 
+# The stdlib Future's states (concurrent.futures._base).
+_PENDING = "PENDING"
+_RUNNING = "RUNNING"
 _FINISHED = "FINISHED"
 _CANCELLED = "CANCELLED"
 
@@ -61,27 +65,74 @@ class BrokenInitializerError(BrokenProcessPool):
     ``__cause__``): the executor is broken, as in the stdlib."""
 
 
+class _LazyCondition:
+    """The ``_condition`` of a :class:`Future`, made on first use.
+
+    A stdlib future makes a ``threading.Condition`` when it is created;
+    most of ours are created and completed in the hub's thread and never
+    waited on by another thread, so the condition is made only when
+    something asks for it (another thread's wait, ``done()``,
+    ``add_done_callback()``...).  The engine's completion sets the state
+    first, then looks for a condition and notifies it: a thread that made
+    it before that look is notified, one that made it after sees the
+    final state.
+    """
+
+    def __get__(self, future, owner=None):
+        if future is None:
+            return self
+        return future.__dict__.setdefault("_condition", threading.Condition())
+
+
 class Future(Task, _cf.Future):
     """A ``concurrent.futures.Future`` for a task of a
     :class:`ProcessPoolExecutor`: ``result()``/``exception()`` wait
     cooperatively; ``cancel()`` also stops a running task if the executor
     has ``kill_on_cancel``."""
 
+    _condition = _LazyCondition()
+
     def __init__(self, engine, job):
-        _cf.Future.__init__(self)
+        # concurrent.futures.Future.__init__, without the condition.
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._init_task(job)
         self._engine = engine
 
-    # -- engine hooks ----------------------------------------------------
+    # -- engine hooks (in the hub's thread) ------------------------------
 
     def _on_sent(self):
-        return self.set_running_or_notify_cancel()
+        condition = self.__dict__.get("_condition")
+        if condition is not None:
+            return self.set_running_or_notify_cancel()
+        self._state = _RUNNING
+        return True
 
     def _on_result(self, ok, value):
-        if ok:
-            self.set_result(value)
+        if self.__dict__.get("_condition") is not None:
+            if ok:
+                self.set_result(value)
+            else:
+                self.set_exception(value)
         else:
-            self.set_exception(value)
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
+            self._state = _FINISHED
+            condition = self.__dict__.get("_condition")
+            if condition is not None:  # made by a thread meanwhile
+                with condition:
+                    for waiter in self._waiters:
+                        if ok:
+                            waiter.add_result(self)
+                        else:
+                            waiter.add_exception(self)
+                    condition.notify_all()
+            self._invoke_callbacks()
         self._wake()
 
     def _on_cancel(self):
@@ -134,6 +185,13 @@ class Future(Task, _cf.Future):
         exception, ``CancelledError``, or ``TimeoutError`` (after
         ``timeout`` seconds)."""
         self._wait_here(timeout)
+        if self._state == _FINISHED:
+            if self._exception is None:
+                return self._result
+            try:
+                raise self._exception
+            finally:
+                self = None  # no reference cycle through the traceback
         return _cf.Future.result(self, 0)
 
     def exception(self, timeout=None):
