@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import deque
+from typing import Any, Callable, Iterable, Iterator, Optional
 from concurrent import futures as _cf
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from concurrent.futures.process import BrokenProcessPool
@@ -152,7 +153,7 @@ class Future(Task, _cf.Future):
 
     # -- the Future API --------------------------------------------------
 
-    def cancel(self):
+    def cancel(self) -> bool:
         """Cancel the future.  A pending one never starts; a running one is
         stopped (its worker killed and replaced) if the executor has
         ``kill_on_cancel``, else ``False`` is returned as in the stdlib."""
@@ -180,7 +181,7 @@ class Future(Task, _cf.Future):
             return
         self._wait(timeout)
 
-    def result(self, timeout=None):
+    def result(self, timeout: Optional[float] = None) -> Any:
         """The task's return value, waiting cooperatively; raises its
         exception, ``CancelledError``, or ``TimeoutError`` (after
         ``timeout`` seconds)."""
@@ -194,7 +195,8 @@ class Future(Task, _cf.Future):
                 self = None  # no reference cycle through the traceback
         return _cf.Future.result(self, 0)
 
-    def exception(self, timeout=None):
+    def exception(self, timeout: Optional[float] = None
+                  ) -> Optional[BaseException]:
         """The task's exception (None if it returned), waiting
         cooperatively."""
         self._wait_here(timeout)
@@ -228,9 +230,11 @@ class ProcessPoolExecutor(_cf.Executor):
     complete.
     """
 
-    def __init__(self, max_workers=None, mp_context=None, initializer=None,
-                 initargs=(), *, max_tasks_per_child=None,
-                 kill_on_cancel=True):
+    def __init__(self, max_workers: Optional[int] = None, mp_context=None,
+                 initializer: Optional[Callable[..., Any]] = None,
+                 initargs: Iterable = (), *,
+                 max_tasks_per_child: Optional[int] = None,
+                 kill_on_cancel: bool = True) -> None:
         if max_workers is None:
             max_workers = _default_workers()
         elif isinstance(max_workers, bool) or not isinstance(max_workers,
@@ -277,7 +281,8 @@ class ProcessPoolExecutor(_cf.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, fn: Callable[..., Any], /, *args: Any,
+               **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`.
         An unpicklable ``fn`` or argument raises here."""
         self._check_open()
@@ -287,7 +292,9 @@ class ProcessPoolExecutor(_cf.Executor):
         self._engine.submit(future)
         return future
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn: Callable[..., Any], *iterables: Iterable,
+            timeout: Optional[float] = None,
+            chunksize: int = 1) -> Iterator[Any]:
         """``map(fn, *iterables)`` computed by the workers, ``chunksize``
         calls per task; the iterables are read and every task submitted at
         once, results come in order.  ``TimeoutError`` if a result is not
@@ -314,7 +321,8 @@ class ProcessPoolExecutor(_cf.Executor):
             engine.submit(future)
         return _results(futures, end)
 
-    def shutdown(self, wait=True, *, cancel_futures=False):
+    def shutdown(self, wait: bool = True, *,
+                 cancel_futures: bool = False) -> None:
         """Accept no more tasks; with ``cancel_futures``, cancel those not
         started; with ``wait``, wait (cooperatively) until the others are
         done and the workers have exited."""
@@ -330,13 +338,13 @@ class ProcessPoolExecutor(_cf.Executor):
         if wait:
             engine.join()
 
-    def terminate_workers(self):
+    def terminate_workers(self) -> None:
         """Python 3.14's: stop every worker now with SIGTERM and shut the
         executor down; pending futures are cancelled, running ones fail
         with :exc:`BrokenWorkerError`."""
         self._stop_workers(kill=False)
 
-    def kill_workers(self):
+    def kill_workers(self) -> None:
         """Like :meth:`terminate_workers`, with SIGKILL."""
         self._stop_workers(kill=True)
 
@@ -415,7 +423,8 @@ def _is_failed(future):
     return not future.cancelled() and future.exception(0) is not None
 
 
-def futures_wait(fs, timeout=None, return_when=ALL_COMPLETED):
+def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
+                 return_when: str = ALL_COMPLETED) -> DoneAndNotDoneFutures:
     """``concurrent.futures.wait()``, waiting cooperatively: returns
     ``DoneAndNotDoneFutures(done, not_done)`` when ``return_when``
     (``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``) is met
@@ -458,7 +467,8 @@ def futures_wait(fs, timeout=None, return_when=ALL_COMPLETED):
     return DoneAndNotDoneFutures(done, not_done)
 
 
-def as_completed(fs, timeout=None):
+def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
+                 ) -> Iterator[_cf.Future]:
     """``concurrent.futures.as_completed()``, waiting cooperatively: yields
     each of ``fs`` (duplicates once) as it completes, finished ones first;
     ``TimeoutError`` if some are not done ``timeout`` seconds after the

@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import CancelledError
+from typing import Any, Callable, Iterable, Mapping, Optional
 from multiprocessing import TimeoutError
 
 import gevent
@@ -87,23 +88,23 @@ class ApplyResult(Task):
         self._error_callback = error_callback
         self._cancelled = False
 
-    def ready(self):
+    def ready(self) -> bool:
         """True once the task is done (or cancelled)."""
         return self._phase == DONE
 
-    def successful(self):
+    def successful(self) -> bool:
         """Whether the task returned without error; ``ValueError`` if it
         is not ready."""
         if self._phase != DONE:
             raise ValueError("%r not ready" % self)
         return bool(self._ok)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> None:
         """Wait cooperatively until the result is ready, or ``timeout``
         seconds."""
         self._wait(timeout)
 
-    def get(self, timeout=None):
+    def get(self, timeout: Optional[float] = None) -> Any:
         """The task's return value; its exception is raised (with the
         worker's traceback as ``__cause__``).  Raises
         ``multiprocessing.TimeoutError`` if not ready within ``timeout``
@@ -120,7 +121,7 @@ class ApplyResult(Task):
             raise CancelledError()
         raise self._value
 
-    def cancel(self):
+    def cancel(self) -> bool:
         """Cancel the task (an extension of the stdlib API).  A queued task
         never starts; a running one is stopped (its worker killed and
         replaced) if the pool has ``kill_on_cancel``.  Returns True if the
@@ -131,7 +132,7 @@ class ApplyResult(Task):
         self._on_cancel()
         return True
 
-    def cancelled(self):
+    def cancelled(self) -> bool:
         """True if the task was cancelled."""
         return self._cancelled
 
@@ -210,7 +211,7 @@ class MapResult(ApplyResult):
             self._phase = DONE
             self._on_cancel()
 
-    def cancel(self):
+    def cancel(self) -> bool:
         """Cancel every chunk not done (see :meth:`ApplyResult.cancel`);
         True if the map is now cancelled."""
         if self._phase == DONE:
@@ -271,7 +272,7 @@ class IMapIterator:
             return self._arrived.popleft()
         return None
 
-    def next(self, timeout=None):
+    def next(self, timeout: Optional[float] = None) -> Any:
         """The next result; ``StopIteration`` at the end."""
         for item in self._current:
             return item
@@ -370,9 +371,13 @@ class Pool:
         starts when work comes).
     """
 
-    def __init__(self, processes=None, initializer=None, initargs=(),
-                 maxtasksperchild=None, *, kill_on_cancel=True,
-                 max_memory_per_child=None, idle_timeout=None):
+    def __init__(self, processes: Optional[int] = None,
+                 initializer: Optional[Callable[..., Any]] = None,
+                 initargs: Iterable = (),
+                 maxtasksperchild: Optional[int] = None, *,
+                 kill_on_cancel: bool = True,
+                 max_memory_per_child: Optional[int] = None,
+                 idle_timeout: Optional[float] = None) -> None:
         if processes is None:
             processes = os.cpu_count() or 1
         if isinstance(processes, bool) or not isinstance(processes, int):
@@ -415,8 +420,12 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
-    def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
-                    error_callback=None):
+    def apply_async(self, func: Callable[..., Any], args: Iterable = (),
+                    kwds: Mapping[str, Any] = {},  # noqa: B006 (stdlib's)
+                    callback: Optional[Callable[[Any], None]] = None,
+                    error_callback: Optional[
+                        Callable[[BaseException], None]] = None,
+                    ) -> ApplyResult:
         """Run ``func(*args, **kwds)`` in a worker; return its
         :class:`AsyncResult`.  ``callback``/``error_callback`` are called
         with the value or the exception in the parent (in the greenlet that
@@ -428,7 +437,8 @@ class Pool:
         self._engine.submit(result)
         return result
 
-    def apply(self, func, args=(), kwds={}):  # noqa: B006 (the stdlib's)
+    def apply(self, func: Callable[..., Any], args: Iterable = (),
+              kwds: Mapping[str, Any] = {}) -> Any:  # noqa: B006
         """``apply_async(func, args, kwds).get()``.  With
         ``kill_on_cancel``, a caller interrupted while waiting
         (``gevent.Timeout``, ``kill()``) stops the task too."""
@@ -477,25 +487,35 @@ class Pool:
             engine.submit(chunk)
         return result
 
-    def map_async(self, func, iterable, chunksize=None, callback=None,
-                  error_callback=None):
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable,
+                  chunksize: Optional[int] = None,
+                  callback: Optional[Callable[[list], None]] = None,
+                  error_callback: Optional[
+                      Callable[[BaseException], None]] = None,
+                  ) -> MapResult:
         """Like :meth:`map`, returning a :class:`MapResult`."""
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, False)
 
-    def map(self, func, iterable, chunksize=None):
+    def map(self, func: Callable[[Any], Any], iterable: Iterable,
+            chunksize: Optional[int] = None) -> list:
         """``[func(x) for x in iterable]``, computed by the workers in
         chunks (default: the stdlib's, about four per worker)."""
         return self._wait_for(self._map_async(func, iterable, chunksize,
                                               None, None, False))
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None,
-                      error_callback=None):
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable,
+                      chunksize: Optional[int] = None,
+                      callback: Optional[Callable[[list], None]] = None,
+                      error_callback: Optional[
+                          Callable[[BaseException], None]] = None,
+                      ) -> MapResult:
         """Like :meth:`starmap`, returning a :class:`MapResult`."""
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, True)
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func: Callable[..., Any], iterable: Iterable,
+                chunksize: Optional[int] = None) -> list:
         """``[func(*args) for args in iterable]``, in the workers."""
         return self._wait_for(self._map_async(func, iterable, chunksize,
                                               None, None, True))
@@ -511,18 +531,20 @@ class Pool:
         self._feeders.add(feeder)
         return result
 
-    def imap(self, func, iterable, chunksize=1):
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable,
+             chunksize: int = 1) -> "IMapIterator":
         """An iterator of ``func(x)`` for the items of ``iterable``, in
         order.  The iterable is consumed as the workers need it."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
+                       chunksize: int = 1) -> "IMapUnorderedIterator":
         """Like :meth:`imap`, in the order the results complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 
     # -- shutting down ---------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """Accept no more tasks; the workers exit when the queued ones are
         done."""
         self._engine.check_process()
@@ -530,7 +552,7 @@ class Pool:
             self._state = CLOSE
             self._engine.stop()
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Stop the workers now (SIGTERM) and wait for them; results not
         ready are cancelled (their ``get()`` raises ``CancelledError``)."""
         self._engine.check_process()
@@ -540,7 +562,7 @@ class Pool:
         self._engine.terminate()
         self._engine.join()
 
-    def join(self, timeout=None):
+    def join(self, timeout: Optional[float] = None) -> bool:
         """Wait cooperatively for the workers to exit, after
         :meth:`close` or :meth:`terminate`.  ``timeout`` (an extension):
         give up after that many seconds (returns False)."""
