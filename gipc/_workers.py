@@ -263,6 +263,7 @@ class WorkerSet:
         self.window = 1
         self.spawned = 0
         self._next_yield = 0.0
+        self._last = None      # the worker dispatch() last gave tasks to
         self._outstanding = 0  # tasks submitted, not done
         self._idle = Event()   # set while _outstanding == 0
         self._idle.set()
@@ -285,9 +286,20 @@ class WorkerSet:
             task._on_result(False, self.init_error(self.broken))
             return
         self._outstanding += 1
-        self._idle.clear()
-        self.queue.append(task)
-        if len(self.queue) == 1:
+        if self._outstanding == 1:
+            self._idle.clear()
+        queue = self.queue
+        if not queue:
+            # Fast path: the worker last given tasks still has room and a
+            # greenlet already woken to send its outbox.
+            worker = self._last
+            if worker is not None and worker.outbox and not worker.retired \
+                    and self.capacity(worker) > 0:
+                task._worker = worker
+                worker.outbox.append(task)
+                return
+        queue.append(task)
+        if len(queue) == 1:
             self.dispatch()
 
     def fair(self):
@@ -338,6 +350,7 @@ class WorkerSet:
             if was_empty:
                 # An idle worker's reader sends (see _read_loop).
                 (best.wake if best.window else best.activity).set()
+            self._last = best
 
     def _start_worker(self):
         """Start one worker; False if that cannot be done now (the queued
@@ -485,6 +498,7 @@ class WorkerSet:
         window = worker.window
         activity = worker.activity
         idle_watcher = get_hub().loop.io(channel.reader.fileno(), 1)
+        answered = False  # the last frame emptied the window
         try:
             while True:
                 if not window and worker.outbox and not worker.sending:
@@ -494,7 +508,9 @@ class WorkerSet:
                     self._send_batch(worker)
                     if worker.outbox or worker.skips:
                         worker.wake.set()
-                if not window and not poll():
+                if not window and (answered or not poll()):
+                    # (No frame can follow the answers to the last task.)
+                    answered = False
                     if self._should_retire(worker):
                         self._retire(worker)
                         return
@@ -521,6 +537,7 @@ class WorkerSet:
                 kind = frame[:1]
                 if kind == _worker.RESULTS:
                     self._take_results(worker, frame)
+                    answered = not window
                 elif kind == READY:
                     worker.ready = True
                 elif kind == INIT_FAILED:
