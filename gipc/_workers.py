@@ -62,7 +62,8 @@ EXIT_GRACE = 5.0
 
 #: The submitting greenlet yields to the event loop after this much time of
 #: submissions without a wait (fairness: a loop of submissions never waits).
-YIELD_EVERY = 0.001
+YIELD_EVERY = 0.0005
+_TURN = 1e-6
 
 _PROGRESS = _worker.PROGRESS
 _dumps = _worker._dumps
@@ -309,7 +310,10 @@ class WorkerSet:
         if now >= self._next_yield:
             self._next_yield = now + YIELD_EVERY
             if gevent.getcurrent() is not get_hub():
-                gevent.sleep(0)
+                # A timer, not sleep(0): the greenlet resumes after a whole
+                # turn of the loop (I/O and timers included), not in the
+                # same round of callbacks, which can starve timers.
+                gevent.sleep(_TURN)
 
     def capacity(self, worker):
         """How many more tasks ``worker`` may be given now."""
