@@ -264,7 +264,6 @@ class WorkerSet:
         self.window = 1
         self.spawned = 0
         self._next_yield = 0.0
-        self._last = None      # the worker dispatch() last gave tasks to
         self._outstanding = 0  # tasks submitted, not done
         self._idle = Event()   # set while _outstanding == 0
         self._idle.set()
@@ -290,15 +289,6 @@ class WorkerSet:
         if self._outstanding == 1:
             self._idle.clear()
         queue = self.queue
-        if not queue:
-            # Fast path: the worker last given tasks still has room and a
-            # greenlet already woken to send its outbox.
-            worker = self._last
-            if worker is not None and worker.outbox and not worker.retired \
-                    and self.capacity(worker) > 0:
-                task._worker = worker
-                worker.outbox.append(task)
-                return
         queue.append(task)
         if len(queue) == 1:
             self.dispatch()
@@ -323,38 +313,39 @@ class WorkerSet:
         return room
 
     def dispatch(self):
-        """Hand queued tasks to workers with room, starting workers (up to
-        ``size``) when none has any."""
+        """Hand queued tasks, one by one, to the least loaded worker with
+        room; start a worker (up to ``size``) when every one is busy.
+        (The window follows past tasks: spreading the tasks keeps a batch
+        of long ones, after quick ones, from queueing on one worker.)"""
         if self.broken is not None:
             self._fail_queue(self.init_error(self.broken))
             return
         queue = self.queue
+        workers = self.workers
+        woken = []
         while queue:
             best = None
-            best_room = 0
-            for worker in self.workers:
-                if worker.retired:
+            best_load = 0
+            for worker in workers:
+                load = len(worker.window) + len(worker.outbox)
+                if (best is None or load < best_load) and not \
+                        worker.retired and self.capacity(worker) > 0:
+                    best, best_load = worker, load
+            if (best is None or best_load) and len(workers) < self.size:
+                if self._start_worker():
                     continue
-                room = self.capacity(worker)
-                if room > best_room:
-                    best, best_room = worker, room
             if best is None:
-                if len(self.workers) >= self.size or not self._start_worker():
-                    return
-                continue
-            outbox = best.outbox
-            was_empty = not outbox
-            while best_room and queue:
-                task = queue.popleft()
-                if task._phase != PENDING:
-                    continue  # cancelled while queued
-                task._worker = best
-                outbox.append(task)
-                best_room -= 1
-            if was_empty:
-                # An idle worker's reader sends (see _read_loop).
-                (best.wake if best.window else best.activity).set()
-            self._last = best
+                break
+            task = queue.popleft()
+            if task._phase != PENDING:
+                continue  # cancelled while queued
+            task._worker = best
+            if not best.outbox:
+                woken.append(best)
+            best.outbox.append(task)
+        for worker in woken:
+            # An idle worker's reader sends (see _read_loop).
+            (worker.wake if worker.window else worker.activity).set()
 
     def _start_worker(self):
         """Start one worker; False if that cannot be done now (the queued

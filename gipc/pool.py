@@ -479,8 +479,7 @@ class Pool:
             chunks.append(_Chunk(result, index,
                                  _encode_chunk(func, chunk, star)))
             index += 1
-            if index % 256 == 0:
-                engine.fair()
+            engine.fair()
         self._check_running()
         result._chunks = chunks
         for chunk in chunks:
