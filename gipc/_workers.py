@@ -46,6 +46,10 @@ MAX_WINDOW = 256
 #: one is on its way.
 MAX_BATCH = 64
 
+#: ... or of at most about this many bytes of arguments: a worker starts on
+#: a large task without waiting for the ones behind it to arrive.
+MAX_BATCH_BYTES = 256 * 1024
+
 #: A worker is given about this much estimated work beyond the task it is
 #: running, so it never waits for the parent between quick tasks; a task
 #: estimated to take longer is not queued behind another one.
@@ -451,7 +455,8 @@ class WorkerSet:
             outbox = worker.outbox
             window = worker.window
             jobs = []
-            while outbox and len(jobs) < MAX_BATCH:
+            size = 0
+            while outbox and len(jobs) < MAX_BATCH and size < MAX_BATCH_BYTES:
                 task = outbox.popleft()
                 if task._phase != PENDING or not task._on_sent():
                     continue
@@ -460,6 +465,7 @@ class WorkerSet:
                 worker.sent += 1
                 window.append(task)
                 jobs.append(task._job)
+                size += len(task._job[2])
             if jobs:
                 worker.activity.set()
                 put(_dumps((TASKS, jobs), _PROTOCOL))
