@@ -326,14 +326,17 @@ class WorkerSet:
             return
         queue = self.queue
         workers = self.workers
+        window = self.window
+        limited = self.max_tasks is not None
         woken = []
         while queue:
             best = None
             best_load = 0
             for worker in workers:
                 load = len(worker.window) + len(worker.outbox)
-                if (best is None or load < best_load) and not \
-                        worker.retired and self.capacity(worker) > 0:
+                if (best is None or load < best_load) and load < window \
+                        and not worker.retired and (
+                            not limited or self.capacity(worker) > 0):
                     best, best_load = worker, load
             if (best is None or best_load) and len(workers) < self.size:
                 if self._start_worker():
