@@ -524,3 +524,16 @@ def test_patch_all_program():
     """, timeout=WAIT * 3)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_pools_are_imported_on_first_use():
+    done = run_script("""
+        import sys
+        import gipc
+        before = [m for m in ("gipc.pool", "gipc.futures", "logging",
+                              "concurrent.futures") if m in sys.modules]
+        gipc.Pool, gipc.ProcessPoolExecutor, gipc.as_completed
+        print(before, "gipc.futures" in sys.modules)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] True"
