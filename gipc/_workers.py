@@ -67,7 +67,6 @@ EXIT_GRACE = 5.0
 #: The submitting greenlet yields to the event loop after this much time of
 #: submissions without a wait (fairness: a loop of submissions never waits).
 YIELD_EVERY = 0.0005
-_TURN = 1e-6
 
 _PROGRESS = _worker.PROGRESS
 _dumps = _worker._dumps
@@ -303,11 +302,17 @@ class WorkerSet:
         now = _perf_counter()
         if now >= self._next_yield:
             self._next_yield = now + YIELD_EVERY
-            if gevent.getcurrent() is not get_hub():
-                # A timer, not sleep(0): the greenlet resumes after a whole
-                # turn of the loop (I/O and timers included), not in the
-                # same round of callbacks, which can starve timers.
-                gevent.sleep(_TURN)
+            hub = get_hub()
+            if gevent.getcurrent() is not hub:
+                # A timer due now, not sleep(0): the greenlet resumes after
+                # a whole turn of the loop (I/O and timers included, no
+                # waiting), not in the same round of callbacks, which
+                # gevent may run for up to its switch interval (5 ms).
+                timer = hub.loop.timer(0)
+                try:
+                    hub.wait(timer)
+                finally:
+                    timer.close()
 
     def capacity(self, worker):
         """How many more tasks ``worker`` may be given now."""
