@@ -203,6 +203,9 @@ def _run_apply_async(pool, n):
     values = [r.get() for r in results]
 
     def check():
+        # Also frees the results after the ticker stopped: deallocating
+        # 100,000 objects at once is the program's stall, not the pool's.
+        del results[:]
         if values != list(range(1, n + 1)):
             raise AssertionError("wrong result")
     return check
