@@ -8,7 +8,8 @@ hub.  The public API of gipc 1.8 is kept; the hot paths are in C
 from multiprocessing import active_children, current_process, parent_process
 
 from .connection import Connection, Pipe
-from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
+from .exceptions import (
+    GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError, WorkerLostError)
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import pipe
 from .process import Process, _GProcess, start_process
@@ -17,9 +18,8 @@ from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc
 
 __version__ = "2.0.0.dev0"
 
-# Queues, locks and shared values (the rest of the multiprocessing names),
-# imported on first use: a program that never uses them does not map them
-# into every fork.
+# Queues, locks, shared values and the pools, imported on first use: a
+# program that never uses them does not map them into every fork.
 _LAZY = {
     "Queue": "queues", "SimpleQueue": "queues", "JoinableQueue": "queues",
     "Lock": "synchronize", "RLock": "synchronize",
@@ -29,6 +29,10 @@ _LAZY = {
     "NotGivenError": "_shared",
     "Value": "sharedctypes", "Array": "sharedctypes",
     "RawValue": "sharedctypes", "RawArray": "sharedctypes",
+    # The pools: concurrent.futures imports logging, whose fork hooks would
+    # then run in every start of every program.
+    "Pool": "pool", "ProcessPoolExecutor": "futures",
+    "futures_wait": "futures", "as_completed": "futures",
 }
 
 
@@ -61,5 +65,6 @@ __all__ = [
     "GIPCLocked",
     "GIPCProtocolError",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "WorkerLostError",
     *_LAZY,
 ]

@@ -24,3 +24,19 @@ class GIPCProtocolError(GIPCError, OSError):
     Being an ``OSError`` too, it keeps the ``errno`` of the cause
     (``EMSGSIZE``, ``EPROTO``).
     """
+
+
+class WorkerLostError(GIPCError):
+    """A pool worker died (a crash, ``os._exit()``, a signal, the OOM
+    killer) while running the task; only that task fails.
+
+    ``exitcode`` is the worker's exit code (``-N``: killed by signal N),
+    or None if unknown.
+    """
+
+    def __init__(self, message, exitcode=None):
+        GIPCError.__init__(self, message)
+        self.exitcode = exitcode
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.exitcode)

@@ -1,0 +1,503 @@
+"""``gipc.ProcessPoolExecutor`` (the ``concurrent.futures`` executor API on
+gipc workers) and cooperative ``futures_wait()`` / ``as_completed()``.
+
+The executor runs on the same engine as :class:`gipc.Pool`
+(:mod:`gipc._workers`): no helper thread, every wait on the gevent hub.
+Its futures are ``concurrent.futures.Future`` objects whose ``result()``
+and ``exception()`` wait cooperatively.
+
+``concurrent.futures.wait()`` and ``as_completed()`` wait on threading
+primitives and would block the event loop of a program that did not
+monkey-patch; :func:`futures_wait` and :func:`as_completed` have their
+signatures and wait on the hub instead.  They accept *any*
+``concurrent.futures.Future``, also one completed by another OS thread (a
+``ThreadPoolExecutor``'s, or a distributed executor's such as
+``dask.distributed``): the completing thread wakes the hub through a gevent
+async watcher.
+"""
+import collections
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, Optional
+from concurrent import futures as _cf
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from concurrent.futures.process import BrokenProcessPool
+
+from gevent.event import Event
+from gevent.hub import get_hub
+
+from . import _worker
+from ._workers import DONE, PENDING, Task, WorkerSet
+from .exceptions import WorkerLostError
+
+try:
+    from gevent._hub_local import get_hub_if_exists
+except ImportError:  # pragma: no cover (a gevent that moved it)
+    def get_hub_if_exists():
+        return get_hub()
+
+__all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError",
+           "futures_wait", "as_completed", "FIRST_COMPLETED",
+           "FIRST_EXCEPTION", "ALL_COMPLETED"]
+
+#: What :func:`futures_wait` returns (the stdlib's namedtuple, by name).
+DoneAndNotDoneFutures = collections.namedtuple(
+    "DoneAndNotDoneFutures", "done not_done")
+
+# The stdlib Future's states (concurrent.futures._base).
+_PENDING = "PENDING"
+_RUNNING = "RUNNING"
+_FINISHED = "FINISHED"
+_CANCELLED = "CANCELLED"
+
+
+class BrokenWorkerError(WorkerLostError, BrokenProcessPool):
+    """The worker running this future's task died (or was terminated):
+    only this future fails; the executor lives on.  A
+    ``concurrent.futures.process.BrokenProcessPool`` and a
+    :exc:`gipc.WorkerLostError`."""
+
+
+class BrokenInitializerError(BrokenProcessPool):
+    """The executor's initializer raised (its exception is the
+    ``__cause__``): the executor is broken, as in the stdlib."""
+
+
+class _LazyCondition:
+    """The ``_condition`` of a :class:`Future`, made on first use.
+
+    A stdlib future makes a ``threading.Condition`` when it is created;
+    most of ours are created and completed in the hub's thread and never
+    waited on by another thread, so the condition is made only when
+    something asks for it (another thread's wait, ``done()``,
+    ``add_done_callback()``...).  The engine's completion sets the state
+    first, then looks for a condition and notifies it: a thread that made
+    it before that look is notified, one that made it after sees the
+    final state.
+    """
+
+    def __get__(self, future, owner=None):
+        if future is None:
+            return self
+        return future.__dict__.setdefault("_condition", threading.Condition())
+
+
+class Future(Task, _cf.Future):
+    """A ``concurrent.futures.Future`` for a task of a
+    :class:`ProcessPoolExecutor`: ``result()``/``exception()`` wait
+    cooperatively; ``cancel()`` also stops a running task if the executor
+    has ``kill_on_cancel``."""
+
+    _condition = _LazyCondition()
+
+    def __init__(self, engine, job):
+        # concurrent.futures.Future.__init__, without the condition.
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
+        self._init_task(job)
+        self._engine = engine
+
+    # -- engine hooks (in the hub's thread) ------------------------------
+
+    def _on_sent(self):
+        condition = self.__dict__.get("_condition")
+        if condition is not None:
+            return self.set_running_or_notify_cancel()
+        self._state = _RUNNING
+        return True
+
+    def _on_result(self, ok, value):
+        if self.__dict__.get("_condition") is not None:
+            if ok:
+                self.set_result(value)
+            else:
+                self.set_exception(value)
+        else:
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
+            self._state = _FINISHED
+            condition = self.__dict__.get("_condition")
+            if condition is not None:  # made by a thread meanwhile
+                with condition:
+                    for waiter in self._waiters:
+                        if ok:
+                            waiter.add_result(self)
+                        else:
+                            waiter.add_exception(self)
+                    condition.notify_all()
+            self._invoke_callbacks()
+        self._wake()
+
+    def _on_cancel(self):
+        self._mark_cancelled()
+
+    def _mark_cancelled(self):
+        # The stdlib's cancel() refuses a running future; one that was
+        # stopped is cancelled all the same.
+        with self._condition:
+            if self._state == _FINISHED:
+                return
+            self._state = _CANCELLED
+            self._condition.notify_all()
+        self.set_running_or_notify_cancel()  # notifies stdlib waiters
+        self._invoke_callbacks()
+        self._wake()
+
+    # -- the Future API --------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the future.  A pending one never starts; a running one is
+        stopped (its worker killed and replaced) if the executor has
+        ``kill_on_cancel``, else ``False`` is returned as in the stdlib."""
+        if self._phase == DONE:
+            return self.cancelled()
+        if self._engine.pid != os.getpid():
+            return False
+        if not self._engine.cancel(self):
+            return self.cancelled()
+        self._mark_cancelled()
+        return True
+
+    def _wait_here(self, timeout):
+        """Wait for the outcome; cooperatively in the hub's thread, by the
+        stdlib's means in any other thread."""
+        if self._phase == DONE:
+            # A loop over ready futures never waits: let the loop run.
+            self._engine.fair()
+            return
+        if get_hub_if_exists() is not self._engine.hub:
+            with self._condition:
+                if self._state not in (_FINISHED, _CANCELLED,
+                                       "CANCELLED_AND_NOTIFIED"):
+                    self._condition.wait(timeout)
+            return
+        self._wait(timeout)
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """The task's return value, waiting cooperatively; raises its
+        exception, ``CancelledError``, or ``TimeoutError`` (after
+        ``timeout`` seconds)."""
+        self._wait_here(timeout)
+        if self._state == _FINISHED:
+            if self._exception is None:
+                return self._result
+            try:
+                raise self._exception
+            finally:
+                self = None  # no reference cycle through the traceback
+        return _cf.Future.result(self, 0)
+
+    def exception(self, timeout: Optional[float] = None
+                  ) -> Optional[BaseException]:
+        """The task's exception (None if it returned), waiting
+        cooperatively."""
+        self._wait_here(timeout)
+        return _cf.Future.exception(self, 0)
+
+
+def _default_workers():
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
+
+
+class ProcessPoolExecutor(_cf.Executor):
+    """A ``concurrent.futures`` executor whose tasks run in gipc worker
+    processes and whose every wait is cooperative.
+
+    :arg max_workers: number of workers (default: the CPU count); they
+        start lazily, when there is work for them.
+    :arg mp_context: accepted for the stdlib's signature: None or a
+        ``multiprocessing`` context of the fork method (gipc forks).
+    :arg initializer, initargs: run in each worker when it starts; if it
+        raises, the executor is broken (``BrokenProcessPool``), as in the
+        stdlib.
+    :arg max_tasks_per_child: a worker is replaced after this many tasks.
+    :arg kill_on_cancel: ``cancel()`` on a running future stops its task
+        (the worker is killed and replaced), and ``map()`` stops the
+        running tasks of the results not consumed when it is closed or
+        fails.  False: the stdlib behaviour.
+
+    A worker that dies fails only its running future, with
+    :exc:`BrokenWorkerError` (a ``BrokenProcessPool``); the others
+    complete.
+    """
+
+    def __init__(self, max_workers: Optional[int] = None, mp_context=None,
+                 initializer: Optional[Callable[..., Any]] = None,
+                 initargs: Iterable = (), *,
+                 max_tasks_per_child: Optional[int] = None,
+                 kill_on_cancel: bool = True) -> None:
+        if max_workers is None:
+            max_workers = _default_workers()
+        elif isinstance(max_workers, bool) or not isinstance(max_workers,
+                                                             int):
+            raise TypeError("max_workers must be an int, not %s"
+                            % type(max_workers).__name__)
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is not None and \
+                getattr(mp_context, "get_start_method", lambda: None)() \
+                != "fork":
+            raise ValueError("gipc workers are forked: mp_context must be "
+                             "None or a fork context")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if isinstance(max_tasks_per_child, bool) or not isinstance(
+                    max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        self._max_workers = max_workers
+        self._shutdown = False
+        self._engine = WorkerSet(
+            max_workers, initializer, initargs, max_tasks_per_child, None,
+            None, kill_on_cancel,
+            lambda message, code: BrokenWorkerError(message, code),
+            self._broken_by, name="gipc-executor")
+
+    @staticmethod
+    def _broken_by(exc):
+        error = BrokenInitializerError(
+            "A child process terminated abruptly, the process pool is not "
+            "usable anymore (the initializer failed: %s: %s)"
+            % (type(exc).__name__, exc))
+        error.__cause__ = exc
+        return error
+
+    def _check_open(self):
+        engine = self._engine
+        engine.check_process()
+        if engine.broken is not None:
+            raise self._broken_by(engine.broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any,
+               **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`.
+        An unpicklable ``fn`` or argument raises here."""
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("%r object is not callable" % type(fn).__name__)
+        future = Future(self._engine, _worker.encode_call(fn, args, kwargs))
+        self._engine.submit(future)
+        return future
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable,
+            timeout: Optional[float] = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """``map(fn, *iterables)`` computed by the workers, ``chunksize``
+        calls per task; the iterables are read and every task submitted at
+        once, results come in order.  ``TimeoutError`` if a result is not
+        ready ``timeout`` seconds after the call."""
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError("chunksize must be an int")
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        self._check_open()
+        if not callable(fn):
+            raise TypeError("%r object is not callable" % type(fn).__name__)
+        end = None if timeout is None else time.monotonic() + timeout
+        engine = self._engine
+        arguments = zip(*iterables)
+        futures = []
+        while True:
+            chunk = tuple(itertools.islice(arguments, chunksize))
+            if not chunk:
+                break
+            futures.append(Future(engine, _worker.encode_chunk(fn, chunk,
+                                                               True)))
+            engine.fair()
+        for future in futures:
+            engine.submit(future)
+        return _results(futures, end)
+
+    def shutdown(self, wait: bool = True, *,
+                 cancel_futures: bool = False) -> None:
+        """Accept no more tasks; with ``cancel_futures``, cancel those not
+        started; with ``wait``, wait (cooperatively) until the others are
+        done and the workers have exited."""
+        engine = self._engine
+        engine.check_process()
+        self._shutdown = True
+        if cancel_futures:
+            for task in list(engine.queue) + [
+                    t for w in engine.workers for t in w.outbox]:
+                if task._phase == PENDING:
+                    task.cancel()
+        engine.stop()
+        if wait:
+            engine.join()
+
+    def terminate_workers(self) -> None:
+        """Python 3.14's: stop every worker now with SIGTERM and shut the
+        executor down; pending futures are cancelled, running ones fail
+        with :exc:`BrokenWorkerError`."""
+        self._stop_workers(kill=False)
+
+    def kill_workers(self) -> None:
+        """Like :meth:`terminate_workers`, with SIGKILL."""
+        self._stop_workers(kill=True)
+
+    def _stop_workers(self, kill):
+        engine = self._engine
+        engine.check_process()
+        self._shutdown = True
+        engine.terminate(kill=kill, running_error=BrokenWorkerError(
+            "the worker running this task was %s by %s()"
+            % (("killed", "kill_workers") if kill else
+               ("terminated", "terminate_workers"))))
+        engine.join()
+
+    def __reduce__(self):
+        raise NotImplementedError("executors cannot be pickled")
+
+
+def _results(futures, end):
+    """The items of ``futures``' chunk results, in order; closing it early
+    (or a failure) cancels the futures not consumed."""
+    pending = deque(futures)
+    try:
+        while pending:
+            future = pending[0]
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0 and not future.done():
+                raise _cf.TimeoutError()
+            chunk = future.result(left)
+            pending.popleft()
+            yield from chunk
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+# -- waiting on any future ---------------------------------------------
+
+
+class _Wakeup:
+    """Collects futures as they complete and wakes the greenlet waiting
+    for them.  A future's done-callback may run in any thread: in the hub's
+    thread it sets an event; from another thread it sends the hub an async
+    watcher, the only thread-safe way into a gevent loop."""
+
+    def __init__(self):
+        self.hub = get_hub()
+        self.done = deque()  # appends are atomic: safe from any thread
+        self.event = Event()
+        self.active = True
+        self.watcher = self.hub.loop.async_()
+        self.watcher.start(self.event.set)
+
+    def __call__(self, future):
+        if not self.active:
+            return
+        self.done.append(future)
+        if get_hub_if_exists() is self.hub:
+            self.event.set()
+        else:
+            # Never closed (a late callback may still send); stopped and
+            # freed with this object.
+            self.watcher.send()
+
+    def wait(self, timeout):
+        self.event.clear()
+        if self.done:
+            return True
+        return self.event.wait(timeout)
+
+    def close(self):
+        self.active = False
+        self.watcher.stop()
+
+
+def _is_failed(future):
+    return not future.cancelled() and future.exception(0) is not None
+
+
+def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
+                 return_when: str = ALL_COMPLETED) -> DoneAndNotDoneFutures:
+    """``concurrent.futures.wait()``, waiting cooperatively: returns
+    ``DoneAndNotDoneFutures(done, not_done)`` when ``return_when``
+    (``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``) is met
+    or after ``timeout`` seconds.  Takes any ``concurrent.futures.Future``,
+    also one completed by another thread."""
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        raise ValueError("Invalid return condition: %r" % (return_when,))
+    fs = set(fs)
+    end = None if timeout is None else time.monotonic() + timeout
+    done = {f for f in fs if f.done()}
+    not_done = fs - done
+
+    def satisfied():
+        if not not_done:
+            return True
+        if return_when == FIRST_COMPLETED:
+            return bool(done)
+        if return_when == FIRST_EXCEPTION:
+            return any(_is_failed(f) for f in done)
+        return False
+
+    if satisfied():
+        return DoneAndNotDoneFutures(done, not_done)
+    wakeup = _Wakeup()
+    try:
+        for future in not_done:
+            future.add_done_callback(wakeup)
+        while not satisfied():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            wakeup.wait(left)
+            while wakeup.done:
+                future = wakeup.done.popleft()
+                if future in not_done:
+                    not_done.discard(future)
+                    done.add(future)
+    finally:
+        wakeup.close()
+    return DoneAndNotDoneFutures(done, not_done)
+
+
+def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
+                 ) -> Iterator[_cf.Future]:
+    """``concurrent.futures.as_completed()``, waiting cooperatively: yields
+    each of ``fs`` (duplicates once) as it completes, finished ones first;
+    ``TimeoutError`` if some are not done ``timeout`` seconds after the
+    call.  Takes any ``concurrent.futures.Future``."""
+    end = None if timeout is None else time.monotonic() + timeout
+    fs = set(fs)
+    total = len(fs)
+    return _as_completed(fs, total, end)
+
+
+def _as_completed(fs, total, end):
+    finished = [f for f in fs if f.done()]
+    pending = fs - set(finished)
+    wakeup = _Wakeup() if pending else None
+    try:
+        for future in pending:
+            future.add_done_callback(wakeup)
+        yield from finished
+        while pending:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0 or not wakeup.wait(left):
+                raise _cf.TimeoutError("%d (of %d) futures unfinished"
+                                       % (len(pending), total))
+            while wakeup.done:
+                future = wakeup.done.popleft()
+                if future in pending:
+                    pending.discard(future)
+                    yield future
+    finally:
+        if wakeup is not None:
+            wakeup.close()
+
