@@ -18,7 +18,7 @@ EXAMPLES = sorted(glob.glob(os.path.join(
 
 def test_the_gallery_is_there():
     names = {os.path.basename(path) for path in EXAMPLES}
-    assert {"demo.py", "stream_into_buffer.py",
+    assert {"demo.py", "pool.py", "queue_workers.py", "stream_into_buffer.py",
             "migrated_from_multiprocessing.py"} <= names
 
 
