@@ -64,8 +64,11 @@ class SharedObject:
     def _register(self):
         global _hooks_installed
         if not _hooks_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child,
-                                after_in_parent=_after_fork_in_parent)
+            # No after_in_parent hook: Python code there would run a
+            # signal handler that fires at the fork inside the hook, where
+            # CPython swallows its exception (a Ctrl-C lost); gipc's start
+            # calls forget_given() itself.
+            os.register_at_fork(after_in_child=_after_fork_in_child)
             _hooks_installed = True
         _live.add(self)
 
@@ -158,6 +161,8 @@ def _after_fork_in_child():
             obj._disown()
 
 
-def _after_fork_in_parent():
+def forget_given():
+    """In the parent, once a start is over (started or failed): what it
+    recorded must not leak into a later fork (os.fork, multiprocessing)."""
     global _given
     _given = None

@@ -14,7 +14,7 @@ import signal
 import warnings
 from multiprocessing import process as mp_process
 
-from . import _log
+from . import _log, _shared
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import popen_class
 
@@ -59,7 +59,10 @@ class Process(mp_process.BaseProcess):
         shared = (collect_shared_handles(self, moved)
                   if self._shares_attribute_handles else ())
         mp_process._cleanup()
-        self._popen = self._Popen(self, moved + shared)
+        try:
+            self._popen = self._Popen(self, moved + shared)
+        finally:
+            _shared.forget_given()
         self._sentinel = self._popen.sentinel
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
