@@ -143,18 +143,25 @@ class SynchronizedBase(SharedObject):
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)
 
 
+def _locked(name: str, doc: str) -> property:
+    """A property reading and setting ``self._obj.<name>`` under the
+    wrapper's lock."""
+
+    def get(self: "SynchronizedBase") -> Any:
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def set_(self: "SynchronizedBase", new: Any) -> None:
+        with self._lock:
+            setattr(self._obj, name, new)
+
+    return property(get, set_, doc=doc)
+
+
 class Synchronized(SynchronizedBase):
     """A shared value; reading or setting ``value`` takes the lock."""
 
-    @property
-    def value(self) -> Any:
-        with self._lock:
-            return self._obj.value
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        with self._lock:
-            self._obj.value = new
+    value = _locked("value", "The shared value (read and set under the lock).")
 
 
 class SynchronizedArray(SynchronizedBase):
@@ -175,22 +182,6 @@ class SynchronizedArray(SynchronizedBase):
 class SynchronizedString(SynchronizedArray):
     """A shared char array with ``value`` and ``raw``."""
 
-    @property
-    def value(self) -> Any:
-        with self._lock:
-            return self._obj.value
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        with self._lock:
-            self._obj.value = new
-
-    @property
-    def raw(self) -> bytes:
-        with self._lock:
-            return self._obj.raw
-
-    @raw.setter
-    def raw(self, new: bytes) -> None:
-        with self._lock:
-            self._obj.raw = new
+    value = _locked("value", "The string up to its first NUL (under the "
+                    "lock).")
+    raw = _locked("raw", "All the array's bytes (under the lock).")

@@ -85,3 +85,20 @@ def no_leaks(request):
             problems.append("descriptors left open: %r" % targets)
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def shared():
+    """``shared(cls, *args, **kwargs)`` makes a shared object (queue, lock,
+    value) that is closed at the end of the test, so that its descriptors
+    are not counted as leaked."""
+    made = []
+
+    def make(cls, *args, **kwargs):
+        obj = cls(*args, **kwargs)
+        made.append(obj)
+        return obj
+
+    yield make
+    for obj in made:
+        obj.close()

@@ -17,19 +17,6 @@ from support import end
 BOUND = 30
 
 
-@pytest.fixture
-def shared():
-    made = []
-
-    def make(cls, *args, **kwargs):
-        obj = cls(*args, **kwargs)
-        made.append(obj)
-        return obj
-
-    yield make
-    for obj in made:
-        obj.close()
-
 
 def _until(condition):
     with gevent.Timeout(BOUND):

@@ -16,20 +16,6 @@ from support import end
 BOUND = 20
 
 
-@pytest.fixture
-def shared():
-    """Make shared objects that are closed at the end of the test."""
-    made = []
-
-    def make(cls, *args, **kwargs):
-        obj = cls(*args, **kwargs)
-        made.append(obj)
-        return obj
-
-    yield make
-    for obj in made:
-        obj.close()
-
 
 class Ticker:
     """A greenlet of the parent that counts while a test waits."""
