@@ -10,6 +10,7 @@ import gevent
 import pytest
 
 import gipc
+from gipc import _core, _stream
 from support import end as _finish
 
 WAIT = 60
@@ -120,3 +121,69 @@ def test_a_loop_of_buffered_gets_yields_within_its_slice():
         ticks, elapsed = _ticks_during(receive)
     assert ticks >= int(elapsed / 0.020), (ticks, elapsed)
     assert ticks >= 1
+
+
+# ------------------------------------------------ the turn's own rules
+
+
+def test_turn_is_due_once_its_slice_is_over():
+    assert _core.Turn(0).due()
+    turn = _core.Turn(3600 * 10**6)  # an hour
+    assert not turn.due()
+    turn.restart()
+    assert not turn.due()
+    assert isinstance(turn.coarse, bool)
+
+
+@pytest.mark.parametrize("bad", [-1, 3600 * 10**6 + 1])
+def test_turn_refuses_a_slice_out_of_range(bad):
+    with pytest.raises(ValueError):
+        _core.Turn(bad)
+
+
+@pytest.fixture
+def zero_slice_pipe(monkeypatch):
+    """A raw pipe whose slice is over at every call."""
+    monkeypatch.setattr(_stream, "FAIRNESS_SLICE_US", 0)
+    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+        yield r, w
+
+
+def _switched_during(call):
+    """Whether ``call()`` let a just-spawned greenlet run."""
+    ran = []
+    g = gevent.spawn(ran.append, True)
+    try:
+        call()
+    finally:
+        g.kill()
+    return bool(ran)
+
+
+def test_a_call_after_the_loop_ran_does_not_yield(zero_slice_pipe):
+    r, w = zero_slice_pipe
+    w.put(b"first")  # the first slice begins
+    gevent.sleep(0.002)  # the loop runs: the slice's yield is not needed
+    assert not _switched_during(lambda: w.put(b"x"))
+    # Now the loop has not run since: the next call whose slice is over
+    # yields.
+    assert _switched_during(lambda: w.put(b"y"))
+    assert [r.get(timeout=WAIT) for _ in range(3)] == [b"first", b"x", b"y"]
+
+
+def test_the_yield_lets_timers_run(zero_slice_pipe):
+    """A timer due during a loop of calls fires within the loop."""
+    r, w = zero_slice_pipe
+    fired = []
+    timer = gevent.get_hub().loop.timer(0.0)
+    timer.start(fired.append, True)
+    try:
+        for _ in range(4):
+            w.put(b"m")
+            if fired:
+                break
+    finally:
+        timer.close()
+    assert fired
+    while r.poll():
+        assert r.get(timeout=WAIT) == b"m"

@@ -2,6 +2,7 @@
 stops spinning for a while (its waits go straight to sleep); a spin that
 catches data ends the pause."""
 import os
+import sys
 import threading
 
 import gevent
@@ -77,8 +78,12 @@ def test_a_spin_that_catches_data_ends_the_pause():
             assert core.read_frame(1) is None  # paused: no spin
         assert core.spin_paused == 0
         # A thread writes while the reader spins: it is let go just before
-        # the call, and can only run once the spin releases the GIL (the
-        # interpreter would take the GIL from this thread only after 5 ms).
+        # the call, and can only run once the spin releases the GIL.  The
+        # interpreter would otherwise hand the GIL to the woken thread
+        # after the switch interval (5 ms): on a loaded machine that can
+        # fall between go.set() and the call, the data would then be there
+        # before the call and no spin would catch it.  A huge interval
+        # leaves the spin as the only place the GIL is released.
         go = threading.Event()
 
         def write_when_let_go():
@@ -86,9 +91,16 @@ def test_a_spin_that_catches_data_ends_the_pause():
             os.write(w, frame(b"hi"))
 
         writer = threading.Thread(target=write_when_let_go)
-        writer.start()
-        go.set()
-        assert core.read_frame(10_000_000) == b"hi"  # spins up to 10 s
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)
+        try:
+            writer.start()
+            go.set()
+            # Spins up to a second (the core's cap), with the GIL released.
+            got = core.read_frame(10_000_000)
+        finally:
+            sys.setswitchinterval(interval)
+        assert got == b"hi"
         writer.join(timeout=10)
         # The pause is over and its length back to the shortest.
         assert core.spin_paused == 0
