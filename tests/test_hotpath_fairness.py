@@ -187,3 +187,29 @@ def test_the_yield_lets_timers_run(zero_slice_pipe):
     assert fired
     while r.poll():
         assert r.get(timeout=WAIT) == b"m"
+
+
+def _send_bytes_n(conn, size, n):
+    data = b"x" * size
+    for _ in range(n):
+        conn.send_bytes(data)
+
+
+def test_ticker_ticks_through_a_connection_receive_loop():
+    size, n = 64, 60_000
+    c_r, c_w = gipc.Pipe(duplex=False)
+    with c_r:
+        p = gipc.Process(target=_send_bytes_n, args=(c_w, size, n))
+        p.start()
+        try:
+            gevent.sleep(0.05)
+
+            def receive():
+                for _ in range(n):
+                    assert len(c_r.recv_bytes()) == size
+
+            ticks, elapsed = _ticks_during(receive)
+        finally:
+            code = _finish(p)
+    assert code == 0
+    assert ticks >= int(elapsed / 0.020), (ticks, elapsed)
