@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 
 # csrc/: a .c with its .h per topic (module.c has no header).
 _C_MODULES = ["module", "frame", "writer", "reader", "spin", "fork", "pidfd",
-              "reap", "sigchld", "typecache"]
+              "reap", "sigchld", "typecache", "turn"]
 
 extra_compile_args = ["-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"]
 extra_link_args = []

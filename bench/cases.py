@@ -55,6 +55,30 @@ CASES = [
                  False)],
          {"n": 4, "size": 64 * MiB, "starts": 10},
          {"n": 4, "size": 8 * MiB, "starts": 3}, 180),
+    Case("8a", "event-loop stall: largest gap between 1 ms ticks in a "
+               "back-to-back loop of 200 raw 1 MiB messages sent / received "
+               "(issue 12's scenario), and the receive loop's bandwidth",
+         [Metric("stall_send_ms", "8a stall, send loop 1 MiB ms", "ms", False),
+          Metric("stall_recv_ms", "8a stall, receive loop 1 MiB ms", "ms",
+                 False),
+          Metric("recv_mb_per_s", "8a receive loop 1 MiB MB/s", "MB/s",
+                 True)],
+         {"n": 200, "size": MiB}, {"n": 50, "size": MiB}, 180),
+    Case("8b", "event-loop stall, loops of 3,000 raw 64 KiB messages",
+         [Metric("stall_send_ms", "8b stall, send loop 64 KiB ms", "ms",
+                 False),
+          Metric("stall_recv_ms", "8b stall, receive loop 64 KiB ms", "ms",
+                 False),
+          Metric("recv_mb_per_s", "8b receive loop 64 KiB MB/s", "MB/s",
+                 True)],
+         {"n": 3000, "size": 64 * KiB}, {"n": 1000, "size": 64 * KiB}, 180),
+    Case("8c", "event-loop stall, loops of 300,000 raw 64 B messages",
+         [Metric("stall_send_ms", "8c stall, send loop 64 B ms", "ms", False),
+          Metric("stall_recv_ms", "8c stall, receive loop 64 B ms", "ms",
+                 False),
+          Metric("recv_mb_per_s", "8c receive loop 64 B MB/s", "MB/s",
+                 True)],
+         {"n": 300000, "size": 64}, {"n": 50000, "size": 64}, 180),
     Case("7", "peak RSS of the receiver for one 1 GiB raw message, minus "
               "RSS before",
          [Metric("extra_rss_mib", "7  extra RSS MiB", "MiB", False),
@@ -67,14 +91,15 @@ CASE_BY_ID = {c.id: c for c in CASES}
 
 # Implementations, in table order.  Ratios are computed against the three
 # references.
-IMPLS = ["gipc", "gipc18", "mp", "pyref", "cref"]
-REFS = ["cref", "mp", "pyref"]
+IMPLS = ["gipc", "gipc18", "mp", "pyref", "cref", "crefspin"]
+REFS = ["cref", "crefspin", "mp", "pyref"]
 IMPL_TITLES = {
     "gipc": "gipc (this tree)",
     "gipc18": "gipc 1.8 (PyPI)",
     "mp": "multiprocessing",
     "pyref": "Python reference",
     "cref": "C reference",
+    "crefspin": "C reference that spins 50 us before blocking (round trip)",
 }
 
 # The targets of issue 4: (text, case, metric, reference or None for an
@@ -95,12 +120,26 @@ TARGETS = [
      "mb_per_s", "cref", ">=", 0.6),
     ("round-trip median <= 1.3 x C reference", "4", "rtt_median_us", "cref",
      "<=", 1.3),
+    ("round-trip median <= 1.3 x the spinning C reference", "4",
+     "rtt_median_us", "crefspin", "<=", 1.3),
     ("start + join <= 1.5 x Python reference (os.fork + os.waitpid)", "5",
      "start_join_ms", "pyref", "<=", 1.5),
     ("event-loop stall sending 64 MiB messages <= 20 ms", "6",
      "stall_send_ms", None, "<=", 20.0),
     ("event-loop stall receiving 64 MiB messages <= 20 ms", "6",
      "stall_recv_ms", None, "<=", 20.0),
+    ("event-loop stall, send loop of 1 MiB messages <= 5 ms",
+     "8a", "stall_send_ms", None, "<=", 5.0),
+    ("event-loop stall, receive loop of 1 MiB messages <= 5 ms",
+     "8a", "stall_recv_ms", None, "<=", 5.0),
+    ("event-loop stall, send loop of 64 KiB messages <= 5 ms",
+     "8b", "stall_send_ms", None, "<=", 5.0),
+    ("event-loop stall, receive loop of 64 KiB messages <= 5 ms",
+     "8b", "stall_recv_ms", None, "<=", 5.0),
+    ("event-loop stall, send loop of 64 B messages <= 5 ms",
+     "8c", "stall_send_ms", None, "<=", 5.0),
+    ("event-loop stall, receive loop of 64 B messages <= 5 ms",
+     "8c", "stall_recv_ms", None, "<=", 5.0),
     ("extra memory to receive 1 GiB <= 1.15 GiB (1.15 x message size)", "7",
      "extra_rss_ratio", None, "<=", 1.15),
 ]

@@ -5,7 +5,7 @@
  * machine.  Compiled by bench/impl_cref.py with gcc -O2 into bench/out/.
  *
  *   cref msgs  N SIZE DISTINCT REUSE PIPE_SIZE   child sends N frames
- *   cref rtt   N WARMUP SIZE PIPE_SIZE           ping-pong
+ *   cref rtt   N WARMUP SIZE PIPE_SIZE [SPIN_US] ping-pong
  *   cref spawn N                                 fork + _exit + waitpid
  *   cref rss   SIZE PIPE_SIZE                    peak RSS receiving 1 frame
  *
@@ -13,6 +13,10 @@
  * in is parsed before reading again; a payload is copied into a malloc'd
  * message (as a library returning a new object per message would), a large
  * one read straight into it; REUSE=1 reads every payload into one buffer.
+ * With SPIN_US > 0 (rtt only), a reader about to block first polls the
+ * empty pipe for up to SPIN_US microseconds without sleeping, as gipc's
+ * reader does (csrc/spin.c): the reference for gipc's round trip, since a
+ * blocked reader's wake-up costs 2 or 70 us on these VMs, run to run.
  * Sender: one writev() of header and payload per frame.  Every message is
  * compared with the expected one in the timed loop (as the Python cases
  * do).  Prints one JSON line on stdout.
@@ -20,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +113,23 @@ typedef struct {
     char buf[BUFCAP];
     size_t start, end;
     long reads;             /* read() calls, reported for information */
+    int64_t spin_ns;        /* poll an empty pipe this long before read() */
 } reader_t;
+
+/* Poll r->fd without sleeping until it is readable or r->spin_ns passed. */
+static void
+rd_spin(reader_t *r)
+{
+    struct pollfd p = {r->fd, POLLIN, 0};
+    int64_t until;
+
+    if (r->spin_ns <= 0) {
+        return;
+    }
+    until = now_ns() + r->spin_ns;
+    while (poll(&p, 1, 0) == 0 && now_ns() < until) {
+    }
+}
 
 static void
 rd_fill(reader_t *r, size_t need)
@@ -119,7 +140,10 @@ rd_fill(reader_t *r, size_t need)
         r->start = 0;
     }
     while (r->end < need) {
-        ssize_t n = read(r->fd, r->buf + r->end, BUFCAP - r->end);
+        ssize_t n;
+
+        rd_spin(r);
+        n = read(r->fd, r->buf + r->end, BUFCAP - r->end);
         r->reads++;
         if (n < 0 && errno == EINTR) {
             continue;
@@ -392,7 +416,7 @@ mode_msgs(long count, size_t size, int distinct, int reuse, int pipe_size)
 }
 
 static int
-mode_rtt(long count, long warm, size_t size, int pipe_size)
+mode_rtt(long count, long warm, size_t size, int pipe_size, long spin_us)
 {
     int a[2], b[2], ready[2], go[2];
     pid_t pid;
@@ -401,6 +425,7 @@ mode_rtt(long count, long warm, size_t size, int pipe_size)
     char *msg;
     reader_t *rd = calloc(1, sizeof *rd);
 
+    rd->spin_ns = (int64_t)spin_us * 1000;
     make_pipe(a, pipe_size);
     make_pipe(b, pipe_size);
     make_pipe(ready, 0);
@@ -557,9 +582,9 @@ main(int argc, char **argv)
         return mode_msgs(atol(argv[2]), (size_t)atol(argv[3]), atoi(argv[4]),
                          atoi(argv[5]), atoi(argv[6]));
     }
-    if (argc == 6 && strcmp(argv[1], "rtt") == 0) {
+    if ((argc == 6 || argc == 7) && strcmp(argv[1], "rtt") == 0) {
         return mode_rtt(atol(argv[2]), atol(argv[3]), (size_t)atol(argv[4]),
-                        atoi(argv[5]));
+                        atoi(argv[5]), argc == 7 ? atol(argv[6]) : 0);
     }
     if (argc == 3 && strcmp(argv[1], "spawn") == 0) {
         return mode_spawn(atol(argv[2]));

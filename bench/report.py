@@ -82,7 +82,8 @@ def _cell_text(cell):
 
 
 def table_lines(summary, impls):
-    ratio_refs = [r for r in ("cref", "mp", "pyref", "gipc18") if r in impls]
+    ratio_refs = [r for r in ("cref", "crefspin", "mp", "pyref", "gipc18")
+                  if r in impls]
     heads = ["case / metric"] + impls + ["gipc/" + r for r in ratio_refs
                                          if "gipc" in impls]
     body = []

@@ -252,9 +252,11 @@ def _busy(seconds):
         pass
 
 
-def case_stall(T, p):
-    if not T.cooperative:
-        raise NotApplicable("blocking implementation (no event loop)")
+def _ticking(run):
+    """Run ``run(state, window)`` beside a greenlet ticking every 1 ms; the
+    window (opened by ``window()``, closed by setting state["on"] to False)
+    records the largest gap between ticks (state["max"]) and their number
+    (state["ticks"])."""
     import gevent
 
     state = {"on": False, "max": 0.0, "run": True, "ticks": 0}
@@ -278,15 +280,35 @@ def case_stall(T, p):
     g = gevent.spawn(ticker)
     try:
         gevent.sleep(0.02)
+        return run(state, window)
+    finally:
+        state["run"] = False
+        g.join()
+
+
+def case_stall(T, p):
+    if not T.cooperative:
+        raise NotApplicable("blocking implementation (no event loop)")
+
+    def run(state, window):
         # Starts first: once the 64 MiB messages exist, every fork has
         # their page tables to copy.
         result = {"stall_start_ms": _stall_starting(
             T, state, window, p.get("starts", 0)) * 1e3}
         result.update(_stall_transferring(T, state, window, p))
-    finally:
-        state["run"] = False
-        g.join()
-    return result
+        return result
+
+    return _ticking(run)
+
+
+def case_loop_stall(T, p):
+    """Case 8: the largest event-loop stalls of back-to-back send and
+    receive loops over many messages, none of whose calls need wait long
+    (the peer keeps up), and the receive loop's bandwidth."""
+    if not T.cooperative:
+        raise NotApplicable("blocking implementation (no event loop)")
+    return _ticking(lambda state, window: _stall_transferring(
+        T, state, window, p))
 
 
 def _stall_starting(T, state, window, starts):
@@ -337,7 +359,9 @@ def _stall_transferring(T, state, window, p):
     window()
     # Keep the messages and check them after the window: comparing 64 MiB
     # in the parent is the bench's own work and would count as a stall.
+    t0 = now()
     got = [get() for _ in range(n)]
+    recv_seconds = now() - t0
     gevent.sleep(0.002)
     state["on"] = False
     stall_recv, recv_ticks = state["max"], state["ticks"]
@@ -349,7 +373,8 @@ def _stall_transferring(T, state, window, p):
     if send_ticks == 0 or recv_ticks == 0:
         raise BenchError("the ticker greenlet never ran")
     return {"stall_send_ms": stall_send * 1e3,
-            "stall_recv_ms": stall_recv * 1e3}
+            "stall_recv_ms": stall_recv * 1e3,
+            "recv_mb_per_s": n * size / recv_seconds / 1e6}
 
 
 # -- case 7: peak memory receiving one huge message -------------------------
@@ -399,6 +424,9 @@ CASES = {
     "5": case_spawn,
     "6": case_stall,
     "7": case_rss,
+    "8a": case_loop_stall,
+    "8b": case_loop_stall,
+    "8c": case_loop_stall,
 }
 
 

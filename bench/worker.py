@@ -49,9 +49,9 @@ def run(impl, case_id, params):
     if params.get("pin_cpu") is not None:
         import os
         os.sched_setaffinity(0, {params["pin_cpu"]})
-    if impl == "cref":
+    if impl in ("cref", "crefspin"):
         from . import impl_cref
-        return impl_cref.run(case_id, params)
+        return impl_cref.run(case_id, params, spin=impl == "crefspin")
     if impl in ("gipc", "gipc18") or not params.get("bare_refs"):
         _become_gevent_application()
     from . import scenarios

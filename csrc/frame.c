@@ -98,3 +98,19 @@ gipc_fd_from_object(PyObject *obj, int *fd)
     *fd = value;
     return 0;
 }
+
+int
+gipc_get_buffer(PyObject *obj, Py_buffer *view, int flags, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, flags) == 0) {
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_TypeError) ||
+        PyErr_ExceptionMatches(PyExc_BufferError) ||
+        PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s, not %.200s", what,
+                     Py_TYPE(obj)->tp_name);
+    }
+    return -1;
+}

@@ -66,6 +66,13 @@ int gipc_decode_header(const unsigned char *p, Py_ssize_t avail,
  * return NULL. */
 PyObject *gipc_set_errno_error(int code, const char *fmt, ...);
 
+/* PyObject_GetBuffer(obj, view, flags), where a refusal of the exporter
+ * (TypeError, BufferError, or the ValueError numpy raises for an array
+ * that is not C-contiguous) becomes TypeError("<what>, not <type>").
+ * Other errors pass through.  Returns 0 or -1. */
+int gipc_get_buffer(PyObject *obj, Py_buffer *view, int flags,
+                    const char *what);
+
 /* The descriptor of `obj` (an int or an object with fileno()). */
 int gipc_fd_from_object(PyObject *obj, int *fd);
 

@@ -1,14 +1,14 @@
 /*
  * gipc._core: the C half of gipc.  Framed pipe I/O: the wire format
  * (frame.c), the Writer (writer.c), the Reader (reader.c) and its spinning
- * on an empty pipe (spin.c).  Processes: the fork helper (fork.c), pidfds
- * (pidfd.c), reaping one child (reap.c), the SIGCHLD probe (sigchld.c) and
- * type-cache warming (typecache.c).  It knows nothing of gevent: when a
+ * on an empty pipe (spin.c), and the fairness clock (turn.c).  Processes:
+ * the fork helper (fork.c), pidfds (pidfd.c), reaping one child (reap.c),
+ * the SIGCHLD probe (sigchld.c) and type-cache warming (typecache.c).  It knows nothing of gevent: when a
  * descriptor would block it says so and the Python layer waits on the
  * hub.
  *
  * Multi-phase initialisation.  The module keeps no state of its own: the
- * Reader and Writer types are created per module object (heap types, from
+ * Reader, Writer and Turn types are created per module object (heap types, from
  * their specs) and held by the module's dict only; no C code needs them
  * after that, since instances are only ever created from Python.  Every
  * other piece of state lives in the Reader and Writer objects.
@@ -22,6 +22,7 @@
 #include "reader.h"
 #include "reap.h"
 #include "sigchld.h"
+#include "turn.h"
 #include "typecache.h"
 #include "writer.h"
 
@@ -70,7 +71,8 @@ static int
 core_exec(PyObject *module)
 {
     if (add_type(module, "Reader", &gipc_reader_spec) < 0 ||
-        add_type(module, "Writer", &gipc_writer_spec) < 0) {
+        add_type(module, "Writer", &gipc_writer_spec) < 0 ||
+        add_type(module, "Turn", &gipc_turn_spec) < 0) {
         return -1;
     }
     /* On Linux a long is as wide as a Py_ssize_t. */

@@ -649,14 +649,8 @@ reader_read_frame_into(ReaderObject *self, PyObject *const *args,
             return NULL;
         }
     }
-    if (PyObject_GetBuffer(args[0], &view,
-                           PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "a writable, C-contiguous buffer is needed, "
-                         "not %.200s", Py_TYPE(args[0])->tp_name);
-        }
+    if (gipc_get_buffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS,
+                        "a writable, C-contiguous buffer is needed") < 0) {
         return NULL;
     }
     if (offset < 0 || offset > view.len) {

@@ -203,15 +203,9 @@ writer_send(WriterObject *self, PyObject *data)
                         "abandon() it first");
         return NULL;
     }
-    if (PyObject_GetBuffer(data, &self->view, PyBUF_C_CONTIGUOUS) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError) ||
-            PyErr_ExceptionMatches(PyExc_BufferError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "a raw message must be a C-contiguous object "
-                         "supporting the buffer protocol, not %.200s",
-                         Py_TYPE(data)->tp_name);
-        }
+    if (gipc_get_buffer(data, &self->view, PyBUF_C_CONTIGUOUS,
+                        "a raw message must be a C-contiguous object "
+                        "supporting the buffer protocol") < 0) {
         return NULL;
     }
     if (self->view.len > GIPC_MAX_MESSAGE_SIZE) {

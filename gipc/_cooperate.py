@@ -59,6 +59,32 @@ class Deadline:
         return self._end - time.monotonic()
 
 
+def loop_epoch(loop):
+    """A value that changes whenever ``loop`` polls for I/O: libev's
+    iteration count.  (The loop's cached time is no such value: starting a
+    ``gevent.Timeout`` updates it.)  libuv's loop has no count; its time,
+    in milliseconds, serves."""
+    try:
+        return loop.iteration
+    except AttributeError:
+        return loop.now()
+
+
+def yield_to_loop():
+    """Let the event loop run one iteration (timers and I/O included) and
+    come back.  ``gevent.sleep(0)`` is not enough: it only queues a
+    callback, and the hub runs callbacks queued meanwhile in the same pass,
+    so a greenlet that sleeps 0 in a loop can keep timers and I/O waiting
+    for milliseconds.  A zero-delay timer fires only in the next iteration,
+    after the loop has polled for I/O."""
+    hub = get_hub()
+    timer = hub.loop.timer(0.0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
+
+
 class FdWaiter:
     """Waits cooperatively until one descriptor is ready for one kind of
     I/O, reusing a single watcher of the current hub."""

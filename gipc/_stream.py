@@ -14,14 +14,16 @@ import os
 
 import gevent
 
-from . import _log, _ownership, _pipesize
-from ._cooperate import Deadline, check_timeout, input_ready
+from . import _core, _log, _ownership, _pipesize
+from ._cooperate import (Deadline, check_timeout, input_ready, loop_epoch,
+                         yield_to_loop)
 from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 
-#: Calls one endpoint serves without waiting before it lets the other
-#: greenlets run: a loop of get()/put() that never has to wait (the peer
-#: keeps up) must not starve the event loop.
-FAIRNESS_QUOTA = 256
+#: How long (microseconds) calls on one endpoint may keep the CPU, none of
+#: them having to wait, before they let the event loop run: a loop of
+#: get()/put() whose peer keeps up must not starve the other greenlets,
+#: whatever the size or the number of its messages.
+FAIRNESS_SLICE_US = 1000
 
 #: Before a receive goes to sleep on the hub, the C reader polls the empty
 #: pipe this many microseconds without sleeping: a reply that is about to
@@ -94,7 +96,8 @@ class Endpoint:
         self._ok_pid = self._legit_pid
         self._closed = False
         self._broken = None
-        self._quota = FAIRNESS_QUOTA
+        self._turn = _core.Turn(FAIRNESS_SLICE_US)
+        self._loop_epoch = None
         # The first time a send finds the pipe full, try to grow it once.
         self._may_grow = True
         self._grew_pipe = False
@@ -151,12 +154,12 @@ class Endpoint:
 
     def _enter(self, lock, timeout=None, deadline=None):
         """The one way into a call: check that this process may use the
-        endpoint, count a fairness turn, take ``lock`` and, if anything
+        endpoint, take a fairness turn, take ``lock`` and, if anything
         could have run since the first check, check again.
 
-        Every FAIRNESS_QUOTA calls the turn yields to the event loop, so
-        that a loop of calls that never have to wait (the peer keeps up)
-        does not starve it; it yields before the call touches the stream,
+        The turn yields to the event loop once calls on this endpoint have
+        kept the CPU for FAIRNESS_SLICE_US without the loop running (see
+        :meth:`_fair_turn`); it yields before the call touches the stream,
         so that a timeout or kill arriving meanwhile loses no message.
         Another greenlet may close the endpoint during that yield or while
         this one waits for the lock: the second check turns that into the
@@ -167,16 +170,23 @@ class Endpoint:
         """
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
-        quota = self._quota - 1
-        if quota:
-            self._quota = quota
+        if not self._turn.due():
             # Nothing ran since the check: no switch happened.
             if lock.acquire(blocking=False):
                 return
         else:
-            self._quota = FAIRNESS_QUOTA
-            gevent.sleep(0)
+            self._fair_turn()
         self._acquire_slow(lock, timeout, deadline)
+
+    def _fair_turn(self):
+        """A slice is over: yield to the event loop unless it ran since the
+        slice began (the calls waited, or the greenlet slept), then begin
+        the next slice."""
+        loop = gevent.get_hub().loop
+        if loop_epoch(loop) == self._loop_epoch:
+            yield_to_loop()
+        self._loop_epoch = loop_epoch(loop)
+        self._turn.restart()
 
     def _acquire_slow(self, lock, timeout=None, deadline=None):
         """Take ``lock`` once the greenlet inside the call it guards is

@@ -358,11 +358,6 @@ def test_raw_mode_numpy_array():
         assert not r.poll()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "the C core turns a refused buffer into TypeError only when the exporter "
-    "raises TypeError or BufferError; numpy raises ValueError ('ndarray is "
-    "not C-contiguous'), which passes through (multiprocessing's "
-    "send_bytes raises TypeError here)"))
 @pytest.mark.parametrize("call", ["put", "get_into"])
 def test_raw_mode_non_contiguous_numpy_array_raises_type_error(call):
     np = pytest.importorskip("numpy")

@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 import gipc
-from gipc._stream import FAIRNESS_QUOTA
+from gipc import _stream
 
 
 @pytest.fixture
@@ -97,9 +97,19 @@ def _count_ticks(counter):
         gevent.sleep(0)
 
 
-def test_get_loop_on_buffered_messages_lets_greenlets_run(raw_pipe):
-    r, w = raw_pipe
-    n = FAIRNESS_QUOTA * 8
+@pytest.fixture
+def zero_slice_pipe(monkeypatch):
+    """A raw pipe whose fairness slice is over at every call, so that the
+    turn-taking does not depend on how fast the machine is (the real slice
+    is tested with real time in test_hotpath_fairness.py)."""
+    monkeypatch.setattr(_stream, "FAIRNESS_SLICE_US", 0)
+    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+        yield r, w
+
+
+def test_get_loop_on_buffered_messages_lets_greenlets_run(zero_slice_pipe):
+    r, w = zero_slice_pipe
+    n = 2048
     for i in range(n):
         w.put(b"%d" % i)
     ticks = [0]
@@ -115,9 +125,9 @@ def test_get_loop_on_buffered_messages_lets_greenlets_run(raw_pipe):
     assert ticks[0] - start >= 4
 
 
-def test_put_loop_that_never_waits_lets_greenlets_run(raw_pipe):
-    r, w = raw_pipe
-    n = FAIRNESS_QUOTA * 8  # small messages: all fit in the pipe
+def test_put_loop_that_never_waits_lets_greenlets_run(zero_slice_pipe):
+    r, w = zero_slice_pipe
+    n = 2048  # small messages: all fit in the pipe
     ticks = [0]
     ticker = gevent.spawn(_count_ticks, ticks)
     gevent.sleep(0)

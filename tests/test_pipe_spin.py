@@ -3,6 +3,7 @@ stops spinning for a while (its waits go straight to sleep); a spin that
 catches data ends the pause."""
 import os
 import threading
+import time
 
 import gevent
 import gevent.event
@@ -14,6 +15,9 @@ from support import frame
 # As in csrc/spin.c.
 MISS_LIMIT = 4
 PAUSE_MIN = 16
+
+#: See test_a_spin_that_catches_data_ends_the_pause.
+WRITE_DELAY = 0.1
 
 
 def _get_each_after_the_reader_slept(r, w, n):
@@ -76,19 +80,24 @@ def test_a_spin_that_catches_data_ends_the_pause():
         for _ in range(PAUSE_MIN):
             assert core.read_frame(1) is None  # paused: no spin
         assert core.spin_paused == 0
-        # A thread writes while the reader spins: it is let go just before
-        # the call, and can only run once the spin releases the GIL (the
-        # interpreter would take the GIL from this thread only after 5 ms).
+        # A thread writes while the reader spins.  The call releases the
+        # GIL around its first read() of the empty pipe too (a 64 KiB
+        # buffer), so a thread let go just before the call can win the race
+        # to that read: then no spin catches anything.  The thread waits
+        # WRITE_DELAY after the call began, far longer than that first read
+        # takes and far shorter than the spin's cap (a second).
         go = threading.Event()
 
         def write_when_let_go():
             go.wait(10)
+            time.sleep(WRITE_DELAY)
             os.write(w, frame(b"hi"))
 
         writer = threading.Thread(target=write_when_let_go)
         writer.start()
         go.set()
-        assert core.read_frame(10_000_000) == b"hi"  # spins up to 10 s
+        got = core.read_frame(10_000_000)  # spins up to the cap, a second
+        assert got == b"hi"
         writer.join(timeout=10)
         # The pause is over and its length back to the shortest.
         assert core.spin_paused == 0

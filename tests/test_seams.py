@@ -9,15 +9,16 @@ import gevent
 import pytest
 
 import gipc
-from gipc import GIPCClosed
+from gipc import GIPCClosed, _cooperate, _core
 
 WAIT = 10
 
 
 def _yield_on_next_call(endpoint):
     """Make the endpoint's next call take the turn that yields to the event
-    loop (it comes every FAIRNESS_QUOTA calls)."""
-    endpoint._quota = 1
+    loop (it comes once a slice is over and the loop did not run)."""
+    endpoint._turn = _core.Turn(0)
+    endpoint._loop_epoch = _cooperate.loop_epoch(gevent.get_hub().loop)
 
 
 def _call_while_closed_during_the_yield(endpoint, call):
