@@ -8,12 +8,20 @@
  * Python-level sequence can.  The parent gets a pidfd for the child taken
  * before any Python code of the parent runs again, so no other reaper can
  * race us between fork() and pidfd_open().
+ *
+ * Where there are no pidfds (the sentinel path), the parent watches the
+ * child through a pipe whose write end only the child holds: made here,
+ * close-on-exec, and closed here in every child gipc forks after it, so
+ * that neither an exec'd program nor a grandchild keeps it.
  */
 #include "fork.h"
 
 #include "pidfd.h"
+#include "platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <signal.h>
@@ -52,6 +60,74 @@ sigset_from_sequence(PyObject *seq, sigset_t *set)
     }
     Py_DECREF(fast);
     return 0;
+}
+
+/* Descriptors to close in the child: at most this many. */
+#define CLOSE_IN_CHILD_MAX 8
+
+/* The sequence of descriptors to close in the child, checked in the
+ * parent before the fork (nothing may fail in the child).  Returns the
+ * count, or -1 with an error set. */
+static int
+fds_from_sequence(PyObject *seq, int *fds)
+{
+    PyObject *fast = PySequence_Fast(seq, "close_in_child must be a "
+                                     "sequence of descriptors");
+    Py_ssize_t i, n;
+
+    if (fast == NULL) {
+        return -1;
+    }
+    n = PySequence_Fast_GET_SIZE(fast);
+    if (n > CLOSE_IN_CHILD_MAX) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "close_in_child: at most %d "
+                     "descriptors", CLOSE_IN_CHILD_MAX);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+
+        if (fd == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "close_in_child: %ld is not a "
+                         "descriptor", fd);
+            return -1;
+        }
+        fds[i] = (int)fd;
+    }
+    Py_DECREF(fast);
+    return (int)n;
+}
+
+/* A close-on-exec pipe: pipe2() where there is one, else pipe() and
+ * fcntl() (a thread that forks and execs in between may leak it into the
+ * program it runs; gipc forks from the main thread only). */
+static int
+cloexec_pipe(int fds[2])
+{
+#ifdef GIPC_HAVE_PIPE2
+    return pipe2(fds, O_CLOEXEC);
+#else
+    int saved_errno;
+
+    if (pipe(fds) < 0) {
+        return -1;
+    }
+    if (fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0 &&
+        fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0) {
+        return 0;
+    }
+    saved_errno = errno;
+    (void)close(fds[0]);
+    (void)close(fds[1]);
+    errno = saved_errno;
+    return -1;
+#endif
 }
 
 /* Async-signal-safe: runs in the child before the interpreter is fixed up. */
@@ -134,6 +210,31 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
 }
 
 /*
+ * The child's side on the sentinel path: as fork_child(), but it keeps
+ * the write end of its sentinel pipe (closing the parent's read end) and
+ * closes the descriptors the parent listed, before any Python code runs.
+ */
+static PyObject *
+fork_child_sentinel(PyObject *out, const sigset_t *reset,
+                    const sigset_t *old_mask, const int *sentinel,
+                    const int *close_fds, int n_close)
+{
+    int i;
+
+    reset_signals(reset);
+    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    (void)close(sentinel[0]);
+    for (i = 0; i < n_close; i++) {
+        (void)close(close_fds[i]);
+    }
+    PyOS_AfterFork_Child();
+    if (store_result(out, 0, sentinel[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/*
  * The parent's side of gipc_fork(), after fork() succeeded and the signal
  * mask is restored.  The result goes into `out` before CPython's
  * after-fork hooks run any Python code (a signal handler among it).
@@ -177,7 +278,28 @@ error:
 }
 
 /*
- * fork(signals_to_reset, out) -> None
+ * The parent's side on the sentinel path: the read end of the child's
+ * sentinel pipe is the descriptor that watches it.
+ */
+static PyObject *
+fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
+{
+    (void)close(sentinel[1]);
+    if (store_result(out, (long)pid, sentinel[0]) < 0) {
+        PyErr_Clear();
+        (void)close(sentinel[0]);
+        (void)kill(pid, SIGKILL);
+        PyOS_AfterFork_Parent();
+        reap_killed(pid);
+        errno = ENOMEM;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyOS_AfterFork_Parent();
+    Py_RETURN_NONE;
+}
+
+/*
+ * fork(signals_to_reset, out, close_in_child=None) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
  * value: a signal that arrives while CPython's after-fork hooks run may
@@ -192,6 +314,12 @@ error:
  * pidfd cannot be opened for another reason (the child is killed and
  * reaped first), after CPython's after-fork hooks of the parent ran.
  *
+ * With close_in_child, a sequence of descriptors (at most 8), the child is
+ * watched through a sentinel pipe instead (where there are no pidfds):
+ * the parent's out becomes [pid, read end], the child's [0, write end],
+ * the only copy of it (close-on-exec), and the listed descriptors are
+ * closed in the child before any Python code runs there.
+ *
  * Signals are blocked across fork() and the child's reset of dispositions
  * only, never across the before- and after-fork hooks: a hook that waits
  * (on a lock, say) must leave the process able to take SIGINT or SIGTERM.
@@ -202,12 +330,14 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
 {
     sigset_t reset, all, old;
     pid_t pid, parent = getpid();
-    int saved_errno;
+    int saved_errno, n_close = -1;
+    int close_fds[CLOSE_IN_CHILD_MAX];
+    int sentinel[2] = {-1, -1};
     PyObject *out;
 
-    if (nargs != 2) {
+    if (nargs != 2 && nargs != 3) {
         PyErr_Format(PyExc_TypeError,
-                     "fork() takes exactly 2 arguments (%zd given)", nargs);
+                     "fork() takes 2 or 3 arguments (%zd given)", nargs);
         return NULL;
     }
     out = args[1];
@@ -218,19 +348,39 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (sigset_from_sequence(args[0], &reset) < 0) {
         return NULL;
     }
+    if (nargs == 3 && args[2] != Py_None) {
+        n_close = fds_from_sequence(args[2], close_fds);
+        if (n_close < 0) {
+            return NULL;
+        }
+        if (cloexec_pipe(sentinel) < 0) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
     sigfillset(&all);
     PyOS_BeforeFork();
     saved_errno = pthread_sigmask(SIG_BLOCK, &all, &old);
     if (saved_errno == 0) {
         pid = fork();
         if (pid == 0) {
+            if (n_close >= 0) {
+                return fork_child_sentinel(out, &reset, &old, sentinel,
+                                           close_fds, n_close);
+            }
             return fork_child(out, parent, &reset, &old);
         }
         saved_errno = errno;
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid > 0) {
+            if (n_close >= 0) {
+                return fork_parent_sentinel(out, pid, sentinel);
+            }
             return fork_parent(out, pid);
         }
+    }
+    if (n_close >= 0) {
+        (void)close(sentinel[0]);
+        (void)close(sentinel[1]);
     }
     PyOS_AfterFork_Parent();
     errno = saved_errno;

@@ -19,6 +19,7 @@
 #include "fork.h"
 #include "frame.h"
 #include "pidfd.h"
+#include "platform.h"
 #include "reader.h"
 #include "reap.h"
 #include "sigchld.h"
@@ -28,16 +29,20 @@
 
 static PyMethodDef core_methods[] = {
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
-     PyDoc_STR("fork(signals_to_reset, out) -> None\n\n"
+     PyDoc_STR("fork(signals_to_reset, out, close_in_child=None) -> None\n\n"
                "fork() with CPython's fork protocol.  The list out becomes "
                "[pid, pidfd of the child] in the parent and [0, pidfd of "
                "the parent or -1] in the child, where the given signals are "
-               "back at SIG_DFL before any Python code runs.")},
+               "back at SIG_DFL before any Python code runs.  With "
+               "close_in_child (descriptors closed in the child), a "
+               "sentinel pipe instead of pidfds: [pid, its read end] in the "
+               "parent, [0, its write end] in the child.")},
     {"reap", (PyCFunction)(void (*)(void))gipc_reap, METH_FASTCALL,
-     PyDoc_STR("reap(pid, pidfd=-1) -> int or None\n\n"
+     PyDoc_STR("reap(pid, pidfd=-1, spin_us=0) -> int or None\n\n"
                "Non-blocking wait for exactly that child (through its pidfd "
                "if given): its exit code (-signum if killed by a signal), or "
-               "None while it runs.")},
+               "None while it runs.  By pid, a child that is exiting may be "
+               "waited for up to spin_us microseconds (at most 1000).")},
     {"pidfd_open", gipc_pidfd_open, METH_O,
      PyDoc_STR("pidfd_open(pid) -> fd, or -1 where the kernel has none.")},
     {"sigchld_handler_file", gipc_sigchld_handler_file, METH_NOARGS,
@@ -78,6 +83,30 @@ core_exec(PyObject *module)
     /* On Linux a long is as wide as a Py_ssize_t. */
     if (PyModule_AddIntConstant(module, "MAX_MESSAGE_SIZE",
                                 (long)GIPC_MAX_MESSAGE_SIZE) < 0) {
+        return -1;
+    }
+    /* What the build has (see platform.h), so that the Python layer takes
+     * the same paths: PORTABLE, only POSIX.1-2008 (GIPC_PORTABLE=1 or not
+     * Linux); HAVE_PIDFD, pidfd_open() compiled in (the kernel may still
+     * lack it). */
+#ifdef GIPC_HAVE_PIDFD
+    const long have_pidfd = 1;
+#else
+    const long have_pidfd = 0;
+#endif
+#ifdef GIPC_HAVE_DLADDR
+    const long have_dladdr = 1;
+#else
+    const long have_dladdr = 0;
+#endif
+#if defined(__linux__) && !defined(GIPC_PORTABLE)
+    const long portable = 0;
+#else
+    const long portable = 1;
+#endif
+    if (PyModule_AddIntConstant(module, "PORTABLE", portable) < 0 ||
+        PyModule_AddIntConstant(module, "HAVE_PIDFD", have_pidfd) < 0 ||
+        PyModule_AddIntConstant(module, "HAVE_DLADDR", have_dladdr) < 0) {
         return -1;
     }
     return 0;

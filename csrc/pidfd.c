@@ -4,15 +4,16 @@
  */
 #include "pidfd.h"
 
+#include "platform.h"
+
 #include <errno.h>
 #include <limits.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 int
 gipc_open_pidfd(pid_t pid)
 {
-#ifdef SYS_pidfd_open
+#ifdef GIPC_HAVE_PIDFD
     long fd;
 
     do {
@@ -26,7 +27,8 @@ gipc_open_pidfd(pid_t pid)
 #endif
 }
 
-_Static_assert(sizeof(pid_t) == sizeof(int), "pid_t is an int on Linux");
+_Static_assert(sizeof(pid_t) == sizeof(int),
+               "pid_t is an int on Linux and macOS");
 
 int
 gipc_pid_from_object(PyObject *obj, pid_t *pid)

@@ -1,6 +1,6 @@
 /*
- * pidfds: pidfd_open(2) where the kernel has it (Linux 5.3+), and the
- * checks of a pid argument.
+ * pidfds: pidfd_open(2) where the kernel has it (Linux 5.3+; never in a
+ * portable or non-Linux build), and the checks of a pid argument.
  */
 #ifndef GIPC_PIDFD_H
 #define GIPC_PIDFD_H

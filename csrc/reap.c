@@ -4,16 +4,24 @@
 #include "reap.h"
 
 #include "pidfd.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
-#ifndef P_PIDFD
+/* A bound on spin_us: a millisecond (the hub waits meanwhile). */
+#define REAP_SPIN_US_MAX 1000L
+
+#if defined(GIPC_HAVE_PIDFD) && !defined(P_PIDFD)
 #define P_PIDFD 3
 #endif
 
+#ifdef GIPC_HAVE_PIDFD
 /* Exit code from a waitid() result, as multiprocessing reports it. */
 static PyObject *
 exit_code_from_siginfo(const siginfo_t *info)
@@ -23,6 +31,7 @@ exit_code_from_siginfo(const siginfo_t *info)
     }
     return PyLong_FromLong((long)info->si_status);
 }
+#endif
 
 /* The optional pidfd argument: a descriptor, or -1 for none. */
 static int
@@ -52,6 +61,7 @@ pidfd_from_object(PyObject *obj, int *pidfd)
 static int
 reap_by_pidfd(int pidfd, PyObject **result)
 {
+#ifdef GIPC_HAVE_PIDFD
     siginfo_t info;
     int rc;
 
@@ -70,17 +80,55 @@ reap_by_pidfd(int pidfd, PyObject **result)
     }
     *result = PyErr_SetFromErrno(PyExc_OSError);
     return 1;
+#else
+    /* No pidfds in this build: never one to reap through. */
+    (void)pidfd;
+    (void)result;
+    return 0;
+#endif
+}
+
+static int64_t
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* waitpid(pid, WNOHANG), retried for up to spin_us microseconds while the
+ * child runs, yielding the CPU between tries (with the GIL released): the
+ * child may need this very CPU to finish exiting. */
+static pid_t
+wait_spinning(pid_t pid, int *status, long spin_us)
+{
+    pid_t got;
+    int64_t until = 0;
+
+    do {
+        got = waitpid(pid, status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got != 0 || spin_us <= 0) {
+        return got;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    until = now_us() + spin_us;
+    do {
+        (void)sched_yield();
+        got = waitpid(pid, status, WNOHANG);
+    } while ((got == 0 && now_us() < until) || (got < 0 && errno == EINTR));
+    Py_END_ALLOW_THREADS
+    return got;
 }
 
 static PyObject *
-reap_by_pid(pid_t pid)
+reap_by_pid(pid_t pid, long spin_us)
 {
     pid_t got;
     int status = 0;
 
-    do {
-        got = waitpid(pid, &status, WNOHANG);
-    } while (got < 0 && errno == EINTR);
+    got = wait_spinning(pid, &status, spin_us);
     if (got < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -94,7 +142,7 @@ reap_by_pid(pid_t pid)
 }
 
 /*
- * reap(pid, pidfd=-1) -> exit code or None
+ * reap(pid, pidfd=-1, spin_us=0) -> exit code or None
  *
  * Non-blocking wait for exactly this child, through its pidfd where one is
  * given (Linux 5.4+): a pid can be reused once someone else reaped the
@@ -102,6 +150,10 @@ reap_by_pid(pid_t pid)
  * status, or -signum for a child killed by a signal.  None while the child
  * runs.  ChildProcessError if it is not our child (or was reaped by
  * someone else).
+ *
+ * spin_us (by pid only, at most 1000): a child known to be exiting (its
+ * sentinel reported EOF, a moment before it becomes a zombie) is waited
+ * for that long, yielding the CPU between tries.
  */
 PyObject *
 gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -110,20 +162,32 @@ gipc_reap(PyObject *Py_UNUSED(module), PyObject *const *args,
     PyObject *result;
     pid_t pid;
     int pidfd = -1;
+    long spin_us = 0;
 
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1)");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "reap(pid, pidfd=-1, spin_us=0)");
         return NULL;
     }
     if (gipc_pid_from_object(args[0], &pid) < 0) {
         return NULL;
     }
-    if (nargs == 2 && pidfd_from_object(args[1], &pidfd) < 0) {
+    if (nargs >= 2 && pidfd_from_object(args[1], &pidfd) < 0) {
         return NULL;
+    }
+    if (nargs == 3) {
+        spin_us = PyLong_AsLong(args[2]);
+        if (spin_us == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (spin_us < 0 || spin_us > REAP_SPIN_US_MAX) {
+            PyErr_Format(PyExc_ValueError, "spin_us must be in 0..%ld, "
+                         "not %ld", REAP_SPIN_US_MAX, spin_us);
+            return NULL;
+        }
     }
     if (pidfd >= 0 && reap_by_pidfd(pidfd, &result)) {
         return result;
     }
     /* No pidfd, or a kernel without P_PIDFD: by pid. */
-    return reap_by_pid(pid);
+    return reap_by_pid(pid, spin_us);
 }

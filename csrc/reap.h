@@ -9,7 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* reap(pid, pidfd=-1) -> exit code or None */
+/* reap(pid, pidfd=-1, spin_us=0) -> exit code or None */
 PyObject *gipc_reap(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
 

@@ -3,14 +3,19 @@
  */
 #include "sigchld.h"
 
+#include "platform.h"
+
+#ifdef GIPC_HAVE_DLADDR
 #include <dlfcn.h>
+#endif
 #include <signal.h>
 
 /*
  * sigchld_handler_file() -> str or None
  *
  * The file of the shared object whose function handles SIGCHLD, "" if
- * unknown, None if SIGCHLD has no handler.  gevent's child watchers
+ * unknown (always, in a build without dladdr(): see platform.h), None if
+ * SIGCHLD has no handler.  gevent's child watchers
  * install libev's handler from C, invisible to the signal module; this is
  * how gipc tells that one from a handler of the program's own.
  */
@@ -19,7 +24,9 @@ gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
                           PyObject *Py_UNUSED(ignored))
 {
     struct sigaction current;
+#ifdef GIPC_HAVE_DLADDR
     Dl_info info;
+#endif
     void *handler;
 
     if (sigaction(SIGCHLD, NULL, &current) < 0) {
@@ -34,8 +41,13 @@ gipc_sigchld_handler_file(PyObject *Py_UNUSED(module),
     else {
         handler = (void *)current.sa_handler;
     }
+#ifdef GIPC_HAVE_DLADDR
     if (dladdr(handler, &info) == 0 || info.dli_fname == NULL) {
         return PyUnicode_FromString("");
     }
     return PyUnicode_DecodeFSDefault(info.dli_fname);
+#else
+    (void)handler;
+    return PyUnicode_FromString("");
+#endif
 }

@@ -4,7 +4,22 @@
 the event loop; ``gipc.start_process()`` forks a child with a fresh gevent
 hub.  The public API of gipc 1.8 is kept; the hot paths are in C
 (``gipc._core``).
+
+Supported: CPython on Linux and macOS (see the README, "Platforms").
 """
+import os as _os
+import sys as _sys
+
+if _os.name != "posix" or _sys.platform in ("win32", "cygwin"):
+    raise ImportError(
+        "gipc does not support %s: it is built on fork() and POSIX pipes "
+        "(Linux and macOS only); on Windows, use multiprocessing, or gipc "
+        "under WSL" % _sys.platform)
+if _sys.implementation.name != "cpython":
+    raise ImportError(
+        "gipc does not support %s: its core is a CPython C extension (use "
+        "CPython 3.10 or newer)" % _sys.implementation.name)
+
 from multiprocessing import active_children, current_process, parent_process
 
 from .connection import Connection, Pipe

@@ -11,11 +11,17 @@ hold (``/proc/sys/fs/pipe-user-pages-soft``, 64 MiB by default); beyond it
 the kernel gives *every* new pipe of that user only two pages.  So a process
 that is not root grows at most as many pipes at once as fit in an eighth of
 that limit (8 by default) and leaves the rest of it to everybody else.
+
+Pipe capacities can be changed on Linux only: elsewhere (and in a portable
+build, see ``gipc._core.PORTABLE``) a pipe keeps the size it was made with.
 """
 import fcntl
 import os
 
-from . import _log
+from . import _core, _log
+
+#: Whether pipe capacities can be changed here (F_SETPIPE_SZ).
+CAN_RESIZE = not _core.PORTABLE and hasattr(fcntl, "F_SETPIPE_SZ")
 
 #: Capacity asked for when a pipe fills up (the default pipe-max-size).
 GROWN_SIZE = 1 << 20
@@ -45,7 +51,9 @@ _grown = 0
 
 def set_size(fd, size):
     """Ask for a pipe capacity of ``size`` bytes; False if refused (not a
-    pipe, over a limit)."""
+    pipe, over a limit, no F_SETPIPE_SZ)."""
+    if not CAN_RESIZE:
+        return False
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
@@ -58,7 +66,7 @@ def grow(fd):
     True if it was grown (the caller calls :func:`release` when it closes
     the descriptor)."""
     global _grown
-    if _allowed is not None and _grown >= _allowed:
+    if not CAN_RESIZE or (_allowed is not None and _grown >= _allowed):
         return False
     try:
         if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) >= GROWN_SIZE:

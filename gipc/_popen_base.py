@@ -7,7 +7,16 @@ process to a popen object (``poll``, ``wait``, ``terminate``, ``kill``,
 pidfd on the gevent hub, then reap exactly that child through the same
 pidfd: no SIGCHLD handler, no ``waitpid(-1)``, so the exit statuses of
 other children of the program (multiprocessing, subprocess) are never
-stolen.  Where libev's SIGCHLD handler reaps every child (gevent's child
+stolen.
+
+Where there are no pidfds (Linux before 5.3, macOS, a portable build, or
+``GIPC_NO_PIDFD=1``: see :data:`USE_PIDFDS`), the sentinel is the read end
+of a pipe whose write end only the child holds: it reports EOF when the
+child exits, and the child is then reaped by pid (``waitpid(pid,
+WNOHANG)``, retried on the hub for the instant between the child's
+descriptors closing and its becoming a zombie).
+
+Where libev's SIGCHLD handler reaps every child (gevent's child
 watchers), a libev child watcher catches the status.
 
 A start method's popen (``_popen_fork``) starts the child and hands it
@@ -17,6 +26,7 @@ import os
 import signal
 import sys
 import warnings
+from time import monotonic
 
 import gevent
 
@@ -28,27 +38,45 @@ from .exceptions import GIPCError
 # (see README, "Child processes and other reapers").
 UNKNOWN_EXIT_CODE = 255
 
-#: Whether the kernel has pidfds: None until :func:`check_pidfds` asked.
-have_pidfds = None
+# After the sentinel's EOF, the reap is retried in C for _REAP_SPIN_US
+# (yielding the CPU, which the exiting child may need), with a turn of the
+# hub between tries, _REAP_SPINS times (a child needs some 20 us from
+# closing its descriptors to being a zombie); then on the hub's timers, up
+# to every _REAP_RETRY_MAX, for a child that closed its sentinel itself
+# and lives on.
+_REAP_SPIN_US = 200
+# poll() of a child whose sentinel is readable (is_alive() right after
+# wait()) waits up to this long for it to become a zombie.
+_REAP_POLL_SPIN_US = 1000
+_REAP_SPINS = 10
+_REAP_RETRY_FIRST = 0.001
+_REAP_RETRY_MAX = 0.05
 
 
-def check_pidfds():
-    """Refuse before starting a child on a kernel without pidfds (Linux <
-    5.3): gipc has no other way to watch a child without a SIGCHLD
-    handler."""
-    global have_pidfds
-    if have_pidfds is None:
+def _pidfds_work():
+    """Whether to watch children through pidfds: compiled in, not turned
+    off by ``GIPC_NO_PIDFD=1`` (a testing aid), and pidfd_open() works in
+    this kernel (Linux 5.3+; a seccomp filter may refuse it too)."""
+    if os.environ.get("GIPC_NO_PIDFD") == "1" or not _core.HAVE_PIDFD:
+        return False
+    try:
         fd = _core.pidfd_open(os.getpid())
-        have_pidfds = fd >= 0
-        if have_pidfds:
-            os.close(fd)
-    if not have_pidfds:
-        raise _no_pidfds()
+    except OSError:
+        return False
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
-def _no_pidfds():
-    return GIPCError("this kernel has no pidfd_open(); gipc needs Linux 5.3 "
-                     "or newer")
+#: True: children are watched through pidfds; False: through sentinel
+#: pipes.  Decided once, at import.
+USE_PIDFDS = _pidfds_work()
+
+
+def _pidfds_gone():
+    return GIPCError("pidfd_open() stopped working in this process; cannot "
+                     "watch the child")
 
 
 class BasePopen:
@@ -77,7 +105,7 @@ class BasePopen:
         pid, pidfd = started
         if pidfd < 0:
             del self._forked  # the start killed and reaped it
-            raise _no_pidfds()
+            raise _pidfds_gone()
         # As with multiprocessing, the sentinel stays valid until close()
         # or until this object is collected (__del__, not
         # weakref.finalize, which costs dozens of page writes).
@@ -104,12 +132,23 @@ class BasePopen:
 
     def poll(self, flag=os.WNOHANG):
         """The exit code if the child has exited (reaping it), else None."""
+        if self.returncode is None and flag == 0:
+            return self.wait()
+        return self._poll(0)
+
+    def _poll(self, spin_us):
         if self.returncode is None:
-            if flag == 0:
-                return self.wait()
             try:
-                code = _core.reap(self.pid, -1 if self.sentinel is None
-                                  else self.sentinel)
+                if self.sentinel is None or not USE_PIDFDS:
+                    code = _core.reap(self.pid, -1, spin_us)
+                    if (code is None and not spin_us
+                            and self.sentinel is not None
+                            and fd_readable(self.sentinel)):
+                        # Exiting (see _REAP_SPIN_US): as on the pidfd
+                        # path, a child whose sentinel is readable is gone.
+                        code = _core.reap(self.pid, -1, _REAP_POLL_SPIN_US)
+                else:
+                    code = _core.reap(self.pid, self.sentinel)
             except ChildProcessError:
                 code = self._reaped_elsewhere()
             if code is not None:
@@ -122,7 +161,7 @@ class BasePopen:
     def _reaped_elsewhere(self):
         # Someone else collected the status (waitpid(-1) in a SIGCHLD
         # handler).  If that was libev's, behind gevent's child watchers,
-        # our child watcher got the status.  Otherwise the pidfd still
+        # our child watcher got the status.  Otherwise the sentinel still
         # tells whether the child has gone, but its status is lost.
         watcher = self._status_watcher
         if watcher is not None and watcher.rpid == self.pid:
@@ -142,20 +181,53 @@ class BasePopen:
             return self.returncode
         timeout = check_timeout(timeout)
         if self.poll() is None:
+            deadline = None if timeout is None else monotonic() + timeout
             waiter = FdWaiter(self.sentinel, READ)
             try:
                 if not waiter.wait(timeout):
                     return None
             finally:
                 waiter.close()
+            if not USE_PIDFDS:
+                return self._reap_after_eof(deadline)
         return self.poll()
+
+    def _reap_after_eof(self, deadline):
+        # The sentinel's EOF comes as the child's descriptors close, a
+        # moment before the child becomes a zombie (see _REAP_SPIN_US).
+        code = self._poll(_REAP_SPIN_US)
+        spins = _REAP_SPINS - 1
+        delay = _REAP_RETRY_FIRST
+        while code is None:
+            if deadline is not None:
+                left = deadline - monotonic()
+                if left <= 0:
+                    return None
+                delay = min(delay, left)
+            if spins > 0:
+                spins -= 1
+                gevent.sleep(0)
+                code = self._poll(_REAP_SPIN_US)
+            else:
+                gevent.sleep(delay)
+                delay = min(delay * 2, _REAP_RETRY_MAX)
+                code = self.poll()
+        return code
 
     def _send_signal(self, sig):
         if self.returncode is None and self.sentinel is not None:
-            try:
-                signal.pidfd_send_signal(self.sentinel, sig)
-            except ProcessLookupError:
-                pass
+            if USE_PIDFDS:
+                try:
+                    signal.pidfd_send_signal(self.sentinel, sig)
+                except ProcessLookupError:
+                    pass
+            # By pid: only while the pid is still our child's (unreaped;
+            # the poll reaps a zombie, so the pid is never reused here).
+            elif self.poll() is None:
+                try:
+                    os.kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def terminate(self):
         """Send SIGTERM unless the child is known to have exited."""
@@ -166,7 +238,7 @@ class BasePopen:
         self._send_signal(signal.SIGKILL)
 
     def close(self, _close=os.close):
-        """Release the pidfd."""
+        """Release the sentinel (pidfd or pipe)."""
         self._plan = None
         self._drop_status_watcher()
         fd, self.sentinel = self.sentinel, None

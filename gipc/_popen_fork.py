@@ -24,6 +24,7 @@ from .signals import _signals_to_reset
 # never ran, where each module attribute read writes the pages of the
 # module, its dict and the name (see _child).
 _run_child = _child.run
+_use_pidfds = _popen_base.USE_PIDFDS
 
 _warned_threads = False
 
@@ -42,8 +43,6 @@ def _check_can_fork():
         raise GIPCError("cannot start a child process from the gevent hub "
                         "greenlet (e.g. in a watcher callback); spawn a "
                         "greenlet for it")
-    if not _popen_base.have_pidfds:
-        _popen_base.check_pidfds()
     if not _warned_threads and threading.active_count() > 1:
         _warn_about_threads()
 
@@ -62,6 +61,31 @@ def _warn_about_threads():
             "calling thread exists in the child, and locks held by the "
             "others stay held there" % ", ".join(others),
             RuntimeWarning, stacklevel=7)
+
+
+# The sentinel path (no pidfds, see _popen_base.USE_PIDFDS).  A child's
+# parent_process().is_alive() watches its parent's lifeline: a pipe whose
+# write end only the parent holds (the fork helper closes it in every
+# child), one per process for all its children.  (owner pid, read end,
+# descriptors for the fork helper to close in a new child), or None.
+_lifeline = None
+# In a child on the sentinel path: the write end of its own sentinel,
+# which its own children must not keep.
+_own_sentinel = None
+
+
+def _lifeline_for_fork():
+    """The read end of this process's lifeline and the descriptors to close
+    in a new child: the lifeline's write end, and this process's own
+    sentinel if it is a gipc child (made at the first start of each
+    process: a child inherits its parent's, which is not its own)."""
+    global _lifeline
+    lifeline = _lifeline
+    if lifeline is None or lifeline[0] != os.getpid():
+        r, w = os.pipe()  # close-on-exec, as Python makes every pipe
+        close = (w,) if _own_sentinel is None else (w, _own_sentinel)
+        lifeline = _lifeline = (os.getpid(), r, close)
+    return lifeline[1], lifeline[2]
 
 
 def _parent_sentinel():
@@ -88,15 +112,27 @@ class Popen(BasePopen):
         forked = self._forked = [0, -1]
         try:
             plan, watch_status = _plan_child(process_obj)
-            _core.fork(_signals_to_reset, forked)
-            if forked[0] == 0:
-                # The child: straight into its bootstrap (no call of this
-                # module's own on its path).
-                try:
-                    _run_child(process_obj, kept, forked[1] if forked[1] >= 0
-                               else _parent_sentinel(), plan)
-                finally:
-                    os._exit(1)  # never return into the parent's stack
+            if _use_pidfds:
+                _core.fork(_signals_to_reset, forked)
+                if forked[0] == 0:
+                    # The child: straight into its bootstrap (no call of
+                    # this module's own on its path).
+                    try:
+                        _run_child(process_obj, kept, forked[1]
+                                   if forked[1] >= 0
+                                   else _parent_sentinel(), plan)
+                    finally:
+                        os._exit(1)  # never return into the parent's stack
+            else:
+                lifeline, close_in_child = _lifeline_for_fork()
+                _core.fork(_signals_to_reset, forked, close_in_child)
+                if forked[0] == 0:
+                    global _own_sentinel
+                    _own_sentinel = forked[1]
+                    try:
+                        _run_child(process_obj, kept, lifeline, plan)
+                    finally:
+                        os._exit(1)
             # The parent.  Every page it writes while the child shares it
             # is copied, so little happens from here until it waits: one
             # call.
@@ -125,3 +161,9 @@ def _plan_child(process_obj):
     _core.warm_type_cache(_lookups.child_lookups(
         type(process_obj), type(plan.old_hub)))
     return plan, watch_status
+
+
+if not _use_pidfds:
+    # Made now rather than at the first start, so that starting a child
+    # never shows as two more open descriptors.
+    _lifeline_for_fork()

@@ -3,7 +3,7 @@ import functools
 import os
 import pickle
 
-from . import _pipesize
+from . import _core, _pipesize
 from .exceptions import GIPCError
 from .handles import (
     DEFAULT_MAX_MESSAGE_SIZE, _check_size, _GIPCDuplexHandle, _GIPCReader,
@@ -36,9 +36,18 @@ def _check_pipe_size(pipe_size):
     return pipe_size
 
 
+# pipe2() is Linux's (a portable build takes the POSIX path on Linux too).
+_HAVE_PIPE2 = not _core.PORTABLE and hasattr(os, "pipe2")
+
+
 def _os_pipe(pipe_size):
     """A non-blocking, close-on-exec pipe, optionally resized."""
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    if _HAVE_PIPE2:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    else:
+        r, w = os.pipe()  # close-on-exec, as Python makes every pipe
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
     if pipe_size is not None:
         # Best effort: the kernel caps unprivileged pipe sizes
         # (/proc/sys/fs/pipe-max-size, pipe-user-pages-soft); a smaller
@@ -85,7 +94,7 @@ def pipe(duplex=False, encoder="default", decoder="default", *,
     :arg max_message_size: largest message a reader accepts, in bytes
         (default 4 GiB); see :attr:`_GIPCReader.max_message_size`.
     :arg pipe_size: if given, ask the kernel for pipes of this many bytes
-        (``F_SETPIPE_SZ``, best effort) and keep that capacity.  By default
+        (``F_SETPIPE_SZ``, best effort, Linux only) and keep that capacity.  By default
         a pipe starts at the kernel's 64 KiB and is grown once to 1 MiB the
         first time a ``put()`` finds it full (see ``gipc._pipesize``).
     :returns: a 2-tuple that also works as a context manager closing both

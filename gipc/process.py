@@ -1,8 +1,9 @@
 """Child processes: ``Process`` (the ``multiprocessing.Process`` API) and
 ``start_process()`` (gipc 1.8's entry point, returning a ``_GProcess``).
 
-Both are ``multiprocessing.process.BaseProcess`` subclasses, so every method
-and every rule of ``multiprocessing.Process`` holds; only the popen object
+Both are ``multiprocessing.Process`` subclasses (as in gipc 1.8:
+``isinstance(p, multiprocessing.Process)`` holds), so every method and
+every rule of ``multiprocessing.Process`` holds; only the popen object
 differs (chosen by start method in ``gipc._popen``): the fork popen forks
 through gipc's C helper and gives the child a fresh gevent hub, and every
 popen waits on the hub, so ``join()`` never blocks the event loop.
@@ -12,6 +13,7 @@ import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 import os
 import signal
 import warnings
+from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
 
 from . import _log, _shared
@@ -19,7 +21,7 @@ from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import popen_class
 
 
-class Process(mp_process.BaseProcess):
+class Process(mp_context.Process):
     """A child process with the exact ``multiprocessing.Process`` API
     (``start``, ``run``, ``join``, ``is_alive``, ``exitcode``, ``pid``,
     ``name``, ``daemon``, ``terminate``, ``kill``, ``close``,

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import gipc
 
 #: How long a test waits for a child to finish.
@@ -81,3 +83,36 @@ def hand_write(handle, data):
 def frame(payload):
     """``payload`` framed with a short (4-byte) header."""
     return struct.pack(">i", len(payload)) + payload
+
+
+def _watching_by_pidfd():
+    from gipc import _popen_base
+    return _popen_base.USE_PIDFDS
+
+
+#: For a test of the pidfd path itself: skipped where children are watched
+#: through sentinel pipes (no pidfds, a portable build, GIPC_NO_PIDFD=1).
+needs_pidfds = pytest.mark.skipif(
+    not _watching_by_pidfd(),
+    reason="tests the pidfd path; children are watched through sentinel "
+    "pipes here (no pidfds, a portable build or GIPC_NO_PIDFD=1)")
+
+
+def _core_flag(name):
+    from gipc import _core
+    return bool(getattr(_core, name))
+
+
+#: For a test of pipe resizing (F_SETPIPE_SZ): Linux only, not in a
+#: portable build.
+needs_pipe_resize = pytest.mark.skipif(
+    _core_flag("PORTABLE"),
+    reason="pipe capacities change on Linux only (F_SETPIPE_SZ), and this "
+    "is a portable build (GIPC_PORTABLE=1)")
+
+#: For a test that needs to tell libev's SIGCHLD handler from others
+#: (dladdr: glibc, macOS; not in a GIPC_PORTABLE=1 build).
+needs_dladdr = pytest.mark.skipif(
+    not _core_flag("HAVE_DLADDR"),
+    reason="telling libev's SIGCHLD handler apart needs dladdr(), which a "
+    "POSIX.1-2008-only build (GIPC_PORTABLE=1) has not")

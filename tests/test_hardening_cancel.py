@@ -308,7 +308,7 @@ def test_start_process_interrupted_inside_the_fork_call(monkeypatch, exc):
     """An exception escaping the fork helper itself (a signal handler run
     inside it, say): nothing was forked, the handles stay usable, and the
     next start_process() works."""
-    def fork(signals, out):
+    def fork(signals, out, *close_in_child):
         raise exc()
 
     with gipc.pipe() as (r, w):

@@ -18,7 +18,7 @@ import gevent
 import pytest
 
 import gipc
-from gipc import GIPCProtocolError, _core
+from gipc import GIPCProtocolError, _core, _popen_base
 from support import hand_write as _hand_write
 from support import end as _finish
 from support import SCRIPT_CWD, script_env
@@ -341,7 +341,7 @@ def _echo(r, w):
 
 
 def _failing_fork(exc):
-    def fork(signals, out):
+    def fork(signals, out, *close_in_child):
         raise exc
     return fork
 
@@ -443,7 +443,9 @@ def test_rlimit_nofile_lowered_start_process_fails_cleanly():
     assert out.returncode == 0, out.stderr.decode()
     outcome, forked, same, leftover = out.stdout.decode().split()
     assert outcome == "EMFILE", out.stdout.decode() + out.stderr.decode()
-    assert forked == "True"  # the EMFILE came after fork()
+    # The EMFILE came after fork() (the child's pidfd); on the sentinel
+    # path, before it (the sentinel pipe is made first).
+    assert forked == str(_popen_base.USE_PIDFDS)
     assert same == "True"
     # The child forked before the pidfd failed was killed and reaped.
     assert int(leftover) == 0
@@ -462,8 +464,8 @@ def test_start_interrupted_right_after_the_fork_leaves_no_child(monkeypatch):
             return getattr(_core, name)
 
         @staticmethod
-        def fork(signals, out):
-            _core.fork(signals, out)
+        def fork(signals, out, *close_in_child):
+            _core.fork(signals, out, *close_in_child)
             if os.getpid() == parent:
                 raise KeyboardInterrupt
 

@@ -19,6 +19,7 @@ import gipc
 import gipc.gipc
 from support import hand_write as _hand_write
 from support import frame as _frame
+from support import needs_pipe_resize
 
 WAIT = 10  # upper bound of every wait that should succeed, in seconds
 
@@ -482,6 +483,7 @@ def test_100_mib_frame():
     assert got == payload
 
 
+@needs_pipe_resize
 def test_pipe_size_argument_is_honoured():
     with gipc.pipe(pipe_size=256 * 1024) as (r, w):
         assert _pipe_size(w.fileno()) >= 256 * 1024

@@ -8,6 +8,7 @@ import gevent.subprocess
 
 import gipc
 from support import run_script as _run_script
+from support import needs_dladdr
 
 JOIN = 10
 
@@ -158,6 +159,7 @@ def _wait_for(reader):
     reader.get()
 
 
+@needs_dladdr
 def test_exit_codes_survive_gevents_child_watchers():
     # gevent.subprocess installs libev's SIGCHLD handler, which reaps every
     # child with waitpid(-1).  gipc's children keep their exit codes anyway,

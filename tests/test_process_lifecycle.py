@@ -17,6 +17,7 @@ import gipc
 from gipc import GIPCError
 from support import children as _children
 from support import finish as _finish
+from support import needs_pidfds
 
 JOIN = 10  # seconds: generous bound for every wait on a child
 
@@ -426,6 +427,7 @@ class _Squarer(gipc.Process):
         self._args[0].put(self.n ** 2)
 
 
+@needs_pidfds
 def test_reap_goes_by_pidfd_so_a_reused_pid_is_never_taken():
     from gipc import _core
 
@@ -454,6 +456,7 @@ def test_reap_goes_by_pidfd_so_a_reused_pid_is_never_taken():
     p.close()
 
 
+@needs_pidfds
 def test_reap_by_pidfd_reports_exit_codes_and_signals():
     from gipc import _core
 
