@@ -112,7 +112,8 @@ def remote_error(value):
 class Task:
     """One unit of work and the object that learns its outcome.
 
-    ``_job`` is the task as :mod:`gipc._worker` encodes it.  The engine calls
+    ``_job`` is the task as :mod:`gipc._worker` encodes it (None once the
+    task is done: a program may hold many finished tasks).  The engine calls
     :meth:`_on_sent` when the task goes to a worker (return False to drop
     it: it was cancelled meanwhile), :meth:`_on_result` with its outcome
     (``ok`` and the value, or False and the exception to raise), and
