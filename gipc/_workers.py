@@ -112,7 +112,8 @@ def remote_error(value):
 class Task:
     """One unit of work and the object that learns its outcome.
 
-    ``_job`` is the task as :mod:`gipc._worker` encodes it.  The engine calls
+    ``_job`` is the task as :mod:`gipc._worker` encodes it (None once the
+    task is done: a program may hold many finished tasks).  The engine calls
     :meth:`_on_sent` when the task goes to a worker (return False to drop
     it: it was cancelled meanwhile), :meth:`_on_result` with its outcome
     (``ok`` and the value, or False and the exception to raise), and
@@ -283,7 +284,8 @@ class WorkerSet:
         """Queue ``task`` (a :class:`Task` with its job) and hand it to a
         worker if one has room.  Yields to the event loop about every
         millisecond of submissions."""
-        self.fair()
+        if _perf_counter() >= self._next_yield:  # fair(), without a call
+            self.fair()
         if self.broken is not None:
             task._phase = DONE
             task._on_result(False, self.init_error(self.broken))
@@ -333,15 +335,13 @@ class WorkerSet:
         workers = self.workers
         window = self.window
         limited = self.max_tasks is not None
-        woken = []
         while queue:
             best = None
-            best_load = 0
+            best_load = window  # only a worker with room qualifies
             for worker in workers:
                 load = len(worker.window) + len(worker.outbox)
-                if (best is None or load < best_load) and load < window \
-                        and not worker.retired and (
-                            not limited or self.capacity(worker) > 0):
+                if load < best_load and not worker.retired and (
+                        not limited or self.capacity(worker) > 0):
                     best, best_load = worker, load
             if (best is None or best_load) and len(workers) < self.size:
                 if self._start_worker():
@@ -352,12 +352,12 @@ class WorkerSet:
             if task._phase != PENDING:
                 continue  # cancelled while queued
             task._worker = best
-            if not best.outbox:
-                woken.append(best)
-            best.outbox.append(task)
-        for worker in woken:
-            # An idle worker's reader sends (see _read_loop).
-            (worker.wake if worker.window else worker.activity).set()
+            outbox = best.outbox
+            outbox.append(task)
+            if len(outbox) == 1:
+                # Setting an event only schedules its waiters: an idle
+                # worker's reader sends (see _read_loop).
+                (best.wake if best.window else best.activity).set()
 
     def _start_worker(self):
         """Start one worker; False if that cannot be done now (the queued
@@ -406,6 +406,7 @@ class WorkerSet:
     def _complete(self, task, ok, value):
         task._phase = DONE
         task._worker = None
+        task._job = None  # not needed any more: free its pickles
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -443,6 +444,7 @@ class WorkerSet:
                 pass
         task._phase = DONE
         task._worker = None
+        task._job = None
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()

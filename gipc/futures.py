@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from . import _worker
+from . import _worker, _workers
 from ._workers import DONE, PENDING, Task, WorkerSet
 from .exceptions import WorkerLostError
 
@@ -66,23 +66,27 @@ class BrokenInitializerError(BrokenProcessPool):
     ``__cause__``): the executor is broken, as in the stdlib."""
 
 
-class _LazyCondition:
-    """The ``_condition`` of a :class:`Future`, made on first use.
+# Makes a future's rarely used parts (see Future) on first use, for
+# whichever thread asks first.
+_lazy_lock = threading.Lock()
 
-    A stdlib future makes a ``threading.Condition`` when it is created;
-    most of ours are created and completed in the hub's thread and never
-    waited on by another thread, so the condition is made only when
-    something asks for it (another thread's wait, ``done()``,
-    ``add_done_callback()``...).  The engine's completion sets the state
-    first, then looks for a condition and notifies it: a thread that made
-    it before that look is notified, one that made it after sees the
-    final state.
-    """
 
-    def __get__(self, future, owner=None):
-        if future is None:
-            return self
-        return future.__dict__.setdefault("_condition", threading.Condition())
+def _lazy(slot, make):
+    """A property for a stdlib ``Future`` attribute that most of our
+    futures never use: kept in ``slot`` (None until needed), made by
+    ``make()`` when something first asks for it."""
+
+    def get(future):
+        value = getattr(future, slot)
+        if value is None:
+            with _lazy_lock:
+                value = getattr(future, slot)
+                if value is None:
+                    value = make()
+                    setattr(future, slot, value)
+        return value
+
+    return property(get)
 
 
 class Future(Task, _cf.Future):
@@ -91,29 +95,47 @@ class Future(Task, _cf.Future):
     cooperatively; ``cancel()`` also stops a running task if the executor
     has ``kill_on_cancel``."""
 
-    _condition = _LazyCondition()
+    # Slots for every attribute the stdlib Future uses: its methods work
+    # on them unchanged, and the instance's __dict__ is never made.  A
+    # program holding many futures keeps one GC-tracked object per future
+    # (not four: the future, its dict, two lists), which the cyclic GC
+    # scans at every full collection.
+    __slots__ = ("_state", "_result", "_exception", "_engine",
+                 "_condition_made", "_waiters_made", "_callbacks_made")
+
+    # A stdlib future makes a threading.Condition and two lists when it is
+    # created; most of ours are created and completed in the hub's thread
+    # and never waited on by another thread, so these are made only when
+    # something asks for them (another thread's wait, done(),
+    # add_done_callback()...).  The engine's completion sets the state
+    # first, then looks for a condition and notifies it: a thread that made
+    # it before that look is notified, one that made it after sees the
+    # final state.
+    _condition = _lazy("_condition_made", threading.Condition)
+    _waiters = _lazy("_waiters_made", list)
+    _done_callbacks = _lazy("_callbacks_made", list)
 
     def __init__(self, engine, job):
-        # concurrent.futures.Future.__init__, without the condition.
+        # concurrent.futures.Future.__init__, with the lazy parts.
         self._state = _PENDING
         self._result = None
         self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+        self._condition_made = None
+        self._waiters_made = None
+        self._callbacks_made = None
         self._init_task(job)
         self._engine = engine
 
     # -- engine hooks (in the hub's thread) ------------------------------
 
     def _on_sent(self):
-        condition = self.__dict__.get("_condition")
-        if condition is not None:
+        if self._condition_made is not None:
             return self.set_running_or_notify_cancel()
         self._state = _RUNNING
         return True
 
     def _on_result(self, ok, value):
-        if self.__dict__.get("_condition") is not None:
+        if self._condition_made is not None:
             if ok:
                 self.set_result(value)
             else:
@@ -124,7 +146,7 @@ class Future(Task, _cf.Future):
             else:
                 self._exception = value
             self._state = _FINISHED
-            condition = self.__dict__.get("_condition")
+            condition = self._condition_made
             if condition is not None:  # made by a thread meanwhile
                 with condition:
                     for waiter in self._waiters:
@@ -135,6 +157,10 @@ class Future(Task, _cf.Future):
                     condition.notify_all()
             self._invoke_callbacks()
         self._wake()
+
+    def _invoke_callbacks(self):
+        if self._callbacks_made:
+            _cf.Future._invoke_callbacks(self)
 
     def _on_cancel(self):
         self._mark_cancelled()
@@ -185,7 +211,10 @@ class Future(Task, _cf.Future):
         """The task's return value, waiting cooperatively; raises its
         exception, ``CancelledError``, or ``TimeoutError`` (after
         ``timeout`` seconds)."""
-        self._wait_here(timeout)
+        if self._phase != DONE:
+            self._wait_here(timeout)
+        elif _perf_counter() >= self._engine._next_yield:
+            self._engine.fair()  # as _wait_here does, without two calls
         if self._state == _FINISHED:
             if self._exception is None:
                 return self._result
@@ -201,6 +230,10 @@ class Future(Task, _cf.Future):
         cooperatively."""
         self._wait_here(timeout)
         return _cf.Future.exception(self, 0)
+
+
+_encode_call = _worker.encode_call
+_perf_counter = time.perf_counter
 
 
 def _default_workers():
@@ -285,11 +318,14 @@ class ProcessPoolExecutor(_cf.Executor):
                **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`.
         An unpicklable ``fn`` or argument raises here."""
-        self._check_open()
+        engine = self._engine
+        if _workers._current_pid != engine.pid or engine.broken is not None \
+                or self._shutdown:
+            self._check_open()  # raises the error
         if not callable(fn):
             raise TypeError("%r object is not callable" % type(fn).__name__)
-        future = Future(self._engine, _worker.encode_call(fn, args, kwargs))
-        self._engine.submit(future)
+        future = Future(engine, _encode_call(fn, args, kwargs))
+        engine.submit(future)
         return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable,

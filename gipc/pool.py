@@ -71,22 +71,28 @@ def _check_chunksize(chunksize):
     return chunksize
 
 
+#: The value of a cancelled result.
+_CANCELLED = object()
+
+
 class ApplyResult(Task):
     """The result of :meth:`Pool.apply_async` (``multiprocessing``'s
     ``AsyncResult``): ``get()``, ``wait()``, ``ready()``, ``successful()``,
     and :meth:`cancel`."""
 
-    __slots__ = ("_pool", "_ok", "_value", "_callback", "_error_callback",
-                 "_cancelled")
+    # Few slots: a program may hold a great many results, and the cyclic
+    # GC visits every slot of every one at each full collection.  A
+    # cancelled result has _ok False and _value _CANCELLED; _callbacks is
+    # None or (callback, error_callback), dropped once called.
+    __slots__ = ("_pool", "_ok", "_value", "_callbacks")
 
     def __init__(self, pool, job, callback=None, error_callback=None):
         self._init_task(job)
         self._pool = pool
         self._ok = None
         self._value = None
-        self._callback = callback
-        self._error_callback = error_callback
-        self._cancelled = False
+        self._callbacks = None if callback is None and error_callback is \
+            None else (callback, error_callback)
 
     def ready(self) -> bool:
         """True once the task is done (or cancelled)."""
@@ -117,9 +123,12 @@ class ApplyResult(Task):
             self._pool._engine.fair()
         if self._ok:
             return self._value
-        if self._cancelled:
+        if self._value is _CANCELLED:
             raise CancelledError()
-        raise self._value
+        try:
+            raise self._value
+        finally:
+            self = None  # no reference cycle through the traceback
 
     def cancel(self) -> bool:
         """Cancel the task (an extension of the stdlib API).  A queued task
@@ -134,24 +143,28 @@ class ApplyResult(Task):
 
     def cancelled(self) -> bool:
         """True if the task was cancelled."""
-        return self._cancelled
+        return self._value is _CANCELLED
 
     def _on_result(self, ok, value):
         self._ok = ok
         self._value = value
         self._wake()
-        callback = self._callback if ok else self._error_callback
-        if callback is not None:
-            _run_callback(callback, value)
+        callbacks = self._callbacks
+        if callbacks is not None:
+            self._callbacks = None
+            callback = callbacks[0] if ok else callbacks[1]
+            if callback is not None:
+                _run_callback(callback, value)
 
     def _on_cancel(self):
         self._ok = False
-        self._cancelled = True
+        self._value = _CANCELLED
+        self._callbacks = None
         self._wake()
 
     def __repr__(self):
         state = ("pending" if self._phase != DONE else "cancelled"
-                 if self._cancelled else "done")
+                 if self._value is _CANCELLED else "done")
         return "<%s %s>" % (type(self).__name__, state)
 
 

@@ -1,8 +1,10 @@
 """Task functions for the pool and executor tests (module level, so that
 they pickle by reference), and helpers."""
+import gc
 import os
 import signal
 import time
+import types
 
 import gevent
 
@@ -140,3 +142,30 @@ def alive(pid_):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def own_objects(obj, shared):
+    """The objects ``obj`` keeps alive on its own: reachable from it
+    (``gc.get_referents``), not through one of ``shared`` (its pool...), a
+    class, a module or a function."""
+    skip = {id(o) for o in shared}
+    found = {id(obj): obj}
+    todo = [obj]
+    while todo:
+        for ref in gc.get_referents(todo.pop()):
+            if id(ref) in found or id(ref) in skip or isinstance(
+                    ref, (type, types.ModuleType, types.FunctionType)):
+                continue
+            found[id(ref)] = ref
+            todo.append(ref)
+    return list(found.values())
+
+
+def frames_of(code, tb):
+    """The frames of a traceback ``tb`` that run ``code``."""
+    frames = []
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames

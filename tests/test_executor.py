@@ -1,6 +1,7 @@
 """gipc.ProcessPoolExecutor and the cooperative futures_wait() /
 as_completed(), against concurrent.futures' behaviour."""
 import concurrent.futures as cf
+import gc
 import os
 import pickle
 import threading
@@ -11,11 +12,11 @@ import gevent
 import pytest
 
 import gipc
-from gipc.futures import BrokenWorkerError
+from gipc.futures import BrokenWorkerError, Future
 from pool_support import (
-    WAIT, add, alive, exit_with, fail, failing_initializer, initialized,
-    initializer, kill_self, pid, sleep_then, square, touch, touch_and_wait,
-    wait_until)
+    WAIT, add, alive, exit_with, fail, failing_initializer, frames_of,
+    initialized, initializer, kill_self, own_objects, pid, sleep_then,
+    square, touch, touch_and_wait, wait_until)
 
 
 @pytest.fixture
@@ -313,3 +314,42 @@ def test_dask_distributed_futures():
     finally:
         client.close()
         cluster.close()
+
+
+# -- what a finished future keeps alive --------------------------------
+# Unlike a stdlib future (the future, its __dict__, two lists and a
+# Condition), a finished future that nothing waited on from another
+# thread is a single object for the cyclic GC, in no reference cycle.
+
+def test_finished_future_is_one_gc_object(executor):
+    futures = [executor.submit(square, 7), executor.submit(fail, "nope")]
+    assert futures[0].result(timeout=WAIT) == 49
+    assert isinstance(futures[1].exception(timeout=WAIT), ValueError)
+    objects = own_objects(futures[0],
+                          shared=(executor, executor._engine))
+    assert [o for o in objects if gc.is_tracked(o)] == [futures[0]]
+    # The failed one holds its exception (and the remote traceback), but
+    # nothing that leads back to the future.
+    objects = own_objects(futures[1],
+                          shared=(executor, executor._engine))
+    assert not any(futures[1] in gc.get_referents(o) for o in objects)
+
+
+def test_raising_result_leaves_no_reference_cycle(executor):
+    future = executor.submit(fail, "nope")
+    with pytest.raises(ValueError) as info:
+        future.result(timeout=WAIT)
+    frames = frames_of(Future.result.__code__, info.value.__traceback__)
+    assert frames
+    assert all(frame.f_locals["self"] is None for frame in frames)
+
+
+def test_lazy_parts_are_made_for_their_users(executor):
+    future = executor.submit(sleep_then, 0.2, 5)
+    called = []
+    future.add_done_callback(called.append)  # makes the condition, a list
+    waited = cf.wait([future], timeout=0)  # the stdlib's waiter machinery
+    assert waited.not_done == {future}
+    assert future.result(timeout=WAIT) == 5
+    assert called == [future]
+    assert future.done() and cf.wait([future], timeout=0).done == {future}

@@ -1,5 +1,6 @@
 """gipc.Pool: the multiprocessing.pool.Pool API, cooperative, with kill on
 cancel, per-task worker death, remote tracebacks and recycling."""
+import gc
 import multiprocessing
 import os
 import pickle
@@ -13,12 +14,13 @@ from gevent import socket as gsocket
 
 import gipc
 from gipc._worker import UnpicklableError
-from gipc.pool import RemoteTraceback
+from gipc.pool import ApplyResult, RemoteTraceback
 from pool_support import (
     WAIT, add, alive, echo, exit_with, exiting_initializer, fail,
-    failing_initializer, hoard, initialized, initializer, kill_self, pid,
-    raise_unpicklable, sleep_then, spin, square, touch, touch_and_wait,
-    unpicklable_result, wait_for_file, wait_until)
+    failing_initializer, frames_of, hoard, initialized, initializer,
+    kill_self, own_objects, pid, raise_unpicklable, sleep_then, spin,
+    square, touch, touch_and_wait, unpicklable_result, wait_for_file,
+    wait_until)
 from support import run_script
 
 
@@ -537,3 +539,40 @@ def test_pools_are_imported_on_first_use():
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] True"
+
+
+# -- what a finished result keeps alive --------------------------------
+# A program may hold a great many results: each one is a single object
+# for the cyclic GC to scan, and none is part of a reference cycle.
+
+def test_finished_result_is_one_gc_object(pool):
+    results = [pool.apply_async(square, (7,)),
+               pool.apply_async(square, (8,), callback=lambda v: None)]
+    assert [r.get(timeout=WAIT) for r in results] == [49, 64]
+    for result in results:
+        objects = own_objects(result, shared=(pool, pool._engine))
+        assert [o for o in objects if gc.is_tracked(o)] == [result]
+
+
+def test_cancelled_result_is_one_gc_object(pool):
+    # Both workers busy (one task each while task times are unknown): the
+    # third task waits in the parent's queue.
+    busy = [pool.apply_async(sleep_then, (WAIT, 1)) for _ in range(2)]
+    queued = pool.apply_async(square, (2,), error_callback=print)
+    assert queued.cancel() and queued.cancelled()
+    with pytest.raises(CancelledError):
+        queued.get(timeout=WAIT)
+    objects = own_objects(queued, shared=(pool, pool._engine))
+    assert [o for o in objects if gc.is_tracked(o)] == [queued]
+    assert all(result.cancel() for result in busy)
+
+
+def test_raising_get_leaves_no_reference_cycle(pool):
+    result = pool.apply_async(fail, ("nope",))
+    with pytest.raises(ValueError) as info:
+        result.get(timeout=WAIT)
+    # The traceback holds get()'s frame; that frame must not hold the
+    # result, whose value is the exception holding the traceback.
+    frames = frames_of(ApplyResult.get.__code__, info.value.__traceback__)
+    assert frames
+    assert all(frame.f_locals["self"] is None for frame in frames)
