@@ -41,7 +41,7 @@ def Deadline(timeout):
 _local_waits: Dict[int, Set[Waiter]] = {}
 
 
-def wake_local_waiters(block):
+def wake_local_waiters(block) -> None:
     """Make every wait of this process on ``block`` return now."""
     for waiter in _local_waits.pop(id(block), ()):
         waiter.hub.loop.run_callback(waiter.switch, None)

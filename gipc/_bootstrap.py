@@ -54,7 +54,7 @@ class Prepared:
 
     __slots__ = ("key", "process_counter", "children", "parent_process")
 
-    def __init__(self, key):
+    def __init__(self, key) -> None:
         self.key = key
         self.process_counter = itertools.count(1)
         self.children = set()
@@ -166,7 +166,7 @@ def _threads_idle():
                       and threading._main_thread._tstate_lock in locks))
 
 
-def _exit_function():
+def _exit_function() -> None:
     """multiprocessing's ``util._exit_function``, which runs the finalizers
     and joins the children left, without its calls when there is nothing
     to finalize and no child: then all it does is this."""

@@ -41,7 +41,7 @@ from .signals import _signals_to_reset
 _parked = []
 
 
-def park(obj):
+def park(obj) -> None:
     """Keep ``obj`` (something of the parent's) referenced for the life of
     this child, so that collecting it never runs parent code here."""
     if obj is not None:
@@ -56,7 +56,7 @@ class ChildPlan:
                  "first_hub_init", "python_handlers", "stdin", "handles",
                  "sibling_popens", "prepared")
 
-    def __init__(self, process_obj):
+    def __init__(self, process_obj) -> None:
         hub = self.old_hub = get_hub_if_exists()
         # A loop gevent keeps aside for the next hub of this thread is the
         # parent's too.
@@ -137,7 +137,7 @@ def _make_first_hub_init(hub_class, old_hub):
     own_init = hub_class.__dict__.get("__init__")
     init = hub_class.__init__
 
-    def first_hub_init(self, *args, **kwargs):
+    def first_hub_init(self, *args, **kwargs) -> None:
         if own_init is None:
             del hub_class.__init__
         else:
@@ -192,7 +192,7 @@ def _leave_the_parents_world(plan, kept):
     return parents_stdin
 
 
-def run(process_obj, kept, parent_sentinel, plan):
+def run(process_obj, kept, parent_sentinel, plan) -> None:
     """Bootstrap the child and exit with multiprocessing's exit code.
 
     This frame never returns, so what it references is never freed here:

@@ -49,7 +49,7 @@ class Deadline:
 
     __slots__ = ("_end",)
 
-    def __init__(self, seconds):
+    def __init__(self, seconds) -> None:
         self._end = None if seconds is None else time.monotonic() + seconds
 
     def remaining(self):
@@ -70,7 +70,7 @@ def loop_epoch(loop):
         return loop.now()
 
 
-def yield_to_loop():
+def yield_to_loop() -> None:
     """Let the event loop run one iteration (timers and I/O included) and
     come back.  ``gevent.sleep(0)`` is not enough: it only queues a
     callback, and the hub runs callbacks queued meanwhile in the same pass,
@@ -91,13 +91,13 @@ class FdWaiter:
 
     __slots__ = ("_fd", "_events", "_hub", "_watcher")
 
-    def __init__(self, fd, events):
+    def __init__(self, fd, events) -> None:
         self._fd = fd
         self._events = events
         self._hub = None
         self._watcher = None
 
-    def wait(self, seconds=None):
+    def wait(self, seconds=None) -> bool:
         """Wait until the descriptor is ready and return True, or return
         False once ``seconds`` have passed (None waits for ever)."""
         hub = get_hub()
@@ -129,7 +129,7 @@ class FdWaiter:
         self._watcher = self._hub = None
         return watcher
 
-    def close(self):
+    def close(self) -> None:
         """Release the watcher (before the descriptor is closed)."""
         watcher = self._watcher
         self._watcher = self._hub = None

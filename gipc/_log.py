@@ -14,7 +14,7 @@ _DEBUG = 10  # logging.DEBUG, without importing logging
 _logger = None
 
 
-def debug(message, *args):
+def debug(message, *args) -> None:
     """Log ``message % args`` on the ``gipc`` logger at DEBUG, if the
     program uses :mod:`logging` and has that level enabled for gipc."""
     global _logger

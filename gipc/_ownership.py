@@ -15,7 +15,7 @@ pid = os.getpid()
 all_handles = []
 
 
-def _refresh_pid(getpid=os.getpid):
+def _refresh_pid(getpid=os.getpid) -> None:
     # getpid bound here: in a child this runs cold, where reading os.getpid
     # would write to the pages of the module, its dict and the name.
     global pid
@@ -25,12 +25,12 @@ def _refresh_pid(getpid=os.getpid):
 os.register_at_fork(after_in_child=_refresh_pid)
 
 
-def register(handle):
+def register(handle) -> None:
     """Record a newly opened handle of this process."""
     all_handles.append(handle)
 
 
-def unregister(handle):
+def unregister(handle) -> None:
     """Forget a handle that was closed (tolerates one never registered)."""
     try:
         all_handles.remove(handle)
@@ -43,7 +43,7 @@ def get_all_handles():
     return list(all_handles)
 
 
-def set_all_handles(handles):
+def set_all_handles(handles) -> None:
     """Replace the list of this process's open handles."""
     global all_handles
     all_handles = list(handles)

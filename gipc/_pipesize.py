@@ -49,7 +49,7 @@ _allowed = _budget()
 _grown = 0
 
 
-def set_size(fd, size):
+def set_size(fd, size) -> bool:
     """Ask for a pipe capacity of ``size`` bytes; False if refused (not a
     pipe, over a limit, no F_SETPIPE_SZ)."""
     if not CAN_RESIZE:
@@ -61,7 +61,7 @@ def set_size(fd, size):
     return True
 
 
-def grow(fd):
+def grow(fd) -> bool:
     """Grow the pipe of ``fd`` to GROWN_SIZE if the budget allows.  Returns
     True if it was grown (the caller calls :func:`release` when it closes
     the descriptor)."""
@@ -79,7 +79,7 @@ def grow(fd):
     return True
 
 
-def release():
+def release() -> None:
     """A grown pipe end was closed."""
     global _grown
     if _grown > 0:

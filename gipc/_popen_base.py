@@ -53,7 +53,7 @@ _REAP_RETRY_FIRST = 0.001
 _REAP_RETRY_MAX = 0.05
 
 
-def _pidfds_work():
+def _pidfds_work() -> bool:
     """Whether to watch children through pidfds: compiled in, not turned
     off by ``GIPC_NO_PIDFD=1`` (a testing aid), and pidfd_open() works in
     this kernel (Linux 5.3+; a seccomp filter may refuse it too)."""
@@ -113,10 +113,10 @@ class BasePopen:
         if watch_status:
             self._status_watcher = _status_watcher(pid)
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
-    def _abandon(self):
+    def _abandon(self) -> None:
         """Kill, reap and forget a child whose start was interrupted (the
         caller gets no process object, so no child may live on)."""
         pid, pidfd = self.__dict__.pop("_forked", None) or (0, -1)
@@ -214,7 +214,7 @@ class BasePopen:
                 code = self.poll()
         return code
 
-    def _send_signal(self, sig):
+    def _send_signal(self, sig) -> None:
         if self.returncode is None and self.sentinel is not None:
             if USE_PIDFDS:
                 try:
@@ -229,15 +229,15 @@ class BasePopen:
                 except ProcessLookupError:
                     pass
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Send SIGTERM unless the child is known to have exited."""
         self._send_signal(signal.SIGTERM)
 
-    def kill(self):
+    def kill(self) -> None:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
 
-    def close(self, _close=os.close):
+    def close(self, _close=os.close) -> None:
         """Release the sentinel (pidfd or pipe)."""
         self._plan = None
         self._drop_status_watcher()
@@ -248,7 +248,7 @@ class BasePopen:
             except OSError:
                 pass
 
-    def _drop_status_watcher(self):
+    def _drop_status_watcher(self) -> None:
         watcher, self._status_watcher = self._status_watcher, None
         if watcher is not None:
             try:
@@ -256,7 +256,7 @@ class BasePopen:
             except Exception:  # at interpreter exit, gevent may be gone
                 pass
 
-    def _forget_in_child(self):
+    def _forget_in_child(self) -> None:
         # In a child: this popen and its pidfd belong to the parent, and
         # its child watcher to the parent's loop (parked: not ours to
         # close).
@@ -310,11 +310,11 @@ def _status_watcher(pid):
     return watcher
 
 
-def _ignore():
+def _ignore() -> None:
     pass
 
 
-def _close_quietly(fd):
+def _close_quietly(fd) -> None:
     try:
         os.close(fd)
     except OSError:

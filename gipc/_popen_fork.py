@@ -47,7 +47,7 @@ def _check_can_fork():
         _warn_about_threads()
 
 
-def _warn_about_threads():
+def _warn_about_threads() -> None:
     # fork() copies only the calling thread: locks held by other threads
     # stay locked in the child for ever.  gevent's own threadpool workers
     # are not threading.Thread objects and do not show up here.
@@ -102,7 +102,7 @@ class Popen(BasePopen):
     handles in ``kept`` stay open in the child; every other one is closed
     there."""
 
-    def __init__(self, process_obj, kept=()):
+    def __init__(self, process_obj, kept=()) -> None:
         # As multiprocessing: what is buffered is written once, not once
         # more by the child.
         _flush_std_streams()

@@ -43,7 +43,7 @@ class _Unusable:
 
     __slots__ = ("_error",)
 
-    def __init__(self, error):
+    def __init__(self, error) -> None:
         self._error = error
 
     def __getattr__(self, name):
@@ -61,7 +61,7 @@ class SharedObject:
     _block: Any = None
     _parts: Tuple["SharedObject", ...] = ()
 
-    def _register(self):
+    def _register(self) -> None:
         global _hooks_installed
         if not _hooks_installed:
             # No after_in_parent hook: Python code there would run a
@@ -82,7 +82,7 @@ class SharedObject:
     def __reduce_ex__(self, protocol):
         return self.__reduce__()
 
-    def _release_shared(self, error, message, wake=True):
+    def _release_shared(self, error, message, wake=True) -> None:
         """Give back this process's descriptors and mapping; later uses
         raise ``error(message)``; waits in progress here end (``wake``)."""
         block = self._block
@@ -95,14 +95,14 @@ class SharedObject:
                 wake_local_waiters(block)
             block.close()
 
-    def _disown(self):
+    def _disown(self) -> None:
         self._release_shared(NotGivenError,
                       "this %s was not given to this process: pass it to the "
                       "child in Process(args=...) / start_process(args=...) "
                       "or as an attribute of a Process subclass"
                       % type(self).__qualname__, wake=False)
 
-    def _close_shared(self):
+    def _close_shared(self) -> None:
         """Release the descriptors and memory of this object in this
         process (the other processes keep theirs)."""
         self._release_shared(ValueError,
@@ -114,7 +114,7 @@ class SharedObject:
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _collect(values, into, depth=0):
+def _collect(values, into, depth=0) -> None:
     for value in values:
         if isinstance(value, SharedObject):
             if id(value) not in into:
@@ -125,7 +125,7 @@ def _collect(values, into, depth=0):
                      into, depth + 1)
 
 
-def note_given(args, kwargs):
+def note_given(args, kwargs) -> None:
     """Record the shared objects in ``args``/``kwargs`` of the child about
     to be started (called before its fork; replaces what a previous start
     recorded)."""
@@ -139,7 +139,7 @@ def note_given(args, kwargs):
     _given = given
 
 
-def note_given_attributes(process_obj):
+def note_given_attributes(process_obj) -> None:
     """Add the shared objects held as attributes of ``process_obj``."""
     global _given
     if not _live:
@@ -149,7 +149,7 @@ def note_given_attributes(process_obj):
     _collect(vars(process_obj).values(), _given)
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _given
     given, _given = _given or {}, None
     bells = sys.modules.get(__package__ + "._bells")
@@ -161,7 +161,7 @@ def _after_fork_in_child():
             obj._disown()
 
 
-def forget_given():
+def forget_given() -> None:
     """In the parent, once a start is over (started or failed): what it
     recorded must not leak into a later fork (os.fork, multiprocessing)."""
     global _given

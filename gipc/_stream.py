@@ -42,10 +42,10 @@ class _NoLock:
 
     __slots__ = ()
 
-    def acquire(self, blocking=True, timeout=None):
+    def acquire(self, blocking=True, timeout=None) -> bool:
         return True
 
-    def release(self):
+    def release(self) -> None:
         pass
 
 
@@ -83,7 +83,7 @@ class Endpoint:
     _type_name = None
     _passed_by = "gipc.start_process()"
 
-    def _init_endpoint(self, fd):
+    def _init_endpoint(self, fd) -> None:
         # Descriptors made by gipc are non-blocking; one given to an
         # endpoint directly is made non-blocking here, or the C core would
         # block the event loop on it.
@@ -132,12 +132,12 @@ class Endpoint:
             raise GIPCProtocolError(
                 code, "%s is unusable: %s" % (self, reason))
 
-    def _validate(self):
+    def _validate(self) -> None:
         """Raise unless this process may use the endpoint now."""
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
 
-    def _mark_broken(self, code, reason):
+    def _mark_broken(self, code, reason) -> None:
         _log.debug("%r marked broken: %s", self, reason)
         self._broken = (code, reason)
         self._ok_pid = None
@@ -152,7 +152,7 @@ class Endpoint:
 
     # -- the way into every call -----------------------------------------
 
-    def _enter(self, lock, timeout=None, deadline=None):
+    def _enter(self, lock, timeout=None, deadline=None) -> None:
         """The one way into a call: check that this process may use the
         endpoint, take a fairness turn, take ``lock`` and, if anything
         could have run since the first check, check again.
@@ -178,7 +178,7 @@ class Endpoint:
             self._fair_turn()
         self._acquire_slow(lock, timeout, deadline)
 
-    def _fair_turn(self):
+    def _fair_turn(self) -> None:
         """A slice is over: yield to the event loop unless it ran since the
         slice began (the calls waited, or the greenlet slept), then begin
         the next slice."""
@@ -352,7 +352,7 @@ class Endpoint:
             for lock in held:
                 lock.release()
 
-    def _finish_close(self):
+    def _finish_close(self) -> None:
         """Record that the descriptor is closed."""
         _log.debug("closed %r", self)
         if self._grew_pipe:

@@ -136,7 +136,7 @@ class _Named(str):
     """A string whose repr is itself (names a value in an error message
     without repr'ing the value)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return str(self)
 
 
@@ -189,7 +189,7 @@ class _ResidentMemory:
     ``/proc/self/statm`` through a descriptor kept open (one syscall per
     reading)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._page = os.sysconf("SC_PAGE_SIZE")
 
@@ -197,7 +197,7 @@ class _ResidentMemory:
         return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
 
 
-def serve(tasks, answers, progress, initializer, initargs, memory_limit):
+def serve(tasks, answers, progress, initializer, initargs, memory_limit) -> None:
     """Run tasks read from ``tasks`` (sending their answers to ``answers``)
     until the parent closes its end; record each task in ``progress``
     (see PROGRESS).
@@ -281,7 +281,7 @@ def serve(tasks, answers, progress, initializer, initargs, memory_limit):
             busy = 0.0
 
 
-def _drain(get):
+def _drain(get) -> None:
     """Read and drop frames until the parent closes the channel (it may
     still be sending when the worker stops taking tasks)."""
     try:

@@ -78,7 +78,7 @@ _perf_counter = time.perf_counter
 _current_pid = os.getpid()
 
 
-def _update_pid():
+def _update_pid() -> None:
     global _current_pid
     _current_pid = os.getpid()
 
@@ -91,11 +91,11 @@ class RemoteTraceback(Exception):
     """The formatted traceback of an exception raised in a worker, chained
     as that exception's ``__cause__`` in the parent."""
 
-    def __init__(self, tb):
+    def __init__(self, tb) -> None:
         Exception.__init__(self, tb)
         self.tb = tb
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.tb
 
 
@@ -122,13 +122,13 @@ class Task:
 
     __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers")
 
-    def _init_task(self, job):
+    def _init_task(self, job) -> None:
         self._job = job
         self._phase = PENDING
         self._worker = None
         self._sleepers = None
 
-    def _on_sent(self):
+    def _on_sent(self) -> bool:
         return True
 
     def _on_result(self, ok, value):
@@ -137,7 +137,7 @@ class Task:
     def _on_cancel(self):
         raise NotImplementedError
 
-    def _wake(self):
+    def _wake(self) -> None:
         """Wake the greenlets waiting in :meth:`_wait`."""
         sleepers = self._sleepers
         if sleepers:
@@ -146,7 +146,7 @@ class Task:
             for waiter in sleepers:
                 run_callback(waiter.switch, None)
 
-    def _wait(self, timeout=None):
+    def _wait(self, timeout=None) -> bool:
         """Wait cooperatively until the task is done; False if ``timeout``
         seconds passed first."""
         if self._phase == DONE:
@@ -179,7 +179,7 @@ class _Channel:
 
     __slots__ = ("reader", "writer", "get", "put", "poll")
 
-    def __init__(self, reader, writer):
+    def __init__(self, reader, writer) -> None:
         self.reader = reader
         self.writer = writer
         self.get = reader.get
@@ -190,7 +190,7 @@ class _Channel:
     def closed(self):
         return self.reader.closed
 
-    def close(self):
+    def close(self) -> None:
         for end in (self.writer, self.reader):
             if not end.closed:
                 end.close()
@@ -203,7 +203,7 @@ class _Worker:
                  "answered", "ready", "wake", "activity", "sender", "reader",
                  "retired", "killed", "progress", "cancelled", "sending")
 
-    def __init__(self, process, channel, progress):
+    def __init__(self, process, channel, progress) -> None:
         self.process = process
         self.progress = progress  # shared with the worker: see running()
         self.cancelled = set()  # seqs of cancelled tasks asked to skip
@@ -243,7 +243,7 @@ class WorkerSet:
 
     def __init__(self, size, initializer, initargs, max_tasks, max_memory,
                  idle_timeout, kill_on_cancel, lost_error, init_error,
-                 name="gipc-pool"):
+                 name="gipc-pool") -> None:
         self.size = size
         self.initializer = initializer
         self.initargs = tuple(initargs)
@@ -280,7 +280,7 @@ class WorkerSet:
                 "this pool belongs to process %d; it cannot be used in "
                 "process %d, which inherited it" % (self.pid, os.getpid()))
 
-    def submit(self, task):
+    def submit(self, task) -> None:
         """Queue ``task`` (a :class:`Task` with its job) and hand it to a
         worker if one has room.  Yields to the event loop about every
         millisecond of submissions."""
@@ -298,7 +298,7 @@ class WorkerSet:
         if len(queue) == 1:
             self.dispatch()
 
-    def fair(self):
+    def fair(self) -> None:
         """Yield to the event loop if a millisecond passed since the last
         time: called in loops that never wait (submitting, pickling)."""
         now = _perf_counter()
@@ -323,7 +323,7 @@ class WorkerSet:
             room = min(room, self.max_tasks - worker.sent - len(worker.outbox))
         return room
 
-    def dispatch(self):
+    def dispatch(self) -> None:
         """Hand queued tasks, one by one, to the least loaded worker with
         room; start a worker (up to ``size``) when every one is busy.
         (The window follows past tasks: spreading the tasks keeps a batch
@@ -359,7 +359,7 @@ class WorkerSet:
                 # worker's reader sends (see _read_loop).
                 (best.wake if best.window else best.activity).set()
 
-    def _start_worker(self):
+    def _start_worker(self) -> bool:
         """Start one worker; False if that cannot be done now (the queued
         tasks fail if no worker is left to run them)."""
         if gevent.getcurrent() is get_hub():
@@ -394,7 +394,7 @@ class WorkerSet:
         self.readers.append(worker.reader)
         return True
 
-    def _fail_queue(self, exc):
+    def _fail_queue(self, exc) -> None:
         queue = self.queue
         while queue:
             task = queue.popleft()
@@ -403,7 +403,7 @@ class WorkerSet:
 
     # -- completing ----------------------------------------------------
 
-    def _complete(self, task, ok, value):
+    def _complete(self, task, ok, value) -> None:
         task._phase = DONE
         task._worker = None
         task._job = None  # not needed any more: free its pickles
@@ -412,7 +412,7 @@ class WorkerSet:
             self._idle.set()
         task._on_result(ok, value)
 
-    def cancel(self, task):
+    def cancel(self, task) -> bool:
         """Cancel ``task``: a queued one never starts; a sent one is
         stopped if ``kill_on_cancel`` (skipped if it has not started yet,
         else its worker is killed and replaced).  Returns whether the
@@ -452,7 +452,7 @@ class WorkerSet:
 
     # -- the sender ------------------------------------------------------
 
-    def _send_batch(self, worker):
+    def _send_batch(self, worker) -> None:
         """Write ``worker``'s skip requests and up to MAX_BATCH tasks of its
         outbox to its pipe.  One greenlet at a time (``worker.sending``):
         the frames must reach the worker in the order of its window."""
@@ -482,7 +482,7 @@ class WorkerSet:
         finally:
             worker.sending = False
 
-    def _send_loop(self, worker):
+    def _send_loop(self, worker) -> None:
         """Write ``worker``'s outbox and skip requests to its pipe while
         the reader is busy reading (see _read_loop for the idle case)."""
         wake = worker.wake
@@ -501,7 +501,7 @@ class WorkerSet:
 
     # -- the reader ------------------------------------------------------
 
-    def _read_loop(self, worker):
+    def _read_loop(self, worker) -> None:
         """Read ``worker``'s answers until it retires or dies."""
         channel = worker.channel
         get = channel.get
@@ -586,7 +586,7 @@ class WorkerSet:
         except Timeout:
             return None
 
-    def _take_results(self, worker, frame):
+    def _take_results(self, worker, frame) -> None:
         window = worker.window
         count = COUNT.unpack_from(frame, 1)[0]
         try:
@@ -629,7 +629,7 @@ class WorkerSet:
             return True
         return self.stopping and not self.queue and not worker.outbox
 
-    def _requeue(self, worker):
+    def _requeue(self, worker) -> None:
         """Put ``worker``'s unanswered and unsent tasks back at the front
         of the queue, in order (none of them has started)."""
         tasks = [t for t in list(worker.window) + list(worker.outbox)
@@ -641,7 +641,7 @@ class WorkerSet:
             task._worker = None
             self.queue.appendleft(task)
 
-    def _detach(self, worker):
+    def _detach(self, worker) -> None:
         worker.retired = True
         try:
             self.workers.remove(worker)
@@ -651,7 +651,7 @@ class WorkerSet:
                 gevent.getcurrent():
             worker.sender.kill()
 
-    def _retire(self, worker):
+    def _retire(self, worker) -> None:
         """Stop giving ``worker`` tasks, hand back what it has not run, and
         let it exit (its pipe closes)."""
         self._detach(worker)
@@ -663,7 +663,7 @@ class WorkerSet:
         if self.queue and not self.terminated:
             self.dispatch()
 
-    def _lost(self, worker):
+    def _lost(self, worker) -> None:
         """``worker`` died (or was killed to stop a cancelled task): fail
         the task it was running, give the others to a new worker."""
         in_initializer = not worker.ready and not worker.killed \
@@ -702,7 +702,7 @@ class WorkerSet:
         if self.queue and not self.terminated:
             self.dispatch()
 
-    def _init_failed(self, worker, value):
+    def _init_failed(self, worker, value) -> None:
         self.broken = remote_error(value)  # before anything can switch
         self._detach(worker)
         self._requeue(worker)
@@ -711,7 +711,7 @@ class WorkerSet:
         _reap(worker.process)
         self._forget(worker)
 
-    def _break(self, exc):
+    def _break(self, exc) -> None:
         """The initializer failed: fail every task, now and later."""
         self.broken = exc
         for worker in list(self.workers):
@@ -721,7 +721,7 @@ class WorkerSet:
         for task in tasks:
             self._complete(task, False, self.init_error(exc))
 
-    def _forget(self, worker):
+    def _forget(self, worker) -> None:
         try:
             self.readers.remove(worker.reader)
         except ValueError:
@@ -734,14 +734,14 @@ class WorkerSet:
         """Wait until every submitted task is done."""
         return self._idle.wait(timeout)
 
-    def stop(self):
+    def stop(self) -> None:
         """No more tasks will be submitted: workers exit once the queue is
         empty."""
         self.stopping = True
         for worker in self.workers:
             worker.activity.set()
 
-    def join(self, timeout=None):
+    def join(self, timeout=None) -> bool:
         """Wait for every worker to exit (after :meth:`stop` or
         :meth:`terminate`); False if ``timeout`` passed first."""
         deadline = None if timeout is None else _perf_counter() + timeout
@@ -752,7 +752,7 @@ class WorkerSet:
             gevent.joinall(list(self.readers), timeout=left)
         return True
 
-    def terminate(self, kill=False, running_error=None):
+    def terminate(self, kill=False, running_error=None) -> None:
         """Stop every worker now (SIGTERM, or SIGKILL with ``kill``) and
         cancel every task not done; with ``running_error``, the tasks sent
         to workers fail with that exception instead."""
@@ -786,7 +786,7 @@ class WorkerSet:
             worker.activity.set()
 
 
-def _describe_exit(code):
+def _describe_exit(code) -> str:
     if code is None:
         return "exit code unknown"
     if code < 0:
@@ -798,14 +798,14 @@ def _describe_exit(code):
     return "exit code %d" % code
 
 
-def _kill(process):
+def _kill(process) -> None:
     try:
         process.kill()
     except (OSError, ValueError):
         pass
 
 
-def _terminate(process):
+def _terminate(process) -> None:
     try:
         process.terminate()
     except (OSError, ValueError):

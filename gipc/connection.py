@@ -29,6 +29,7 @@ from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
 from .wait import wait
+from types import TracebackType
 
 __all__ = ["Connection", "Pipe"]
 
@@ -40,7 +41,7 @@ class _DirectionLocks:
 
     __slots__ = ("read", "write")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.read = Semaphore(1)
         self.write = Semaphore(1)
 
@@ -63,7 +64,7 @@ class Connection(Endpoint):
     _passed_by = "gipc.Process()"
     _make_lock = _DirectionLocks
 
-    def __init__(self, handle, readable=True, writable=True):
+    def __init__(self, handle, readable=True, writable=True) -> None:
         fd = handle.__index__()
         if fd < 0:
             raise ValueError("invalid handle")
@@ -131,7 +132,7 @@ class Connection(Endpoint):
         self._send_frame(m[offset:offset + size], self._lock.write,
                          self._wwaiter)
 
-    def send(self, obj):
+    def send(self, obj) -> None:
         """Send a picklable object."""
         self._check_writable()
         self._send_frame(ForkingPickler.dumps(obj), self._lock.write, self._wwaiter)
@@ -215,7 +216,7 @@ class Connection(Endpoint):
         return GIPCLocked("Can't close %s: a greenlet is %s on it."
                           % (self, doing))
 
-    def close(self):
+    def close(self) -> None:
         """Close the connection; closing a closed connection does nothing.
 
         Raises :exc:`gipc.GIPCLocked` while another greenlet is inside a
@@ -228,10 +229,15 @@ class Connection(Endpoint):
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         mode = "".join(("r" if self._readable else "",
                         "w" if self._writable else ""))
         state = "closed" if self._closed else "fd=%s" % self._fd

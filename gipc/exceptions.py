@@ -34,7 +34,7 @@ class WorkerLostError(GIPCError):
     or None if unknown.
     """
 
-    def __init__(self, message, exitcode=None):
+    def __init__(self, message, exitcode=None) -> None:
         GIPCError.__init__(self, message)
         self.exitcode = exitcode
 

@@ -115,7 +115,7 @@ class Future(Task, _cf.Future):
     _waiters = _lazy("_waiters_made", list)
     _done_callbacks = _lazy("_callbacks_made", list)
 
-    def __init__(self, engine, job):
+    def __init__(self, engine, job) -> None:
         # concurrent.futures.Future.__init__, with the lazy parts.
         self._state = _PENDING
         self._result = None
@@ -134,7 +134,7 @@ class Future(Task, _cf.Future):
         self._state = _RUNNING
         return True
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok, value) -> None:
         if self._condition_made is not None:
             if ok:
                 self.set_result(value)
@@ -158,14 +158,14 @@ class Future(Task, _cf.Future):
             self._invoke_callbacks()
         self._wake()
 
-    def _invoke_callbacks(self):
+    def _invoke_callbacks(self) -> None:
         if self._callbacks_made:
             _cf.Future._invoke_callbacks(self)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._mark_cancelled()
 
-    def _mark_cancelled(self):
+    def _mark_cancelled(self) -> None:
         # The stdlib's cancel() refuses a running future; one that was
         # stopped is cancelled all the same.
         with self._condition:
@@ -192,7 +192,7 @@ class Future(Task, _cf.Future):
         self._mark_cancelled()
         return True
 
-    def _wait_here(self, timeout):
+    def _wait_here(self, timeout) -> None:
         """Wait for the outcome; cooperatively in the hub's thread, by the
         stdlib's means in any other thread."""
         if self._phase == DONE:
@@ -384,7 +384,7 @@ class ProcessPoolExecutor(_cf.Executor):
         """Like :meth:`terminate_workers`, with SIGKILL."""
         self._stop_workers(kill=True)
 
-    def _stop_workers(self, kill):
+    def _stop_workers(self, kill) -> None:
         engine = self._engine
         engine.check_process()
         self._shutdown = True
@@ -425,7 +425,7 @@ class _Wakeup:
     thread it sets an event; from another thread it sends the hub an async
     watcher, the only thread-safe way into a gevent loop."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.hub = get_hub()
         self.done = deque()  # appends are atomic: safe from any thread
         self.event = Event()
@@ -433,7 +433,7 @@ class _Wakeup:
         self.watcher = self.hub.loop.async_()
         self.watcher.start(self.event.set)
 
-    def __call__(self, future):
+    def __call__(self, future) -> None:
         if not self.active:
             return
         self.done.append(future)
@@ -450,12 +450,12 @@ class _Wakeup:
             return True
         return self.event.wait(timeout)
 
-    def close(self):
+    def close(self) -> None:
         self.active = False
         self.watcher.stop()
 
 
-def _is_failed(future):
+def _is_failed(future) -> bool:
     return not future.cancelled() and future.exception(0) is not None
 
 

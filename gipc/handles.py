@@ -13,6 +13,7 @@ from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
 from ._stream import Endpoint, unpicklable
 from .exceptions import GIPCClosed, GIPCLocked
+from types import TracebackType
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
 #: fits comfortably in memory, small enough that a corrupt header cannot
@@ -29,7 +30,7 @@ class _GIPCHandle(Endpoint):
     # staticmethod: a partial stays a plain callable (no Python frame).
     _make_lock = staticmethod(functools.partial(Semaphore, 1))
 
-    def __init__(self, fd):
+    def __init__(self, fd) -> None:
         self._id = os.urandom(3).hex()
         self._init_endpoint(fd)
 
@@ -50,7 +51,12 @@ class _GIPCHandle(Endpoint):
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ):
         try:
             self.close()
         except GIPCClosed:
@@ -60,7 +66,7 @@ class _GIPCHandle(Endpoint):
                 "Context manager can't close handle %s. It's locked for I/O "
                 "operation out of context." % self) from None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s_%s fd: %s>" % (type(self).__name__, self._id, self._fd)
 
     __str__ = __repr__
@@ -69,7 +75,7 @@ class _GIPCHandle(Endpoint):
 class _GIPCReader(_GIPCHandle):
     """The read end of a pipe: ``get()`` returns one message per call."""
 
-    def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+    def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._core = _core.Reader(fd, max_message_size)
         self._waiter = FdWaiter(fd, READ)
         self._waiters = (self._waiter,)
@@ -84,7 +90,7 @@ class _GIPCReader(_GIPCHandle):
         return self._core.max_size
 
     @max_message_size.setter
-    def max_message_size(self, value):
+    def max_message_size(self, value) -> None:
         self._core.max_size = _check_size(value)
 
     def get(self, timeout=None):
@@ -137,14 +143,14 @@ class _GIPCReader(_GIPCHandle):
 class _GIPCWriter(_GIPCHandle):
     """The write end of a pipe: ``put()`` sends one message per call."""
 
-    def __init__(self, fd, encoder):
+    def __init__(self, fd, encoder) -> None:
         self._wcore = _core.Writer(fd)
         self._waiter = FdWaiter(fd, WRITE)
         self._waiters = (self._waiter,)
         self._encoder = encoder
         _GIPCHandle.__init__(self, fd)
 
-    def put(self, o):
+    def put(self, o) -> None:
         """Encode ``o`` and write it as one message, waiting cooperatively
         until all of it is in the pipe.
 
@@ -175,7 +181,12 @@ class _PairContext(tuple):
             handle.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
             self[1].__exit__(exc_type, exc_value, traceback)
         finally:
@@ -189,7 +200,7 @@ class _GIPCDuplexHandle(_PairContext):
     def __new__(cls, rwpair):
         return tuple.__new__(cls, rwpair)
 
-    def __init__(self, rwpair):
+    def __init__(self, rwpair) -> None:
         self._reader, self._writer = rwpair
         self.put = self._writer.put
         self.get = self._reader.get
@@ -225,7 +236,7 @@ class _GIPCDuplexHandle(_PairContext):
     def __reduce__(self):
         raise unpicklable(type(self).__name__, Endpoint._passed_by)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s(%r, %s)>" % (type(self).__name__, self._reader, self._writer)
 
     __str__ = __repr__

@@ -32,6 +32,7 @@ from gevent.hub import get_hub
 from . import _worker
 from ._workers import DONE, MAX_WINDOW, RemoteTraceback, Task, WorkerSet
 from .exceptions import WorkerLostError
+from types import TracebackType
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult",
            "IMapIterator", "IMapUnorderedIterator", "RemoteTraceback",
@@ -48,7 +49,7 @@ _encode_call = _worker.encode_call
 _encode_chunk = _worker.encode_chunk
 
 
-def _run_callback(callback, value):
+def _run_callback(callback, value) -> None:
     """Run a user's callback in the result collector; its error is
     reported (as gevent reports a greenlet's) and does not stop the pool."""
     try:
@@ -86,7 +87,7 @@ class ApplyResult(Task):
     # None or (callback, error_callback), dropped once called.
     __slots__ = ("_pool", "_ok", "_value", "_callbacks")
 
-    def __init__(self, pool, job, callback=None, error_callback=None):
+    def __init__(self, pool, job, callback=None, error_callback=None) -> None:
         self._init_task(job)
         self._pool = pool
         self._ok = None
@@ -145,7 +146,7 @@ class ApplyResult(Task):
         """True if the task was cancelled."""
         return self._value is _CANCELLED
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok, value) -> None:
         self._ok = ok
         self._value = value
         self._wake()
@@ -156,13 +157,13 @@ class ApplyResult(Task):
             if callback is not None:
                 _run_callback(callback, value)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._ok = False
         self._value = _CANCELLED
         self._callbacks = None
         self._wake()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = ("pending" if self._phase != DONE else "cancelled"
                  if self._value is _CANCELLED else "done")
         return "<%s %s>" % (type(self).__name__, state)
@@ -176,15 +177,15 @@ class _Chunk(Task):
 
     __slots__ = ("_owner", "_index")
 
-    def __init__(self, owner, index, job):
+    def __init__(self, owner, index, job) -> None:
         self._init_task(job)
         self._owner = owner
         self._index = index
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok, value) -> None:
         self._owner._set(self._index, ok, value)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._owner._cancel_chunk(self._index)
 
 
@@ -194,7 +195,7 @@ class MapResult(ApplyResult):
 
     __slots__ = ("_chunks", "_chunksize", "_left")
 
-    def __init__(self, pool, length, chunksize, callback, error_callback):
+    def __init__(self, pool, length, chunksize, callback, error_callback) -> None:
         ApplyResult.__init__(self, pool, None, callback, error_callback)
         self._chunksize = chunksize
         self._chunks = []
@@ -203,11 +204,11 @@ class MapResult(ApplyResult):
         if not length:
             self._finish(True, [])
 
-    def _finish(self, ok, value):
+    def _finish(self, ok, value) -> None:
         self._phase = DONE
         ApplyResult._on_result(self, ok, value)
 
-    def _set(self, index, ok, value):
+    def _set(self, index, ok, value) -> None:
         if self._phase == DONE:
             return
         if ok:
@@ -219,7 +220,7 @@ class MapResult(ApplyResult):
         else:
             self._finish(False, value)
 
-    def _cancel_chunk(self, index):
+    def _cancel_chunk(self, index) -> None:
         if self._phase != DONE:
             self._phase = DONE
             self._on_cancel()
@@ -245,7 +246,7 @@ class IMapIterator:
 
     _ordered = True
 
-    def __init__(self, pool, chunksize):
+    def __init__(self, pool, chunksize) -> None:
         self._pool = pool
         self._chunksize = chunksize
         self._done = {}            # imap: chunk index -> (ok, value)
@@ -261,7 +262,7 @@ class IMapIterator:
     def __iter__(self):
         return self
 
-    def _set(self, index, ok, value):
+    def _set(self, index, ok, value) -> None:
         if self._ordered:
             self._done[index] = (ok, value)
         else:
@@ -270,10 +271,10 @@ class IMapIterator:
         self._unfinished -= 1
         self._room.set()
 
-    def _cancel_chunk(self, index):
+    def _cancel_chunk(self, index) -> None:
         self._set(index, False, CancelledError())
 
-    def _set_length(self, length):
+    def _set_length(self, length) -> None:
         self._length = length
         self._changed.set()
 
@@ -314,7 +315,7 @@ class IMapIterator:
 
     __next__ = next
 
-    def _feed(self, engine, func, iterable, star):
+    def _feed(self, engine, func, iterable, star) -> None:
         """Queue the chunks of ``iterable`` as they come, keeping at most a
         bounded number of them unfinished (a long or endless iterable is
         not read into memory ahead of the workers)."""
@@ -589,10 +590,15 @@ class Pool:
         self._check_running()
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.terminate()
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn=warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN:
             _warn("unclosed running gipc pool %r" % self, ResourceWarning,
                   source=self)
@@ -606,7 +612,7 @@ class Pool:
         raise NotImplementedError(
             "pool objects cannot be passed between processes or pickled")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s.%s state=%s pool_size=%d>" % (
             type(self).__module__, type(self).__qualname__, self._state,
             self._processes)

@@ -46,7 +46,7 @@ class Process(mp_context.Process):
         handles in ``kept`` stay open in the child."""
         return popen_class(process_obj._start_method)(process_obj, kept)
 
-    def start(self):
+    def start(self) -> None:
         """Start the child: fork, run ``self.run()`` there, and close the
         moved handles in the parent."""
         # multiprocessing's BaseProcess.start, with the moved handles
@@ -76,7 +76,7 @@ class Process(mp_context.Process):
                 handle.close()
 
 
-def _status(process):
+def _status(process) -> str:
     """The state word of gipc 1.8's repr."""
     if process._closed:
         return "closed"
@@ -104,7 +104,7 @@ class _GProcess(Process):
 
     _shares_attribute_handles = False
 
-    def start(self):
+    def start(self) -> None:
         """Start the child; warn and do nothing if it was started."""
         if self._popen is not None:
             warnings.warn("Redundant call to %r.start(): the process is "
@@ -113,7 +113,7 @@ class _GProcess(Process):
             return
         super().start()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s(%s, %s%s)>" % (
             type(self).__name__, self._name, _status(self),
             " daemon" if self._config.get("daemon") else "")

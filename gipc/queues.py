@@ -47,7 +47,7 @@ _clock = time.monotonic
 _due = 0.0
 
 
-def _yield_to_loop():
+def _yield_to_loop() -> None:
     global _due
     # A timer due at once: the loop polls without blocking, then runs what
     # is due.  Not sleep(0), which runs the ready greenlets but may leave
@@ -210,7 +210,7 @@ class _RingQueue(SharedObject):
             self._closed = True
             self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return "<gipc.%s object at %#x, %s>" % (
             type(self).__name__, id(self), state)

@@ -139,7 +139,7 @@ class SynchronizedBase(SharedObject):
         """Release this process's lock descriptors (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)
 
 

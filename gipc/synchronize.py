@@ -59,7 +59,7 @@ class _LockBase(SharedObject):
     """A mutex in shared memory whose word 0 holds the holder's pid."""
 
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._block = Block(1)
         self._register()
 
@@ -94,7 +94,7 @@ class _LockBase(SharedObject):
             return False
         block = self._block
 
-        def attempt():
+        def attempt() -> bool:
             if self._take(pid):
                 return True
             self._check_dead_holder()
@@ -107,7 +107,7 @@ class _LockBase(SharedObject):
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info) -> None:
         self.release()
 
     def close(self) -> None:
@@ -150,10 +150,10 @@ class Lock(_LockBase):
         self.release()
         return None
 
-    def _acquire_restore(self, state):
+    def _acquire_restore(self, state) -> None:
         self.acquire()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         holder = self._describe_holder()
         return "<gipc.Lock(owner=%s)>" % holder
 
@@ -218,11 +218,11 @@ class RLock(_LockBase):
         b.unlock()
         return depth
 
-    def _acquire_restore(self, depth):
+    def _acquire_restore(self, depth) -> None:
         self.acquire()
         self._block.store(_DEPTH, depth)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             pid, depth = self._block.load(_HOLDER), self._block.load(_DEPTH)
         except Exception:
@@ -275,14 +275,14 @@ class Semaphore(SharedObject):
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info) -> None:
         self.release()
 
     def close(self) -> None:
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             value = self._block.load(0)
         except Exception:
@@ -308,7 +308,7 @@ class Event(SharedObject):
     """
 
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._block = Block(1)
         self._register()
 
@@ -356,7 +356,7 @@ class Event(SharedObject):
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             state = "set" if self.is_set() else "unset"
         except Exception:
@@ -407,7 +407,7 @@ class Condition(SharedObject):
     def __enter__(self):
         return self._lock.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info) -> None:
         self._lock.release()
 
     def _check_owned(self, what):
@@ -472,7 +472,7 @@ class Condition(SharedObject):
                 b.take(0)
         return notified
 
-    def _forget_dead_notified(self):
+    def _forget_dead_notified(self) -> None:
         """Free the slots of waiters that died after their notification,
         and take their bytes out of the pipe."""
         b = self._block
@@ -536,7 +536,7 @@ class Condition(SharedObject):
         (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             waiting = sum(
                 1 for index in range(_SLOTS)
@@ -626,13 +626,13 @@ class Barrier(SharedObject):
         if self._state() in (_BROKEN, _RESETTING):
             raise BrokenBarrierError
 
-    def _exit(self):
+    def _exit(self) -> None:
         if self._block.load(0) == 0 and \
                 self._state() in (_RESETTING, _DRAINING):
             self._block.store(1, _FILLING)
             self._cond.notify_all()
 
-    def _break(self):
+    def _break(self) -> None:
         self._block.store(1, _BROKEN)
         self._cond.notify_all()
 
@@ -676,5 +676,5 @@ class Barrier(SharedObject):
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<gipc.Barrier(parties=%d)>" % self._parties

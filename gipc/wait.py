@@ -27,7 +27,7 @@ def _ready(object_list, targets):
             if ready]
 
 
-def _wait_any(fds, seconds):
+def _wait_any(fds, seconds) -> None:
     """Wait on the hub until one of ``fds`` is readable or ``seconds``
     passed (None: no limit)."""
     hub = get_hub()
