@@ -33,6 +33,19 @@ from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc
 
 __version__ = "2.0.0.dev0"
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # What the lazy names below resolve to, for type checkers.
+    from ._shared import NotGivenError
+    from .futures import ProcessPoolExecutor, as_completed, futures_wait
+    from .pool import Pool
+    from .queues import JoinableQueue, Queue, SimpleQueue
+    from .sharedctypes import Array, RawArray, RawValue, Value
+    from .synchronize import (
+        Barrier, BoundedSemaphore, Condition, Event, Lock, OwnerDiedError,
+        RLock, Semaphore)
+
 # Queues, locks, shared values and the pools, imported on first use: a
 # program that never uses them does not map them into every fork.
 _LAZY = {
@@ -51,7 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError("module 'gipc' has no attribute %r" % name)
@@ -61,7 +74,7 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 

@@ -7,6 +7,7 @@ call.  :func:`wait_until` is that loop.  While it waits it can also watch
 the process that holds what it waits for (its pidfd becomes readable when
 that process dies), so a dead holder is noticed at once.
 """
+from typing import Any
 import os
 from typing import Dict, Set
 
@@ -22,12 +23,12 @@ from ._cooperate import check_timeout, fd_readable
 _LOOK_AGAIN = 0.01
 
 
-def bell_words(bell):
+def bell_words(bell: Any) -> Any:
     """The indexes of bell ``bell``'s waiter count and armed flag."""
     return 16 + 8 * bell, 17 + 8 * bell
 
 
-def Deadline(timeout):
+def Deadline(timeout: Any) -> Any:
     """The point ``timeout`` seconds from now (None: never), checked as the
     multiprocessing API takes it: None or a number of seconds."""
     timeout = check_timeout(timeout)
@@ -41,13 +42,13 @@ def Deadline(timeout):
 _local_waits: Dict[int, Set[Waiter]] = {}
 
 
-def wake_local_waiters(block) -> None:
+def wake_local_waiters(block: Any) -> None:
     """Make every wait of this process on ``block`` return now."""
     for waiter in _local_waits.pop(id(block), ()):
         waiter.hub.loop.run_callback(waiter.switch, None)
 
 
-def wait_readable(fds, timeout, block):
+def wait_readable(fds: Any, timeout: Any, block: Any) -> Any:
     """Wait cooperatively until one of ``fds`` (of ``block``) is readable;
     return it, or None after ``timeout`` seconds (None: no limit) or if
     ``block`` is closed meanwhile."""
@@ -78,7 +79,7 @@ def wait_readable(fds, timeout, block):
             timer.close()
 
 
-def open_pidfd(pid):
+def open_pidfd(pid: Any) -> Any:
     """A pidfd on ``pid``, or None if that process is gone (reaped) or
     cannot be watched."""
     try:
@@ -87,7 +88,7 @@ def open_pidfd(pid):
         return None
 
 
-def process_is_dead(pid):
+def process_is_dead(pid: Any) -> Any:
     """Whether process ``pid`` has exited (a zombie counts as dead)."""
     if pid == _ownership.pid:
         return False
@@ -106,7 +107,10 @@ def process_is_dead(pid):
         os.close(fd)
 
 
-def wait_until(block, bell, attempt, deadline, holder=None, still_ready=None):
+def wait_until(
+        block: Any, bell: Any, attempt: Any, deadline: Any, holder: Any = None,
+        still_ready: Any = None
+) -> Any:
     """Call ``attempt()`` until it returns something true, waiting on bell
     ``bell`` of ``block`` in between; return that value, or the last false
     one once ``deadline`` passes.

@@ -16,6 +16,7 @@ is a hint: a wrong or missing pair costs at most a miss, never a change of
 behaviour.  ``python -m bench.child_lookups`` lists the misses left in a
 child (it needs perf).
 """
+from typing import Any
 import collections
 import sys
 import threading
@@ -52,7 +53,7 @@ _PLAN_ATTRIBUTES = _child.ChildPlan.__slots__
 _PREPARED_ATTRIBUTES = _bootstrap.Prepared.__slots__
 
 
-def _after_fork_hook_lookups():
+def _after_fork_hook_lookups() -> Any:
     """What CPython's after-fork hooks of threading and random look up, and
     threading's shutdown (Python 3.10 to 3.13)."""
     main = type(threading.main_thread())
@@ -86,7 +87,7 @@ def _after_fork_hook_lookups():
     return pairs
 
 
-def _flatten(pairs):
+def _flatten(pairs: Any) -> Any:
     flat = []
     for owner, name in pairs:
         flat += (owner, sys.intern(name))
@@ -96,7 +97,7 @@ def _flatten(pairs):
 _cached = [None, None, ()]  # process type, hub type, lookups
 
 
-def child_lookups(process_type, hub_type):
+def child_lookups(process_type: Any, hub_type: Any) -> Any:
     """The flat tuple (type, name, ...) for ``_core.warm_type_cache``: the
     lookups a child of a ``process_type`` object makes, whose parent's hub
     is a ``hub_type`` (NoneType without one)."""
@@ -107,7 +108,7 @@ def child_lookups(process_type, hub_type):
     pairs += [(process_type, name) for name in _PROCESS_ATTRIBUTES]
     pairs += [(_child.ChildPlan, name) for name in _PLAN_ATTRIBUTES]
     pairs += [(_bootstrap.Prepared, name) for name in _PREPARED_ATTRIBUTES]
-    pairs.append((mp_process._ParentProcess, "_sentinel"))
+    pairs.append((mp_process._ParentProcess, "_sentinel"))  # type: ignore[attr-defined]
     # The hub's class is replaced (it becomes the parked hub).
     pairs.append((hub_type, "__class__"))
     pairs += _after_fork_hook_lookups()

@@ -43,10 +43,10 @@ class _Unusable:
 
     __slots__ = ("_error",)
 
-    def __init__(self, error) -> None:
+    def __init__(self, error: Any) -> None:
         self._error = error
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: Any) -> Any:
         error, message = self._error
         raise error(message)
 
@@ -72,17 +72,17 @@ class SharedObject:
             _hooks_installed = True
         _live.add(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise SharingError(
             "%s objects are shared with a child process by passing them to "
             "it (Process(args=...), start_process(args=...), or as an "
             "attribute of a Process subclass); they cannot be pickled, so "
             "not sent in a message or a queue" % type(self).__qualname__)
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: Any) -> Any:
         return self.__reduce__()
 
-    def _release_shared(self, error, message, wake=True) -> None:
+    def _release_shared(self, error: Any, message: Any, wake: Any = True) -> None:
         """Give back this process's descriptors and mapping; later uses
         raise ``error(message)``; waits in progress here end (``wake``)."""
         block = self._block
@@ -114,7 +114,7 @@ class SharedObject:
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _collect(values, into, depth=0) -> None:
+def _collect(values: Any, into: Any, depth: Any = 0) -> None:
     for value in values:
         if isinstance(value, SharedObject):
             if id(value) not in into:
@@ -125,7 +125,7 @@ def _collect(values, into, depth=0) -> None:
                      into, depth + 1)
 
 
-def note_given(args, kwargs) -> None:
+def note_given(args: Any, kwargs: Any) -> None:
     """Record the shared objects in ``args``/``kwargs`` of the child about
     to be started (called before its fork; replaces what a previous start
     recorded)."""
@@ -139,7 +139,7 @@ def note_given(args, kwargs) -> None:
     _given = given
 
 
-def note_given_attributes(process_obj) -> None:
+def note_given_attributes(process_obj: Any) -> None:
     """Add the shared objects held as attributes of ``process_obj``."""
     global _given
     if not _live:

@@ -36,7 +36,7 @@ from .exceptions import WorkerLostError
 try:
     from gevent._hub_local import get_hub_if_exists
 except ImportError:  # pragma: no cover (a gevent that moved it)
-    def get_hub_if_exists():
+    def get_hub_if_exists() -> Any:
         return get_hub()
 
 __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError",
@@ -71,12 +71,12 @@ class BrokenInitializerError(BrokenProcessPool):
 _lazy_lock = threading.Lock()
 
 
-def _lazy(slot, make):
+def _lazy(slot: Any, make: Any) -> Any:
     """A property for a stdlib ``Future`` attribute that most of our
     futures never use: kept in ``slot`` (None until needed), made by
     ``make()`` when something first asks for it."""
 
-    def get(future):
+    def get(future: Any) -> Any:
         value = getattr(future, slot)
         if value is None:
             with _lazy_lock:
@@ -115,7 +115,7 @@ class Future(Task, _cf.Future):
     _waiters = _lazy("_waiters_made", list)
     _done_callbacks = _lazy("_callbacks_made", list)
 
-    def __init__(self, engine, job) -> None:
+    def __init__(self, engine: Any, job: Any) -> None:
         # concurrent.futures.Future.__init__, with the lazy parts.
         self._state = _PENDING
         self._result = None
@@ -128,13 +128,13 @@ class Future(Task, _cf.Future):
 
     # -- engine hooks (in the hub's thread) ------------------------------
 
-    def _on_sent(self):
+    def _on_sent(self) -> Any:
         if self._condition_made is not None:
             return self.set_running_or_notify_cancel()
         self._state = _RUNNING
         return True
 
-    def _on_result(self, ok, value) -> None:
+    def _on_result(self, ok: Any, value: Any) -> None:
         if self._condition_made is not None:
             if ok:
                 self.set_result(value)
@@ -192,7 +192,7 @@ class Future(Task, _cf.Future):
         self._mark_cancelled()
         return True
 
-    def _wait_here(self, timeout) -> None:
+    def _wait_here(self, timeout: Any) -> None:
         """Wait for the outcome; cooperatively in the hub's thread, by the
         stdlib's means in any other thread."""
         if self._phase == DONE:
@@ -236,7 +236,7 @@ _encode_call = _worker.encode_call
 _perf_counter = time.perf_counter
 
 
-def _default_workers():
+def _default_workers() -> Any:
     count = getattr(os, "process_cpu_count", os.cpu_count)()
     return count or 1
 
@@ -263,7 +263,7 @@ class ProcessPoolExecutor(_cf.Executor):
     complete.
     """
 
-    def __init__(self, max_workers: Optional[int] = None, mp_context=None,
+    def __init__(self, max_workers: Optional[int] = None, mp_context: Any = None,
                  initializer: Optional[Callable[..., Any]] = None,
                  initargs: Iterable = (), *,
                  max_tasks_per_child: Optional[int] = None,
@@ -298,7 +298,7 @@ class ProcessPoolExecutor(_cf.Executor):
             self._broken_by, name="gipc-executor")
 
     @staticmethod
-    def _broken_by(exc):
+    def _broken_by(exc: Any) -> Any:
         error = BrokenInitializerError(
             "A child process terminated abruptly, the process pool is not "
             "usable anymore (the initializer failed: %s: %s)"
@@ -306,7 +306,7 @@ class ProcessPoolExecutor(_cf.Executor):
         error.__cause__ = exc
         return error
 
-    def _check_open(self):
+    def _check_open(self) -> Any:
         engine = self._engine
         engine.check_process()
         if engine.broken is not None:
@@ -384,7 +384,7 @@ class ProcessPoolExecutor(_cf.Executor):
         """Like :meth:`terminate_workers`, with SIGKILL."""
         self._stop_workers(kill=True)
 
-    def _stop_workers(self, kill) -> None:
+    def _stop_workers(self, kill: Any) -> None:
         engine = self._engine
         engine.check_process()
         self._shutdown = True
@@ -394,11 +394,11 @@ class ProcessPoolExecutor(_cf.Executor):
                ("terminated", "terminate_workers"))))
         engine.join()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise NotImplementedError("executors cannot be pickled")
 
 
-def _results(futures, end):
+def _results(futures: Any, end: Any) -> Any:
     """The items of ``futures``' chunk results, in order; closing it early
     (or a failure) cancels the futures not consumed."""
     pending = deque(futures)
@@ -433,7 +433,7 @@ class _Wakeup:
         self.watcher = self.hub.loop.async_()
         self.watcher.start(self.event.set)
 
-    def __call__(self, future) -> None:
+    def __call__(self, future: Any) -> None:
         if not self.active:
             return
         self.done.append(future)
@@ -444,7 +444,7 @@ class _Wakeup:
             # freed with this object.
             self.watcher.send()
 
-    def wait(self, timeout):
+    def wait(self, timeout: Any) -> Any:
         self.event.clear()
         if self.done:
             return True
@@ -455,7 +455,7 @@ class _Wakeup:
         self.watcher.stop()
 
 
-def _is_failed(future) -> bool:
+def _is_failed(future: Any) -> bool:
     return not future.cancelled() and future.exception(0) is not None
 
 
@@ -473,7 +473,7 @@ def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
     done = {f for f in fs if f.done()}
     not_done = fs - done
 
-    def satisfied():
+    def satisfied() -> Any:
         if not not_done:
             return True
         if return_when == FIRST_COMPLETED:
@@ -515,7 +515,7 @@ def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
     return _as_completed(fs, total, end)
 
 
-def _as_completed(fs, total, end):
+def _as_completed(fs: Any, total: Any, end: Any) -> Any:
     finished = [f for f in fs if f.done()]
     pending = fs - set(finished)
     wakeup = _Wakeup() if pending else None

@@ -49,7 +49,7 @@ _encode_call = _worker.encode_call
 _encode_chunk = _worker.encode_chunk
 
 
-def _run_callback(callback, value) -> None:
+def _run_callback(callback: Any, value: Any) -> None:
     """Run a user's callback in the result collector; its error is
     reported (as gevent reports a greenlet's) and does not stop the pool."""
     try:
@@ -58,12 +58,12 @@ def _run_callback(callback, value) -> None:
         get_hub().handle_error(callback, *sys.exc_info())
 
 
-def _check_callable(func):
+def _check_callable(func: Any) -> Any:
     if not callable(func):
         raise TypeError("%r object is not callable" % type(func).__name__)
 
 
-def _check_chunksize(chunksize):
+def _check_chunksize(chunksize: Any) -> Any:
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise TypeError("chunksize must be an int, not %s"
                         % type(chunksize).__name__)
@@ -87,7 +87,9 @@ class ApplyResult(Task):
     # None or (callback, error_callback), dropped once called.
     __slots__ = ("_pool", "_ok", "_value", "_callbacks")
 
-    def __init__(self, pool, job, callback=None, error_callback=None) -> None:
+    def __init__(
+            self, pool: Any, job: Any, callback: Any = None, error_callback: Any = None
+    ) -> None:
         self._init_task(job)
         self._pool = pool
         self._ok = None
@@ -146,7 +148,7 @@ class ApplyResult(Task):
         """True if the task was cancelled."""
         return self._value is _CANCELLED
 
-    def _on_result(self, ok, value) -> None:
+    def _on_result(self, ok: Any, value: Any) -> None:
         self._ok = ok
         self._value = value
         self._wake()
@@ -177,12 +179,12 @@ class _Chunk(Task):
 
     __slots__ = ("_owner", "_index")
 
-    def __init__(self, owner, index, job) -> None:
+    def __init__(self, owner: Any, index: Any, job: Any) -> None:
         self._init_task(job)
         self._owner = owner
         self._index = index
 
-    def _on_result(self, ok, value) -> None:
+    def _on_result(self, ok: Any, value: Any) -> None:
         self._owner._set(self._index, ok, value)
 
     def _on_cancel(self) -> None:
@@ -195,7 +197,10 @@ class MapResult(ApplyResult):
 
     __slots__ = ("_chunks", "_chunksize", "_left")
 
-    def __init__(self, pool, length, chunksize, callback, error_callback) -> None:
+    def __init__(
+            self, pool: Any, length: Any, chunksize: Any, callback: Any, error_callback:
+            Any
+    ) -> None:
         ApplyResult.__init__(self, pool, None, callback, error_callback)
         self._chunksize = chunksize
         self._chunks = []
@@ -204,11 +209,11 @@ class MapResult(ApplyResult):
         if not length:
             self._finish(True, [])
 
-    def _finish(self, ok, value) -> None:
+    def _finish(self, ok: Any, value: Any) -> None:
         self._phase = DONE
         ApplyResult._on_result(self, ok, value)
 
-    def _set(self, index, ok, value) -> None:
+    def _set(self, index: Any, ok: Any, value: Any) -> None:
         if self._phase == DONE:
             return
         if ok:
@@ -220,7 +225,7 @@ class MapResult(ApplyResult):
         else:
             self._finish(False, value)
 
-    def _cancel_chunk(self, index) -> None:
+    def _cancel_chunk(self, index: Any) -> None:
         if self._phase != DONE:
             self._phase = DONE
             self._on_cancel()
@@ -246,7 +251,7 @@ class IMapIterator:
 
     _ordered = True
 
-    def __init__(self, pool, chunksize) -> None:
+    def __init__(self, pool: Any, chunksize: Any) -> None:
         self._pool = pool
         self._chunksize = chunksize
         self._done = {}            # imap: chunk index -> (ok, value)
@@ -259,10 +264,10 @@ class IMapIterator:
         self._room = Event()       # the feeder may queue more
         self._feeder = None
 
-    def __iter__(self):
+    def __iter__(self) -> Any:
         return self
 
-    def _set(self, index, ok, value) -> None:
+    def _set(self, index: Any, ok: Any, value: Any) -> None:
         if self._ordered:
             self._done[index] = (ok, value)
         else:
@@ -271,14 +276,14 @@ class IMapIterator:
         self._unfinished -= 1
         self._room.set()
 
-    def _cancel_chunk(self, index) -> None:
+    def _cancel_chunk(self, index: Any) -> None:
         self._set(index, False, CancelledError())
 
-    def _set_length(self, length) -> None:
+    def _set_length(self, length: Any) -> None:
         self._length = length
         self._changed.set()
 
-    def _take(self):
+    def _take(self) -> Any:
         """The next chunk's outcome, or None if it is not there yet."""
         if self._ordered:
             return self._done.pop(self._next_chunk, None)
@@ -315,7 +320,7 @@ class IMapIterator:
 
     __next__ = next
 
-    def _feed(self, engine, func, iterable, star) -> None:
+    def _feed(self, engine: Any, func: Any, iterable: Any, star: Any) -> None:
         """Queue the chunks of ``iterable`` as they come, keeping at most a
         bounded number of them unfinished (a long or endless iterable is
         not read into memory ahead of the workers)."""
@@ -359,7 +364,7 @@ class IMapUnorderedIterator(IMapIterator):
 
     _ordered = False
 
-    def _take(self):
+    def _take(self) -> Any:
         if self._arrived:
             return self._arrived.popleft()
         return None
@@ -429,7 +434,7 @@ class Pool:
 
     # -- submitting ----------------------------------------------------
 
-    def _check_running(self):
+    def _check_running(self) -> Any:
         self._engine.check_process()
         if self._state != RUN:
             raise ValueError("Pool not running")
@@ -458,7 +463,7 @@ class Pool:
         (``gevent.Timeout``, ``kill()``) stops the task too."""
         return self._wait_for(self.apply_async(func, args, kwds))
 
-    def _wait_for(self, result):
+    def _wait_for(self, result: Any) -> Any:
         try:
             return result.get()
         except BaseException:
@@ -466,8 +471,8 @@ class Pool:
                 result.cancel()
             raise
 
-    def _map_async(self, func, iterable, chunksize, callback,
-                   error_callback, star):
+    def _map_async(self, func: Any, iterable: Any, chunksize: Any, callback: Any,
+                   error_callback: Any, star: Any) -> Any:
         self._check_running()
         _check_callable(func)
         if not hasattr(iterable, "__len__"):
@@ -533,7 +538,9 @@ class Pool:
         return self._wait_for(self._map_async(func, iterable, chunksize,
                                               None, None, True))
 
-    def _imap(self, cls, func, iterable, chunksize, star=False):
+    def _imap(
+            self, cls: Any, func: Any, iterable: Any, chunksize: Any, star: Any = False
+    ) -> Any:
         self._check_running()
         _check_callable(func)
         _check_chunksize(chunksize)
@@ -586,7 +593,7 @@ class Pool:
             gevent.joinall(list(self._feeders), timeout=timeout)
         return self._engine.join(timeout)
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         self._check_running()
         return self
 
@@ -598,7 +605,7 @@ class Pool:
     ) -> None:
         self.terminate()
 
-    def __del__(self, _warn=warnings.warn) -> None:
+    def __del__(self, _warn: Any = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN:
             _warn("unclosed running gipc pool %r" % self, ResourceWarning,
                   source=self)
@@ -608,7 +615,7 @@ class Pool:
             except Exception:
                 pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise NotImplementedError(
             "pool objects cannot be passed between processes or pickled")
 
