@@ -36,15 +36,28 @@ __version__ = "2.0.0.dev0"
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    # What the lazy names below resolve to, for type checkers.
-    from ._shared import NotGivenError
-    from .futures import ProcessPoolExecutor, as_completed, futures_wait
-    from .pool import Pool
-    from .queues import JoinableQueue, Queue, SimpleQueue
-    from .sharedctypes import Array, RawArray, RawValue, Value
-    from .synchronize import (
-        Barrier, BoundedSemaphore, Condition, Event, Lock, OwnerDiedError,
-        RLock, Semaphore)
+    # What the lazy names below resolve to, for type checkers ("X as X":
+    # re-exported).
+    from ._shared import NotGivenError as NotGivenError
+    from .futures import ProcessPoolExecutor as ProcessPoolExecutor
+    from .futures import as_completed as as_completed
+    from .futures import futures_wait as futures_wait
+    from .pool import Pool as Pool
+    from .queues import JoinableQueue as JoinableQueue
+    from .queues import Queue as Queue
+    from .queues import SimpleQueue as SimpleQueue
+    from .sharedctypes import Array as Array
+    from .sharedctypes import RawArray as RawArray
+    from .sharedctypes import RawValue as RawValue
+    from .sharedctypes import Value as Value
+    from .synchronize import Barrier as Barrier
+    from .synchronize import BoundedSemaphore as BoundedSemaphore
+    from .synchronize import Condition as Condition
+    from .synchronize import Event as Event
+    from .synchronize import Lock as Lock
+    from .synchronize import OwnerDiedError as OwnerDiedError
+    from .synchronize import RLock as RLock
+    from .synchronize import Semaphore as Semaphore
 
 # Queues, locks, shared values and the pools, imported on first use: a
 # program that never uses them does not map them into every fork.

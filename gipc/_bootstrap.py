@@ -11,6 +11,8 @@ its own modules and calls its logger on every start.  The exit codes, the
 messages on stderr and the state left in ``multiprocessing.process`` and
 ``multiprocessing.util`` are multiprocessing's.
 """
+from __future__ import annotations
+
 from typing import Any
 import atexit
 import itertools
@@ -58,7 +60,7 @@ class Prepared:
     def __init__(self, key: Any) -> None:
         self.key = key
         self.process_counter = itertools.count(1)
-        self.children = set()
+        self.children: set[Any] = set()
         parent_name, parent_pid = key
         # Its sentinel is only known in the child.
         self.parent_process = mp_process._ParentProcess(  # type: ignore[attr-defined]

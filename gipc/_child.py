@@ -15,8 +15,10 @@ the parent, so CPython never specializes it: each ``module.attribute`` it
 reads writes to the name, the module and its dict as well, which is why
 the functions it calls are imported by name here.
 """
+from __future__ import annotations
+
 from typing import Any
-import _signal
+import _signal  # type: ignore[import-not-found]  # CPython's C half of signal
 import sys
 import traceback
 from _signal import SIG_DFL
@@ -39,7 +41,7 @@ from .signals import _signals_to_reset
 # (the watchers and handles it takes over; the hub, loop and stdin are held
 # by run()'s frame): if they were collected, greenlet would throw
 # GreenletExit into the parent's greenlets and run their code here.
-_parked = []
+_parked: list[Any] = []
 
 
 def park(obj: Any) -> None:
@@ -83,7 +85,7 @@ class ChildPlan:
         self.prepared = _bootstrap.prepared_for(process_obj)
 
 
-_parked_classes = {}
+_parked_classes: dict[Any, Any] = {}
 
 
 def _parked_class(base: Any) -> Any:
@@ -107,7 +109,7 @@ def _parked_class(base: Any) -> Any:
     return cls
 
 
-_hub_init_cache = []  # [(hub_class, old_hub, first_hub_init)]
+_hub_init_cache: list[Any] = []  # [(hub_class, old_hub, first_hub_init)]
 
 
 def _first_hub_init(hub_class: Any, old_hub: Any) -> Any:

@@ -16,6 +16,8 @@ is a hint: a wrong or missing pair costs at most a miss, never a change of
 behaviour.  ``python -m bench.child_lookups`` lists the misses left in a
 child (it needs perf).
 """
+from __future__ import annotations
+
 from typing import Any
 import collections
 import sys
@@ -30,7 +32,7 @@ from . import _bootstrap, _child
 # module's attribute goes through a lookup on the module type first).
 # Every pair also takes a slot of the parent's cache, where it may push out
 # one of the parent's own: functions are bound by name instead (_child).
-_MODULE_ATTRIBUTES = (
+_MODULE_ATTRIBUTES: tuple[str, ...] = (
     "bootstrap", "stdin", "stdout", "stderr", "_process_counter", "_children",
     "_current_process", "_parent_process", "_HAVE_THREAD_NATIVE_ID",
     "_finalizer_registry", "_afterfork_registry", "_logger", "_exiting",
@@ -88,7 +90,7 @@ def _after_fork_hook_lookups() -> Any:
 
 
 def _flatten(pairs: Any) -> Any:
-    flat = []
+    flat: list[Any] = []
     for owner, name in pairs:
         flat += (owner, sys.intern(name))
     return tuple(flat)
@@ -104,7 +106,8 @@ def child_lookups(process_type: Any, hub_type: Any) -> Any:
     cached = _cached
     if cached[0] is process_type and cached[1] is hub_type:
         return cached[2]
-    pairs = [(types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
+    pairs: list[tuple[type, str]] = [
+        (types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
     pairs += [(process_type, name) for name in _PROCESS_ATTRIBUTES]
     pairs += [(_child.ChildPlan, name) for name in _PLAN_ATTRIBUTES]
     pairs += [(_bootstrap.Prepared, name) for name in _PREPARED_ATTRIBUTES]

@@ -9,6 +9,8 @@ and still open in the parent, as with multiprocessing.  Every other gipc
 handle is closed in the child.  Everything is validated first, so that a
 bad handle raises before any child exists.
 """
+from __future__ import annotations
+
 from typing import Any
 from . import _shared
 from .connection import Connection
@@ -64,7 +66,7 @@ def collect_moved_handles(args: Any, kwargs: Any) -> Any:
             continue
         _check_can_go(handle)
         moved.append(handle)
-    seen = set()
+    seen: set[Any] = set()
     for value in top_level:
         if isinstance(value, _CONTAINERS) and \
                 not isinstance(value, _GIPCDuplexHandle):

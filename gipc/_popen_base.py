@@ -93,7 +93,8 @@ class BasePopen:
 
     method = "gipc"
     returncode = None
-    sentinel = None
+    sentinel: int | None = None
+    _forked: list[int]
     _status_watcher = None
     # What the start made for the child (its plan), freed once the child
     # is gone: freeing it while the child shares its pages would copy them.
@@ -183,7 +184,7 @@ class BasePopen:
         timeout = check_timeout(timeout)
         if self.poll() is None:
             deadline = None if timeout is None else monotonic() + timeout
-            waiter = FdWaiter(self.sentinel, READ)
+            waiter = FdWaiter(self.sentinel, READ)  # type: ignore[arg-type]
             try:
                 if not waiter.wait(timeout):
                     return None

@@ -11,12 +11,17 @@ descriptors are closed and any use raises :class:`NotGivenError`.
 This module stays small: ``_moves`` imports it on every start, and the
 check costs nothing until a shared object exists.
 """
+from __future__ import annotations
+
 import os
 import sys
 import weakref
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
 
 from .exceptions import GIPCError
+
+if TYPE_CHECKING:
+    from ._sync import Block
 
 #: Every shared object alive in this process (weakly).
 _live: "weakref.WeakSet[SharedObject]" = weakref.WeakSet()
@@ -58,7 +63,9 @@ class SharedObject:
     and list the other shared objects they are made of in ``_parts``.
     """
 
-    _block: Any = None
+    # Typed as the Block it is while usable (None before, an _Unusable
+    # after: both raise on use).
+    _block: Block = None  # type: ignore[assignment]
     _parts: Tuple["SharedObject", ...] = ()
 
     def _register(self) -> None:
@@ -88,7 +95,8 @@ class SharedObject:
         block = self._block
         if isinstance(block, _Unusable):
             return
-        self._block = _Unusable((error, message))
+        self._block = _Unusable(  # type: ignore[assignment]
+            (error, message))
         if block is not None:
             if wake:
                 from ._bells import wake_local_waiters
@@ -133,7 +141,7 @@ def note_given(args: Any, kwargs: Any) -> None:
     if not _live:
         _given = None
         return
-    given = {}
+    given: dict[Any, Any] = {}
     _collect(args, given)
     _collect(kwargs.values(), given)
     _given = given

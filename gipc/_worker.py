@@ -20,6 +20,8 @@ Frames, worker to parent: one kind byte, then
         count lets the parent fail exactly those tasks if the pickle
         cannot be loaded there.
 """
+from __future__ import annotations
+
 from typing import Any
 import os
 import pickle
@@ -76,7 +78,7 @@ MAP = 1         # data: a chunk of items, each one the argument
 STARMAP = 2     # data: a chunk of argument tuples
 
 _PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
-_pickled_functions = {}
+_pickled_functions: dict[Any, Any] = {}
 _CACHE_SIZE = 256
 
 
@@ -107,7 +109,7 @@ def encode_chunk(func: Any, chunk: Any, star: Any = False) -> Any:
             _dumps(chunk, _PROTOCOL))
 
 
-class _Functions(dict):
+class _Functions(dict[Any, Any]):
     """The worker's unpickled functions, by their pickle."""
 
     def __missing__(self, data: Any) -> Any:
@@ -222,10 +224,10 @@ def serve(
             return
     put(READY)
     rss = _ResidentMemory() if memory_limit is not None else None
-    queue = deque()
+    queue: deque[Any] = deque()
     skip = set()
     received = 0
-    out = []
+    out: list[Any] = []
     busy = 0.0
     first_unsent = 0.0
     perf_counter = time.perf_counter

@@ -20,6 +20,8 @@ between tasks.
 The front ends subclass :class:`Task` (a task *is* its result object, one
 allocation per call) and override its three hooks.
 """
+from __future__ import annotations
+
 from typing import Any
 import mmap
 import os
@@ -92,7 +94,7 @@ class RemoteTraceback(Exception):
     """The formatted traceback of an exception raised in a worker, chained
     as that exception's ``__cause__`` in the parent."""
 
-    def __init__(self, tb: Any) -> None:
+    def __init__(self, tb: str) -> None:
         Exception.__init__(self, tb)
         self.tb = tb
 
@@ -122,6 +124,7 @@ class Task:
     """
 
     __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers")
+    _sleepers: list[Any] | None
 
     def _init_task(self, job: Any) -> None:
         self._job = job
@@ -207,11 +210,11 @@ class _Worker:
     def __init__(self, process: Any, channel: Any, progress: Any) -> None:
         self.process = process
         self.progress = progress  # shared with the worker: see running()
-        self.cancelled = set()  # seqs of cancelled tasks asked to skip
+        self.cancelled: set[Any] = set()  # seqs of cancelled tasks asked to skip
         self.channel = channel
-        self.window = deque()   # sent, unanswered tasks, oldest first
-        self.outbox = deque()   # assigned to this worker, not sent yet
-        self.skips = []         # seqs of sent tasks cancelled since
+        self.window: deque[Any] = deque()   # sent, unanswered tasks, oldest first
+        self.outbox: deque[Any] = deque()   # assigned to this worker, not sent yet
+        self.skips: list[Any] = []         # seqs of sent tasks cancelled since
         self.sent = 0
         self.answered = 0
         self.ready = False      # the initializer has run
@@ -258,9 +261,9 @@ class WorkerSet:
         self.name = name
         self.pid = os.getpid()
         self.hub = get_hub()
-        self.queue = deque()
-        self.workers = []
-        self.readers = []      # reader greenlets, until they end
+        self.queue: deque[Any] = deque()
+        self.workers: list[Any] = []
+        self.readers: list[Any] = []      # reader greenlets, until they end
         self.stopping = False  # no more tasks will come: retire when idle
         self.terminated = False
         self.broken = None     # the initializer's exception
@@ -368,7 +371,7 @@ class WorkerSet:
             # Forking needs a greenlet (the child parks the hub).
             gevent.spawn(self.dispatch)
             return False
-        ends = []
+        ends: list[Any] = []
         progress = mmap.mmap(-1, _PROGRESS.size)
         try:
             # Two one-way pipes: tasks to the worker, answers back.
@@ -466,7 +469,7 @@ class WorkerSet:
                 put(_dumps((SKIP, skips), _PROTOCOL))
             outbox = worker.outbox
             window = worker.window
-            jobs = []
+            jobs: list[Any] = []
             size = 0
             while outbox and len(jobs) < MAX_BATCH and size < MAX_BATCH_BYTES:
                 task = outbox.popleft()

@@ -15,6 +15,8 @@ signatures and wait on the hub instead.  They accept *any*
 ``dask.distributed``): the completing thread wakes the hub through a gevent
 async watcher.
 """
+from __future__ import annotations
+
 import collections
 import itertools
 import os
@@ -89,7 +91,7 @@ def _lazy(slot: Any, make: Any) -> Any:
     return property(get)
 
 
-class Future(Task, _cf.Future):
+class Future(Task, _cf.Future[Any]):
     """A ``concurrent.futures.Future`` for a task of a
     :class:`ProcessPoolExecutor`: ``result()``/``exception()`` wait
     cooperatively; ``cancel()`` also stops a running task if the executor
@@ -221,7 +223,7 @@ class Future(Task, _cf.Future):
             try:
                 raise self._exception
             finally:
-                self = None  # no reference cycle through the traceback
+                self = None  # type: ignore[assignment]  # no reference cycle
         return _cf.Future.result(self, 0)
 
     def exception(self, timeout: Optional[float] = None
@@ -265,7 +267,7 @@ class ProcessPoolExecutor(_cf.Executor):
 
     def __init__(self, max_workers: Optional[int] = None, mp_context: Any = None,
                  initializer: Optional[Callable[..., Any]] = None,
-                 initargs: Iterable = (), *,
+                 initargs: Iterable[Any] = (), *,
                  max_tasks_per_child: Optional[int] = None,
                  kill_on_cancel: bool = True) -> None:
         if max_workers is None:
@@ -328,7 +330,7 @@ class ProcessPoolExecutor(_cf.Executor):
         engine.submit(future)
         return future
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable,
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
         """``map(fn, *iterables)`` computed by the workers, ``chunksize``
@@ -398,7 +400,7 @@ class ProcessPoolExecutor(_cf.Executor):
         raise NotImplementedError("executors cannot be pickled")
 
 
-def _results(futures: Any, end: Any) -> Any:
+def _results(futures: Any, end: Any) -> Iterator[Any]:
     """The items of ``futures``' chunk results, in order; closing it early
     (or a failure) cancels the futures not consumed."""
     pending = deque(futures)
@@ -427,7 +429,7 @@ class _Wakeup:
 
     def __init__(self) -> None:
         self.hub = get_hub()
-        self.done = deque()  # appends are atomic: safe from any thread
+        self.done: deque[Any] = deque()  # appends are atomic: safe from any thread
         self.event = Event()
         self.active = True
         self.watcher = self.hub.loop.async_()
@@ -459,7 +461,7 @@ def _is_failed(future: Any) -> bool:
     return not future.cancelled() and future.exception(0) is not None
 
 
-def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
+def futures_wait(fs: Iterable[_cf.Future[Any]], timeout: Optional[float] = None,
                  return_when: str = ALL_COMPLETED) -> DoneAndNotDoneFutures:
     """``concurrent.futures.wait()``, waiting cooperatively: returns
     ``DoneAndNotDoneFutures(done, not_done)`` when ``return_when``
@@ -503,8 +505,8 @@ def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
     return DoneAndNotDoneFutures(done, not_done)
 
 
-def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
-                 ) -> Iterator[_cf.Future]:
+def as_completed(fs: Iterable[_cf.Future[Any]], timeout: Optional[float] = None
+                 ) -> Iterator[_cf.Future[Any]]:
     """``concurrent.futures.as_completed()``, waiting cooperatively: yields
     each of ``fs`` (duplicates once) as it completes, finished ones first;
     ``TimeoutError`` if some are not done ``timeout`` seconds after the
@@ -515,10 +517,11 @@ def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
     return _as_completed(fs, total, end)
 
 
-def _as_completed(fs: Any, total: Any, end: Any) -> Any:
+def _as_completed(fs: Any, total: Any,
+                  end: Any) -> Iterator[_cf.Future[Any]]:
     finished = [f for f in fs if f.done()]
     pending = fs - set(finished)
-    wakeup = _Wakeup() if pending else None
+    wakeup: Any = _Wakeup() if pending else None  # None: nothing to wait
     try:
         for future in pending:
             future.add_done_callback(wakeup)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import os
 from multiprocessing import BufferTooShort
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import (
+    TYPE_CHECKING, Any, Callable, Iterable, Iterator, NoReturn, TypeVar)
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
@@ -232,12 +233,12 @@ class _GIPCDuplexHandle(_PairContext["_GIPCReader", "_GIPCWriter"]):
         """True once both halves are closed."""
         return self._reader._closed and self._writer._closed
 
-    def poll(self) -> Any:
+    def poll(self) -> bool:
         """True if ``get()`` would return at once (see
         :meth:`_GIPCReader.poll`)."""
         return self._reader.poll()
 
-    def close(self) -> Any:
+    def close(self) -> None:
         """Close both halves; tolerates one of them being closed already.
         Raises :exc:`GIPCClosed` if both are."""
         if self._writer._closed and self._reader._closed:
@@ -251,10 +252,10 @@ class _GIPCDuplexHandle(_PairContext["_GIPCReader", "_GIPCWriter"]):
     # ``with`` block closes the writer, then the reader even if the writer
     # could not be closed.
 
-    def _wait_target(self) -> Any:
+    def _wait_target(self) -> tuple[int, Any]:
         return self._reader._wait_target()
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise unpicklable(type(self).__name__, Endpoint._passed_by)
 
     def __repr__(self) -> str:

@@ -15,6 +15,8 @@ Beyond the stdlib:
 - ``max_memory_per_child`` and ``idle_timeout`` recycle workers; workers
   start lazily, on the first task.
 """
+from __future__ import annotations
+
 import itertools
 import os
 from collections import deque
@@ -22,7 +24,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import CancelledError
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar
 from multiprocessing import TimeoutError
 
 import gevent
@@ -33,6 +35,8 @@ from . import _worker
 from ._workers import DONE, MAX_WINDOW, RemoteTraceback, Task, WorkerSet
 from .exceptions import WorkerLostError
 from types import TracebackType
+
+_IMap = TypeVar("_IMap", bound="IMapIterator")
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult",
            "IMapIterator", "IMapUnorderedIterator", "RemoteTraceback",
@@ -86,6 +90,8 @@ class ApplyResult(Task):
     # cancelled result has _ok False and _value _CANCELLED; _callbacks is
     # None or (callback, error_callback), dropped once called.
     __slots__ = ("_pool", "_ok", "_value", "_callbacks")
+    _ok: bool | None
+    _value: Any
 
     def __init__(
             self, pool: Any, job: Any, callback: Any = None, error_callback: Any = None
@@ -131,7 +137,7 @@ class ApplyResult(Task):
         try:
             raise self._value
         finally:
-            self = None  # no reference cycle through the traceback
+            self = None  # type: ignore[assignment]  # no reference cycle
 
     def cancel(self) -> bool:
         """Cancel the task (an extension of the stdlib API).  A queued task
@@ -203,7 +209,7 @@ class MapResult(ApplyResult):
     ) -> None:
         ApplyResult.__init__(self, pool, None, callback, error_callback)
         self._chunksize = chunksize
-        self._chunks = []
+        self._chunks: list[Any] = []
         self._value = [None] * length
         self._left = -(-length // chunksize) if length else 0
         if not length:
@@ -254,10 +260,10 @@ class IMapIterator:
     def __init__(self, pool: Any, chunksize: Any) -> None:
         self._pool = pool
         self._chunksize = chunksize
-        self._done = {}            # imap: chunk index -> (ok, value)
-        self._arrived = deque()    # imap_unordered: (ok, value) in order
+        self._done: dict[Any, Any] = {}            # imap: chunk index -> (ok, value)
+        self._arrived: deque[Any] = deque()    # imap_unordered: (ok, value) in order
         self._next_chunk = 0
-        self._current = iter(())   # items of the chunk being handed out
+        self._current: Iterator[Any] = iter(())   # items of the chunk being handed out
         self._length = None        # number of chunks, once all are queued
         self._changed = Event()    # a chunk is done, or the length known
         self._unfinished = 0       # chunks queued, not done
@@ -392,7 +398,7 @@ class Pool:
 
     def __init__(self, processes: Optional[int] = None,
                  initializer: Optional[Callable[..., Any]] = None,
-                 initargs: Iterable = (),
+                 initargs: Iterable[Any] = (),
                  maxtasksperchild: Optional[int] = None, *,
                  kill_on_cancel: bool = True,
                  max_memory_per_child: Optional[int] = None,
@@ -425,7 +431,7 @@ class Pool:
                              "seconds or None")
         self._processes = processes
         self._state = RUN
-        self._feeders = set()
+        self._feeders: set[Any] = set()
         self._engine = WorkerSet(
             processes, initializer, initargs, maxtasksperchild,
             max_memory_per_child, idle_timeout, kill_on_cancel,
@@ -439,7 +445,7 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
-    def apply_async(self, func: Callable[..., Any], args: Iterable = (),
+    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (),
                     kwds: Mapping[str, Any] = {},  # noqa: B006 (stdlib's)
                     callback: Optional[Callable[[Any], None]] = None,
                     error_callback: Optional[
@@ -456,14 +462,14 @@ class Pool:
         self._engine.submit(result)
         return result
 
-    def apply(self, func: Callable[..., Any], args: Iterable = (),
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
               kwds: Mapping[str, Any] = {}) -> Any:  # noqa: B006
         """``apply_async(func, args, kwds).get()``.  With
         ``kill_on_cancel``, a caller interrupted while waiting
         (``gevent.Timeout``, ``kill()``) stops the task too."""
         return self._wait_for(self.apply_async(func, args, kwds))
 
-    def _wait_for(self, result: Any) -> Any:
+    def _wait_for(self, result: ApplyResult) -> Any:
         try:
             return result.get()
         except BaseException:
@@ -471,8 +477,8 @@ class Pool:
                 result.cancel()
             raise
 
-    def _map_async(self, func: Any, iterable: Any, chunksize: Any, callback: Any,
-                   error_callback: Any, star: Any) -> Any:
+    def _map_async(self, func: Any, iterable: Any, chunksize: Any,
+                   callback: Any, error_callback: Any, star: bool) -> MapResult:
         self._check_running()
         _check_callable(func)
         if not hasattr(iterable, "__len__"):
@@ -501,13 +507,13 @@ class Pool:
             engine.fair()
         self._check_running()
         result._chunks = chunks
-        for chunk in chunks:
+        for chunk in chunks:  # type: ignore[assignment]  # now a _Chunk
             engine.submit(chunk)
         return result
 
-    def map_async(self, func: Callable[[Any], Any], iterable: Iterable,
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                   chunksize: Optional[int] = None,
-                  callback: Optional[Callable[[list], None]] = None,
+                  callback: Optional[Callable[[list[Any]], None]] = None,
                   error_callback: Optional[
                       Callable[[BaseException], None]] = None,
                   ) -> MapResult:
@@ -515,16 +521,16 @@ class Pool:
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, False)
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable,
-            chunksize: Optional[int] = None) -> list:
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+            chunksize: Optional[int] = None) -> list[Any]:
         """``[func(x) for x in iterable]``, computed by the workers in
         chunks (default: the stdlib's, about four per worker)."""
-        return self._wait_for(self._map_async(func, iterable, chunksize,
-                                              None, None, False))
+        return self._wait_for(  # type: ignore[no-any-return]  # a list
+            self._map_async(func, iterable, chunksize, None, None, False))
 
-    def starmap_async(self, func: Callable[..., Any], iterable: Iterable,
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Any],
                       chunksize: Optional[int] = None,
-                      callback: Optional[Callable[[list], None]] = None,
+                      callback: Optional[Callable[[list[Any]], None]] = None,
                       error_callback: Optional[
                           Callable[[BaseException], None]] = None,
                       ) -> MapResult:
@@ -532,15 +538,14 @@ class Pool:
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, True)
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable,
-                chunksize: Optional[int] = None) -> list:
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Any],
+                chunksize: Optional[int] = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, in the workers."""
-        return self._wait_for(self._map_async(func, iterable, chunksize,
-                                              None, None, True))
+        return self._wait_for(  # type: ignore[no-any-return]  # a list
+            self._map_async(func, iterable, chunksize, None, None, True))
 
-    def _imap(
-            self, cls: Any, func: Any, iterable: Any, chunksize: Any, star: Any = False
-    ) -> Any:
+    def _imap(self, cls: type[_IMap], func: Any, iterable: Any,
+              chunksize: Any, star: bool = False) -> _IMap:
         self._check_running()
         _check_callable(func)
         _check_chunksize(chunksize)
@@ -551,13 +556,13 @@ class Pool:
         self._feeders.add(feeder)
         return result
 
-    def imap(self, func: Callable[[Any], Any], iterable: Iterable,
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: int = 1) -> "IMapIterator":
         """An iterator of ``func(x)`` for the items of ``iterable``, in
         order.  The iterable is consumed as the workers need it."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int = 1) -> "IMapUnorderedIterator":
         """Like :meth:`imap`, in the order the results complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)

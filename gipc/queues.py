@@ -17,6 +17,8 @@ unconsumed items cost memory, and they are given back as they are read.
 An unbounded queue (``maxsize=0``) stops accepting items, and ``put()``
 waits, only when its 16 GiB reservation is full.
 """
+from __future__ import annotations
+
 import pickle
 import queue
 import time

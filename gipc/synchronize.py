@@ -15,6 +15,8 @@ again to go on.  A ``Semaphore`` does not know its holders: a unit held
 by a process that died stays taken (as with multiprocessing); use
 timeouts.
 """
+from __future__ import annotations
+
 from typing import Any
 from threading import BrokenBarrierError  # what multiprocessing raises
 from typing import Callable, Optional, TypeVar, Union
@@ -52,25 +54,29 @@ class _NotOwnedError(AssertionError, ValueError):
 
 
 
-def _pid() -> Any:
+def _pid() -> int:
     return _ownership.pid
 
 
 class _LockBase(SharedObject):
     """A mutex in shared memory whose word 0 holds the holder's pid."""
 
+    # Each subclass's own.
+    acquire: Callable[..., bool]
+    release: Callable[[], None]
+
 
     def __init__(self) -> None:
         self._block = Block(1)
         self._register()
 
-    def _holder(self) -> Any:
+    def _holder(self) -> int:
         return self._block.load(_HOLDER)
 
-    def _take(self, pid: Any) -> Any:
+    def _take(self, pid: int) -> bool:
         return self._block.try_lock(pid)
 
-    def _check_dead_holder(self) -> Any:
+    def _check_dead_holder(self) -> None:
         """Release the lock if its holder died, and say so."""
         block = self._block
         pid = block.load(_HOLDER)
@@ -86,7 +92,7 @@ class _LockBase(SharedObject):
                     "its behalf, and what it protected may be inconsistent"
                     % (pid, self))
 
-    def _acquire_slow(self, blocking: Any, timeout: Any) -> Any:
+    def _acquire_slow(self, blocking: bool, timeout: float | None) -> bool:
         pid = _ownership.pid
         self._check_dead_holder()
         if self._take(pid):
@@ -105,7 +111,7 @@ class _LockBase(SharedObject):
                           holder=self._holder,
                           still_ready=lambda: block.load(_HOLDER) == 0)
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> bool:
         return self.acquire()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -462,7 +468,7 @@ class Condition(SharedObject):
                 notified = self._leave_slot(word, pass_on=interrupted)
         return notified
 
-    def _leave_slot(self, word: Any, pass_on: Any) -> Any:
+    def _leave_slot(self, word: int, pass_on: bool) -> bool:
         b = self._block
         notified = b.load(word + 1) == _NOTIFIED
         b.store(word + 1, _FREE)
@@ -570,7 +576,7 @@ class Barrier(SharedObject):
         self._parties = parties
         self._register()
 
-    def _state(self) -> Any:
+    def _state(self) -> int:
         return self._block.load(1)
 
     def wait(self, timeout: Optional[float] = None) -> int:
