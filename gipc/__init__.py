@@ -33,9 +33,9 @@ from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc
 
 __version__ = "2.0.0.dev0"
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers ("X as X":
     # re-exported).
     from ._shared import NotGivenError as NotGivenError
