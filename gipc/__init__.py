@@ -33,6 +33,32 @@ from . import gipc  # noqa: E402  (gipc 1.8 layout: gipc.gipc after "import gipc
 
 __version__ = "2.0.0.dev0"
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    # What the lazy names below resolve to, for type checkers ("X as X":
+    # re-exported).
+    from ._shared import NotGivenError as NotGivenError
+    from .futures import ProcessPoolExecutor as ProcessPoolExecutor
+    from .futures import as_completed as as_completed
+    from .futures import futures_wait as futures_wait
+    from .pool import Pool as Pool
+    from .queues import JoinableQueue as JoinableQueue
+    from .queues import Queue as Queue
+    from .queues import SimpleQueue as SimpleQueue
+    from .sharedctypes import Array as Array
+    from .sharedctypes import RawArray as RawArray
+    from .sharedctypes import RawValue as RawValue
+    from .sharedctypes import Value as Value
+    from .synchronize import Barrier as Barrier
+    from .synchronize import BoundedSemaphore as BoundedSemaphore
+    from .synchronize import Condition as Condition
+    from .synchronize import Event as Event
+    from .synchronize import Lock as Lock
+    from .synchronize import OwnerDiedError as OwnerDiedError
+    from .synchronize import RLock as RLock
+    from .synchronize import Semaphore as Semaphore
+
 # Queues, locks, shared values and the pools, imported on first use: a
 # program that never uses them does not map them into every fork.
 _LAZY = {
@@ -51,7 +77,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError("module 'gipc' has no attribute %r" % name)
@@ -61,7 +87,7 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 

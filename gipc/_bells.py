@@ -7,8 +7,10 @@ call.  :func:`wait_until` is that loop.  While it waits it can also watch
 the process that holds what it waits for (its pidfd becomes readable when
 that process dies), so a dead holder is noticed at once.
 """
+from __future__ import annotations
+
 import os
-from typing import Dict, Set
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Set, TypeVar
 
 import gevent
 from gevent import get_hub
@@ -17,17 +19,22 @@ from gevent.hub import Waiter
 from . import _cooperate, _ownership
 from ._cooperate import check_timeout, fd_readable
 
+if TYPE_CHECKING:
+    from ._sync import Block
+
+_T = TypeVar("_T")
+
 
 # How soon a waiter looks again when the holder it should watch is gone.
 _LOOK_AGAIN = 0.01
 
 
-def bell_words(bell):
+def bell_words(bell: int) -> tuple[int, int]:
     """The indexes of bell ``bell``'s waiter count and armed flag."""
     return 16 + 8 * bell, 17 + 8 * bell
 
 
-def Deadline(timeout):
+def Deadline(timeout: float | None) -> _cooperate.Deadline:
     """The point ``timeout`` seconds from now (None: never), checked as the
     multiprocessing API takes it: None or a number of seconds."""
     timeout = check_timeout(timeout)
@@ -41,13 +48,14 @@ def Deadline(timeout):
 _local_waits: Dict[int, Set[Waiter]] = {}
 
 
-def wake_local_waiters(block):
+def wake_local_waiters(block: Block) -> None:
     """Make every wait of this process on ``block`` return now."""
     for waiter in _local_waits.pop(id(block), ()):
         waiter.hub.loop.run_callback(waiter.switch, None)
 
 
-def wait_readable(fds, timeout, block):
+def wait_readable(fds: Iterable[int], timeout: float | None,
+                  block: Block) -> int | None:
     """Wait cooperatively until one of ``fds`` (of ``block``) is readable;
     return it, or None after ``timeout`` seconds (None: no limit) or if
     ``block`` is closed meanwhile."""
@@ -65,7 +73,7 @@ def wait_readable(fds, timeout, block):
         if timeout is not None:
             timer = hub.loop.timer(max(timeout, 0.0))
             timer.start(waiter.switch, None)
-        return waiter.get()
+        return waiter.get()  # type: ignore[no-any-return]  # gevent
     finally:
         waits.discard(waiter)
         if not waits and _local_waits.get(id(block)) is waits:
@@ -78,7 +86,7 @@ def wait_readable(fds, timeout, block):
             timer.close()
 
 
-def open_pidfd(pid):
+def open_pidfd(pid: int) -> int | None:
     """A pidfd on ``pid``, or None if that process is gone (reaped) or
     cannot be watched."""
     try:
@@ -87,7 +95,7 @@ def open_pidfd(pid):
         return None
 
 
-def process_is_dead(pid):
+def process_is_dead(pid: int) -> bool:
     """Whether process ``pid`` has exited (a zombie counts as dead)."""
     if pid == _ownership.pid:
         return False
@@ -106,7 +114,10 @@ def process_is_dead(pid):
         os.close(fd)
 
 
-def wait_until(block, bell, attempt, deadline, holder=None, still_ready=None):
+def wait_until(block: Block, bell: int, attempt: Callable[[], _T],
+               deadline: _cooperate.Deadline,
+               holder: Callable[[], int] | None = None,
+               still_ready: Callable[[], bool] | None = None) -> _T:
     """Call ``attempt()`` until it returns something true, waiting on bell
     ``bell`` of ``block`` in between; return that value, or the last false
     one once ``deadline`` passes.

@@ -11,6 +11,9 @@ its own modules and calls its logger on every start.  The exit codes, the
 messages on stderr and the state left in ``multiprocessing.process`` and
 ``multiprocessing.util`` are multiprocessing's.
 """
+from __future__ import annotations
+
+from typing import Any
 import atexit
 import itertools
 import sys
@@ -37,10 +40,10 @@ _CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
 # replaces it with one that also lets ready greenlets run.  None where a
 # child never skips it.
 _SKIPPABLE_THREAD_SHUTDOWN = (
-    threading._shutdown
+    threading._shutdown  # type: ignore[attr-defined]
     if (not _CHILD_RUNS_ATEXIT and hasattr(threading, "_shutdown_locks")
         and hasattr(threading, "_threading_atexits")
-        and getattr(threading._shutdown, "__module__", None) == "threading")
+        and getattr(threading._shutdown, "__module__", None) == "threading")  # type: ignore[attr-defined]
     else None)
 
 
@@ -54,20 +57,20 @@ class Prepared:
 
     __slots__ = ("key", "process_counter", "children", "parent_process")
 
-    def __init__(self, key):
+    def __init__(self, key: Any) -> None:
         self.key = key
         self.process_counter = itertools.count(1)
-        self.children = set()
+        self.children: set[Any] = set()
         parent_name, parent_pid = key
         # Its sentinel is only known in the child.
-        self.parent_process = mp_process._ParentProcess(
+        self.parent_process = mp_process._ParentProcess(  # type: ignore[attr-defined]
             parent_name, parent_pid, None)
 
 
 _prepared = None
 
 
-def prepared_for(process_obj):
+def prepared_for(process_obj: Any) -> Any:
     """The :class:`Prepared` state for a child of ``process_obj``."""
     global _prepared
     # _parent_pid is this process (multiprocessing's start() asserts it),
@@ -78,7 +81,7 @@ def prepared_for(process_obj):
     return _prepared
 
 
-def bootstrap(process_obj, prepared, parent_sentinel):
+def bootstrap(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
     """Run ``process_obj.run()`` as multiprocessing's bootstrap does and
     return the exit code."""
     if _CHILD_RUNS_ATEXIT:
@@ -92,33 +95,33 @@ def bootstrap(process_obj, prepared, parent_sentinel):
     return exitcode
 
 
-def _run(process_obj, prepared, parent_sentinel):
+def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
     """The bootstrap proper: ``run()`` with multiprocessing's state, exit
     codes and messages."""
     try:
         if process_obj._start_method is not None:
             from multiprocessing import context
             context._force_start_method(process_obj._start_method)
-        mp_process._process_counter = prepared.process_counter
-        mp_process._children = prepared.children
-        old_process = mp_process._current_process
-        mp_process._current_process = process_obj
+        mp_process._process_counter = prepared.process_counter  # type: ignore[attr-defined]
+        mp_process._children = prepared.children  # type: ignore[attr-defined]
+        old_process = mp_process._current_process  # type: ignore[attr-defined]
+        mp_process._current_process = process_obj  # type: ignore[attr-defined]
         prepared.parent_process._sentinel = parent_sentinel
-        mp_process._parent_process = prepared.parent_process
-        if threading._HAVE_THREAD_NATIVE_ID:
-            threading.main_thread()._set_native_id()
+        mp_process._parent_process = prepared.parent_process  # type: ignore[attr-defined]
+        if threading._HAVE_THREAD_NATIVE_ID:  # type: ignore[attr-defined]
+            threading.main_thread()._set_native_id()  # type: ignore[attr-defined]
         try:
-            mp_util._finalizer_registry.clear()
+            mp_util._finalizer_registry.clear()  # type: ignore[attr-defined]
             # Walking an empty WeakValueDictionary still costs a dozen
             # page faults; nothing is registered in most programs.
-            if len(mp_util._afterfork_registry):
-                mp_util._run_after_forkers()
+            if len(mp_util._afterfork_registry):  # type: ignore[attr-defined]
+                mp_util._run_after_forkers()  # type: ignore[attr-defined]
         finally:
             # multiprocessing drops the parent's process object here, after
             # the after-fork hooks; gipc's child keeps it referenced until
             # it exits (see _child.run).
             del old_process
-        if mp_util._logger:
+        if mp_util._logger:  # type: ignore[attr-defined]
             mp_util.info("child process calling self.run()")
         if _CHILD_RUNS_ATEXIT:
             process_obj.run()
@@ -143,10 +146,10 @@ def _run(process_obj, prepared, parent_sentinel):
         traceback.print_exc()
     finally:
         if not _threads_idle():
-            threading._shutdown()
-        if mp_util._logger:
+            threading._shutdown()  # type: ignore[attr-defined]
+        if mp_util._logger:  # type: ignore[attr-defined]
             mp_util.info("process exiting with exitcode %d" % exitcode)
-        mp_util._flush_std_streams()
+        mp_util._flush_std_streams()  # type: ignore[attr-defined]
     return exitcode
 
 
@@ -154,27 +157,27 @@ if not _CHILD_RUNS_ATEXIT:
     bootstrap = _run  # nothing to add around it (one call less per start)
 
 
-def _threads_idle():
+def _threads_idle() -> Any:
     """A skippable threading._shutdown (see above), no thread-atexit call
     registered, no thread to join but the main one (read at exit:
     threading replaces its set after a fork)."""
-    if threading._shutdown is not _SKIPPABLE_THREAD_SHUTDOWN:
+    if threading._shutdown is not _SKIPPABLE_THREAD_SHUTDOWN:  # type: ignore[attr-defined]
         return False
-    locks = threading._shutdown_locks
-    return not threading._threading_atexits and (
+    locks = threading._shutdown_locks  # type: ignore[attr-defined]
+    return not threading._threading_atexits and (  # type: ignore[attr-defined]
         not locks or (len(locks) == 1
-                      and threading._main_thread._tstate_lock in locks))
+                      and threading._main_thread._tstate_lock in locks))  # type: ignore[attr-defined]
 
 
-def _exit_function():
+def _exit_function() -> None:
     """multiprocessing's ``util._exit_function``, which runs the finalizers
     and joins the children left, without its calls when there is nothing
     to finalize and no child: then all it does is this."""
-    if mp_util._finalizer_registry or mp_process._children:
-        mp_util._exit_function()
-    elif not mp_util._exiting:
-        mp_util._exiting = True
-        if mp_util._logger:
+    if mp_util._finalizer_registry or mp_process._children:  # type: ignore[attr-defined]
+        mp_util._exit_function()  # type: ignore[attr-defined]
+    elif not mp_util._exiting:  # type: ignore[attr-defined]
+        mp_util._exiting = True  # type: ignore[attr-defined]
+        if mp_util._logger:  # type: ignore[attr-defined]
             mp_util.info("process shutting down")
             mp_util.debug('running all "atexit" finalizers with '
                           'priority >= 0')

@@ -15,7 +15,10 @@ the parent, so CPython never specializes it: each ``module.attribute`` it
 reads writes to the name, the module and its dict as well, which is why
 the functions it calls are imported by name here.
 """
-import _signal
+from __future__ import annotations
+
+from typing import Any
+import _signal  # type: ignore[import-not-found]  # CPython's C half of signal
 import sys
 import traceback
 from _signal import SIG_DFL
@@ -24,7 +27,7 @@ from _signal import signal as _set_signal
 from gc import freeze as _freeze_gc
 from os import _exit
 from multiprocessing import process as mp_process
-from multiprocessing.util import _flush_std_streams
+from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 
 from gevent._hub_local import (
     get_hub_class, get_hub_if_exists, get_loop, set_hub, set_loop)
@@ -38,10 +41,10 @@ from .signals import _signals_to_reset
 # (the watchers and handles it takes over; the hub, loop and stdin are held
 # by run()'s frame): if they were collected, greenlet would throw
 # GreenletExit into the parent's greenlets and run their code here.
-_parked = []
+_parked: list[Any] = []
 
 
-def park(obj):
+def park(obj: Any) -> None:
     """Keep ``obj`` (something of the parent's) referenced for the life of
     this child, so that collecting it never runs parent code here."""
     if obj is not None:
@@ -56,7 +59,7 @@ class ChildPlan:
                  "first_hub_init", "python_handlers", "stdin", "handles",
                  "sibling_popens", "prepared")
 
-    def __init__(self, process_obj):
+    def __init__(self, process_obj: Any) -> None:
         hub = self.old_hub = get_hub_if_exists()
         # A loop gevent keeps aside for the next hub of this thread is the
         # parent's too.
@@ -75,17 +78,17 @@ class ChildPlan:
         self.handles = tuple(_ownership.all_handles)
         # The parent's other children: their pidfds are inherited, and
         # they are not the child's children.
-        children = mp_process._children
+        children = mp_process._children  # type: ignore[attr-defined]
         self.sibling_popens = () if not children else tuple(
             child._popen for child in children
             if hasattr(getattr(child, "_popen", None), "_forget_in_child"))
         self.prepared = _bootstrap.prepared_for(process_obj)
 
 
-_parked_classes = {}
+_parked_classes: dict[Any, Any] = {}
 
 
-def _parked_class(base):
+def _parked_class(base: Any) -> Any:
     """A subclass of the hub class ``base`` whose switch() raises.
 
     gevent objects the parent used (an Event or Semaphore it waited on, a
@@ -95,7 +98,7 @@ def _parked_class(base):
     class, so such a switch raises a clear error instead."""
     cls = _parked_classes.get(base)
     if cls is None:
-        def switch(self, *args, **kwargs):
+        def switch(self: Any, *args: Any, **kwargs: Any) -> Any:
             raise GIPCError(
                 "this gevent object (lock, event, queue, greenlet...) belongs "
                 "to the parent process's hub and cannot be waited on in a "
@@ -106,10 +109,10 @@ def _parked_class(base):
     return cls
 
 
-_hub_init_cache = []  # [(hub_class, old_hub, first_hub_init)]
+_hub_init_cache: list[Any] = []  # [(hub_class, old_hub, first_hub_init)]
 
 
-def _first_hub_init(hub_class, old_hub):
+def _first_hub_init(hub_class: Any, old_hub: Any) -> Any:
     """The ``__init__`` the child puts on the hub class (one per hub and
     hub class, reused by every start: the parent pays for what it
     allocates too, at the next fork)."""
@@ -122,7 +125,7 @@ def _first_hub_init(hub_class, old_hub):
     return init
 
 
-def _make_first_hub_init(hub_class, old_hub):
+def _make_first_hub_init(hub_class: Any, old_hub: Any) -> Any:
     """The ``__init__`` the child puts on the hub class, for one call.
 
     The child's fresh hub is made lazily (a child that never touches gevent
@@ -137,7 +140,7 @@ def _make_first_hub_init(hub_class, old_hub):
     own_init = hub_class.__dict__.get("__init__")
     init = hub_class.__init__
 
-    def first_hub_init(self, *args, **kwargs):
+    def first_hub_init(self: Any, *args: Any, **kwargs: Any) -> None:
         if own_init is None:
             del hub_class.__init__
         else:
@@ -152,7 +155,7 @@ def _make_first_hub_init(hub_class, old_hub):
     return first_hub_init
 
 
-def _leave_the_parents_world(plan, kept):
+def _leave_the_parents_world(plan: Any, kept: Any) -> Any:
     """Park the parent's hub, reset the signal module, close the parent's
     handles (but the kept ones) and forget its children; /dev/null becomes
     sys.stdin.  Returns the parent's sys.stdin, which the caller keeps
@@ -192,7 +195,7 @@ def _leave_the_parents_world(plan, kept):
     return parents_stdin
 
 
-def run(process_obj, kept, parent_sentinel, plan):
+def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
     """Bootstrap the child and exit with multiprocessing's exit code.
 
     This frame never returns, so what it references is never freed here:
@@ -201,7 +204,7 @@ def run(process_obj, kept, parent_sentinel, plan):
     them would copy the pages they live on, for nothing: the child ends in
     ``os._exit``)."""
     code = 1
-    parents_process = mp_process._current_process  # noqa: F841 (kept)
+    parents_process = mp_process._current_process  # type: ignore[attr-defined]  # noqa: F841 (kept)
     try:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.

@@ -4,8 +4,11 @@ The C core never waits; when a descriptor would block, the handle waits here
 for readiness on an I/O watcher of the current hub and calls the core again.
 Each handle keeps one watcher per hub and reuses it for every wait.
 """
+from __future__ import annotations
+
 import select
 import time
+from typing import Any, Iterable
 
 import gevent
 from gevent import get_hub
@@ -15,9 +18,9 @@ from gevent import get_hub
 # fork hooks would then run in every start (and half a megabyte more that
 # every fork maps).
 try:
-    from gevent._semaphore import Semaphore  # noqa: F401 (for handles)
+    from gevent._semaphore import Semaphore as Semaphore  # noqa: F401 (handles)
 except ImportError:  # a gevent that moved it
-    from gevent.lock import Semaphore  # noqa: F401
+    from gevent.lock import Semaphore as Semaphore  # noqa: F401
 
 READ = 1
 WRITE = 2
@@ -27,7 +30,7 @@ WRITE = 2
 _TIMEOUT_FOREVER = 1e9
 
 
-def check_timeout(timeout):
+def check_timeout(timeout: Any) -> Any:
     """Validate a ``timeout`` argument: None, a number of seconds, or a
     ``gevent.Timeout``.  Returns it, with huge numbers mapped to None."""
     if timeout is None or isinstance(timeout, gevent.Timeout):
@@ -49,17 +52,17 @@ class Deadline:
 
     __slots__ = ("_end",)
 
-    def __init__(self, seconds):
+    def __init__(self, seconds: float | None) -> None:
         self._end = None if seconds is None else time.monotonic() + seconds
 
-    def remaining(self):
+    def remaining(self) -> float | None:
         """Seconds left (may be <= 0), or None without a deadline."""
         if self._end is None:
             return None
         return self._end - time.monotonic()
 
 
-def loop_epoch(loop):
+def loop_epoch(loop: Any) -> Any:
     """A value that changes whenever ``loop`` polls for I/O: libev's
     iteration count.  (The loop's cached time is no such value: starting a
     ``gevent.Timeout`` updates it.)  libuv's loop has no count; its time,
@@ -70,7 +73,7 @@ def loop_epoch(loop):
         return loop.now()
 
 
-def yield_to_loop():
+def yield_to_loop() -> None:
     """Let the event loop run one iteration (timers and I/O included) and
     come back.  ``gevent.sleep(0)`` is not enough: it only queues a
     callback, and the hub runs callbacks queued meanwhile in the same pass,
@@ -91,13 +94,13 @@ class FdWaiter:
 
     __slots__ = ("_fd", "_events", "_hub", "_watcher")
 
-    def __init__(self, fd, events):
+    def __init__(self, fd: int, events: int) -> None:
         self._fd = fd
         self._events = events
         self._hub = None
         self._watcher = None
 
-    def wait(self, seconds=None):
+    def wait(self, seconds: float | None = None) -> bool:
         """Wait until the descriptor is ready and return True, or return
         False once ``seconds`` have passed (None waits for ever)."""
         hub = get_hub()
@@ -122,14 +125,14 @@ class FdWaiter:
         finally:
             timer.close()
 
-    def forget(self):
+    def forget(self) -> Any:
         """Drop the watcher without touching it: after fork, it belongs to
         the parent's dead loop.  The caller keeps it referenced."""
         watcher = self._watcher
         self._watcher = self._hub = None
         return watcher
 
-    def close(self):
+    def close(self) -> None:
         """Release the watcher (before the descriptor is closed)."""
         watcher = self._watcher
         self._watcher = self._hub = None
@@ -144,7 +147,7 @@ _READY = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | \
     select.POLLNVAL
 
 
-def readable_fds(fds):
+def readable_fds(fds: Iterable[int]) -> set[int]:
     """The set of descriptors among ``fds`` that a read would not wait for
     (data, EOF, an error or an invalid descriptor to report).  Never
     blocks."""
@@ -154,12 +157,12 @@ def readable_fds(fds):
     return {fd for fd, events in p.poll(0) if events & _READY}
 
 
-def fd_readable(fd):
+def fd_readable(fd: int) -> bool:
     """True if reading ``fd`` would not wait (see :func:`readable_fds`)."""
     return bool(readable_fds((fd,)))
 
 
-def input_ready(targets):
+def input_ready(targets: Iterable[tuple[int, Any]]) -> list[bool]:
     """The rule of "ready" for every receiving end: for each ``(fd,
     reader)`` target, in order, whether a receive would not wait, because
     the C ``reader`` (None: none) holds a whole frame, or ``fd`` has data,

@@ -1,4 +1,5 @@
 """The /dev/null file that gipc children get as ``sys.stdin``."""
+from typing import Any
 import os
 import stat
 
@@ -7,7 +8,7 @@ _devnull_fd = -1     # its descriptor, owned by this module, never closed
 _devnull_rdev = None
 
 
-def shared_devnull():
+def shared_devnull() -> Any:
     """The text file on /dev/null that children get as ``sys.stdin``.
 
     multiprocessing opens one in every child; gipc opens one per process
@@ -28,7 +29,7 @@ def shared_devnull():
     return _devnull
 
 
-def _is_devnull(fd):
+def _is_devnull(fd: Any) -> Any:
     global _devnull_rdev
     if fd < 0:
         return False

@@ -7,6 +7,7 @@ every child start.  So gipc logs only in a program that has imported
 logging already, and asks the logger's level before it formats anything;
 no hot path (``get()``, ``put()``, ``send()``, ``recv()``) logs.
 """
+from typing import Any
 import sys
 
 _DEBUG = 10  # logging.DEBUG, without importing logging
@@ -14,7 +15,7 @@ _DEBUG = 10  # logging.DEBUG, without importing logging
 _logger = None
 
 
-def debug(message, *args):
+def debug(message: Any, *args: Any) -> None:
     """Log ``message % args`` on the ``gipc`` logger at DEBUG, if the
     program uses :mod:`logging` and has that level enabled for gipc."""
     global _logger

@@ -16,6 +16,9 @@ is a hint: a wrong or missing pair costs at most a miss, never a change of
 behaviour.  ``python -m bench.child_lookups`` lists the misses left in a
 child (it needs perf).
 """
+from __future__ import annotations
+
+from typing import Any
 import collections
 import sys
 import threading
@@ -29,7 +32,7 @@ from . import _bootstrap, _child
 # module's attribute goes through a lookup on the module type first).
 # Every pair also takes a slot of the parent's cache, where it may push out
 # one of the parent's own: functions are bound by name instead (_child).
-_MODULE_ATTRIBUTES = (
+_MODULE_ATTRIBUTES: tuple[str, ...] = (
     "bootstrap", "stdin", "stdout", "stderr", "_process_counter", "_children",
     "_current_process", "_parent_process", "_HAVE_THREAD_NATIVE_ID",
     "_finalizer_registry", "_afterfork_registry", "_logger", "_exiting",
@@ -52,7 +55,7 @@ _PLAN_ATTRIBUTES = _child.ChildPlan.__slots__
 _PREPARED_ATTRIBUTES = _bootstrap.Prepared.__slots__
 
 
-def _after_fork_hook_lookups():
+def _after_fork_hook_lookups() -> Any:
     """What CPython's after-fork hooks of threading and random look up, and
     threading's shutdown (Python 3.10 to 3.13)."""
     main = type(threading.main_thread())
@@ -86,8 +89,8 @@ def _after_fork_hook_lookups():
     return pairs
 
 
-def _flatten(pairs):
-    flat = []
+def _flatten(pairs: Any) -> Any:
+    flat: list[Any] = []
     for owner, name in pairs:
         flat += (owner, sys.intern(name))
     return tuple(flat)
@@ -96,18 +99,19 @@ def _flatten(pairs):
 _cached = [None, None, ()]  # process type, hub type, lookups
 
 
-def child_lookups(process_type, hub_type):
+def child_lookups(process_type: Any, hub_type: Any) -> Any:
     """The flat tuple (type, name, ...) for ``_core.warm_type_cache``: the
     lookups a child of a ``process_type`` object makes, whose parent's hub
     is a ``hub_type`` (NoneType without one)."""
     cached = _cached
     if cached[0] is process_type and cached[1] is hub_type:
         return cached[2]
-    pairs = [(types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
+    pairs: list[tuple[type, str]] = [
+        (types.ModuleType, name) for name in _MODULE_ATTRIBUTES]
     pairs += [(process_type, name) for name in _PROCESS_ATTRIBUTES]
     pairs += [(_child.ChildPlan, name) for name in _PLAN_ATTRIBUTES]
     pairs += [(_bootstrap.Prepared, name) for name in _PREPARED_ATTRIBUTES]
-    pairs.append((mp_process._ParentProcess, "_sentinel"))
+    pairs.append((mp_process._ParentProcess, "_sentinel"))  # type: ignore[attr-defined]
     # The hub's class is replaced (it becomes the parked hub).
     pairs.append((hub_type, "__class__"))
     pairs += _after_fork_hook_lookups()

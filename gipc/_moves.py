@@ -9,6 +9,9 @@ and still open in the parent, as with multiprocessing.  Every other gipc
 handle is closed in the child.  Everything is validated first, so that a
 bad handle raises before any child exists.
 """
+from __future__ import annotations
+
+from typing import Any
 from . import _shared
 from .connection import Connection
 from .exceptions import GIPCError, GIPCLocked
@@ -19,7 +22,7 @@ _MOVABLE = (_GIPCHandle, _GIPCDuplexHandle, Connection)
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _find_nested(obj, seen):
+def _find_nested(obj: Any, seen: Any) -> Any:
     """Return a handle hidden somewhere inside a built-in container."""
     if id(obj) in seen:
         return None
@@ -35,7 +38,7 @@ def _find_nested(obj, seen):
     return None
 
 
-def _movable_in(objects):
+def _movable_in(objects: Any) -> Any:
     """The single-end handles and connections among ``objects``."""
     for obj in objects:
         if isinstance(obj, Connection):
@@ -44,7 +47,7 @@ def _movable_in(objects):
             yield from handles_in((obj,))
 
 
-def collect_moved_handles(args, kwargs):
+def collect_moved_handles(args: Any, kwargs: Any) -> Any:
     """Return the single-end handles and connections that ``args``/
     ``kwargs`` move to a child, after checking that each one may move now.
 
@@ -63,7 +66,7 @@ def collect_moved_handles(args, kwargs):
             continue
         _check_can_go(handle)
         moved.append(handle)
-    seen = set()
+    seen: set[Any] = set()
     for value in top_level:
         if isinstance(value, _CONTAINERS) and \
                 not isinstance(value, _GIPCDuplexHandle):
@@ -77,14 +80,14 @@ def collect_moved_handles(args, kwargs):
     return tuple(moved)  # usually (), which costs no allocation
 
 
-def _check_can_go(handle):
+def _check_can_go(handle: Any) -> Any:
     handle._validate()
     if handle._lock.locked():
         raise GIPCLocked(
             "Can't pass %s to a child: locked for I/O operation." % handle)
 
 
-def collect_shared_handles(process_obj, moved):
+def collect_shared_handles(process_obj: Any, moved: Any) -> Any:
     """Return the single-end handles and connections held directly as
     attributes of ``process_obj`` (not among ``moved``), after checking
     that each one may be shared with a child now.

@@ -29,7 +29,7 @@ GROWN_SIZE = 1 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _budget():
+def _budget() -> int | None:
     """How many pipes this process may hold grown at once (None: any)."""
     if os.geteuid() == 0:
         return None  # CAP_SYS_RESOURCE: the soft limit does not apply
@@ -49,7 +49,7 @@ _allowed = _budget()
 _grown = 0
 
 
-def set_size(fd, size):
+def set_size(fd: int, size: int) -> bool:
     """Ask for a pipe capacity of ``size`` bytes; False if refused (not a
     pipe, over a limit, no F_SETPIPE_SZ)."""
     if not CAN_RESIZE:
@@ -61,7 +61,7 @@ def set_size(fd, size):
     return True
 
 
-def grow(fd):
+def grow(fd: int) -> bool:
     """Grow the pipe of ``fd`` to GROWN_SIZE if the budget allows.  Returns
     True if it was grown (the caller calls :func:`release` when it closes
     the descriptor)."""
@@ -79,7 +79,7 @@ def grow(fd):
     return True
 
 
-def release():
+def release() -> None:
     """A grown pipe end was closed."""
     global _grown
     if _grown > 0:

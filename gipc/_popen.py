@@ -8,6 +8,7 @@ and lets it start the child.  gipc has one start method today, "fork"
 every method (``_popen_base``).  Another method ("spawn", "forkserver")
 is one more module and one more entry in :data:`_POPENS`.
 """
+from typing import Any
 from . import _popen_fork
 
 #: The start method of a process whose ``_start_method`` is None.
@@ -17,13 +18,13 @@ DEFAULT_START_METHOD = "fork"
 _POPENS = {"fork": _popen_fork.Popen}
 
 
-def start_methods():
+def start_methods() -> Any:
     """The names of the start methods gipc has, the default first."""
     return [DEFAULT_START_METHOD] + [
         name for name in _POPENS if name != DEFAULT_START_METHOD]
 
 
-def popen_class(method=None):
+def popen_class(method: Any = None) -> Any:
     """The popen class of the start method ``method`` (None: the default).
 
     :raises ValueError: gipc has no such start method.

@@ -22,6 +22,7 @@ watchers), a libev child watcher catches the status.
 A start method's popen (``_popen_fork``) starts the child and hands it
 over with :meth:`BasePopen._watch`.
 """
+from typing import Any
 import os
 import signal
 import sys
@@ -53,7 +54,7 @@ _REAP_RETRY_FIRST = 0.001
 _REAP_RETRY_MAX = 0.05
 
 
-def _pidfds_work():
+def _pidfds_work() -> bool:
     """Whether to watch children through pidfds: compiled in, not turned
     off by ``GIPC_NO_PIDFD=1`` (a testing aid), and pidfd_open() works in
     this kernel (Linux 5.3+; a seccomp filter may refuse it too)."""
@@ -74,7 +75,7 @@ def _pidfds_work():
 USE_PIDFDS = _pidfds_work()
 
 
-def _pidfds_gone():
+def _pidfds_gone() -> Any:
     return GIPCError("pidfd_open() stopped working in this process; cannot "
                      "watch the child")
 
@@ -92,13 +93,14 @@ class BasePopen:
 
     method = "gipc"
     returncode = None
-    sentinel = None
+    sentinel: int | None = None
+    _forked: list[int]
     _status_watcher = None
     # What the start made for the child (its plan), freed once the child
     # is gone: freeing it while the child shares its pages would copy them.
     _plan = None
 
-    def _watch(self, started, watch_status):
+    def _watch(self, started: Any, watch_status: Any) -> Any:
         """Take over the child the start made: ``started`` is the
         ``_forked`` list, ``[pid, pidfd]``.  With ``watch_status``, start a
         libev child watcher for it (see :func:`libev_reaps_children`)."""
@@ -113,10 +115,10 @@ class BasePopen:
         if watch_status:
             self._status_watcher = _status_watcher(pid)
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
-    def _abandon(self):
+    def _abandon(self) -> None:
         """Kill, reap and forget a child whose start was interrupted (the
         caller gets no process object, so no child may live on)."""
         pid, pidfd = self.__dict__.pop("_forked", None) or (0, -1)
@@ -130,13 +132,13 @@ class BasePopen:
             _close_quietly(pidfd)
         self.close()
 
-    def poll(self, flag=os.WNOHANG):
+    def poll(self, flag: Any = os.WNOHANG) -> Any:
         """The exit code if the child has exited (reaping it), else None."""
         if self.returncode is None and flag == 0:
             return self.wait()
         return self._poll(0)
 
-    def _poll(self, spin_us):
+    def _poll(self, spin_us: Any) -> Any:
         if self.returncode is None:
             try:
                 if self.sentinel is None or not USE_PIDFDS:
@@ -158,7 +160,7 @@ class BasePopen:
                 self._plan = None
         return self.returncode
 
-    def _reaped_elsewhere(self):
+    def _reaped_elsewhere(self) -> Any:
         # Someone else collected the status (waitpid(-1) in a SIGCHLD
         # handler).  If that was libev's, behind gevent's child watchers,
         # our child watcher got the status.  Otherwise the sentinel still
@@ -174,7 +176,7 @@ class BasePopen:
             % (self.pid, UNKNOWN_EXIT_CODE), RuntimeWarning, stacklevel=3)
         return UNKNOWN_EXIT_CODE
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Any = None) -> Any:
         """Wait cooperatively for the child to exit; return its exit code,
         or None if ``timeout`` seconds passed first."""
         if self.returncode is not None:
@@ -182,7 +184,7 @@ class BasePopen:
         timeout = check_timeout(timeout)
         if self.poll() is None:
             deadline = None if timeout is None else monotonic() + timeout
-            waiter = FdWaiter(self.sentinel, READ)
+            waiter = FdWaiter(self.sentinel, READ)  # type: ignore[arg-type]
             try:
                 if not waiter.wait(timeout):
                     return None
@@ -192,7 +194,7 @@ class BasePopen:
                 return self._reap_after_eof(deadline)
         return self.poll()
 
-    def _reap_after_eof(self, deadline):
+    def _reap_after_eof(self, deadline: Any) -> Any:
         # The sentinel's EOF comes as the child's descriptors close, a
         # moment before the child becomes a zombie (see _REAP_SPIN_US).
         code = self._poll(_REAP_SPIN_US)
@@ -214,7 +216,7 @@ class BasePopen:
                 code = self.poll()
         return code
 
-    def _send_signal(self, sig):
+    def _send_signal(self, sig: Any) -> None:
         if self.returncode is None and self.sentinel is not None:
             if USE_PIDFDS:
                 try:
@@ -229,15 +231,15 @@ class BasePopen:
                 except ProcessLookupError:
                     pass
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Send SIGTERM unless the child is known to have exited."""
         self._send_signal(signal.SIGTERM)
 
-    def kill(self):
+    def kill(self) -> None:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
 
-    def close(self, _close=os.close):
+    def close(self, _close: Any = os.close) -> None:
         """Release the sentinel (pidfd or pipe)."""
         self._plan = None
         self._drop_status_watcher()
@@ -248,7 +250,7 @@ class BasePopen:
             except OSError:
                 pass
 
-    def _drop_status_watcher(self):
+    def _drop_status_watcher(self) -> None:
         watcher, self._status_watcher = self._status_watcher, None
         if watcher is not None:
             try:
@@ -256,7 +258,7 @@ class BasePopen:
             except Exception:  # at interpreter exit, gevent may be gone
                 pass
 
-    def _forget_in_child(self):
+    def _forget_in_child(self) -> None:
         # In a child: this popen and its pidfd belong to the parent, and
         # its child watcher to the parent's loop (parked: not ours to
         # close).
@@ -266,7 +268,7 @@ class BasePopen:
         self.returncode = UNKNOWN_EXIT_CODE
 
 
-def libev_reaps_children():
+def libev_reaps_children() -> Any:
     """Whether libev's SIGCHLD handler is installed.
 
     gevent's child watchers (gevent.subprocess, a monkey-patched
@@ -288,7 +290,7 @@ def libev_reaps_children():
         os.path.realpath(loop_file))
 
 
-def _status_watcher(pid):
+def _status_watcher(pid: Any) -> Any:
     """A libev child watcher for ``pid`` (see :func:`libev_reaps_children`),
     so that a status reaped by libev is not lost; None where the loop has
     none.
@@ -310,11 +312,11 @@ def _status_watcher(pid):
     return watcher
 
 
-def _ignore():
+def _ignore() -> None:
     pass
 
 
-def _close_quietly(fd):
+def _close_quietly(fd: Any) -> None:
     try:
         os.close(fd)
     except OSError:

@@ -7,11 +7,12 @@ Everything the child needs is worked out in the parent before the fork
 its first wait: every page either side writes while both share it is
 copied.
 """
+from typing import Any
 import os
 import sys
 import threading
 import warnings
-from multiprocessing.util import _flush_std_streams
+from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 
 import gevent
 
@@ -29,7 +30,7 @@ _use_pidfds = _popen_base.USE_PIDFDS
 _warned_threads = False
 
 
-def _check_can_fork():
+def _check_can_fork() -> Any:
     """Raise GIPCError where gipc cannot fork a child; warn (once per
     process) if other threads run."""
     if sys.is_finalizing():
@@ -47,7 +48,7 @@ def _check_can_fork():
         _warn_about_threads()
 
 
-def _warn_about_threads():
+def _warn_about_threads() -> None:
     # fork() copies only the calling thread: locks held by other threads
     # stay locked in the child for ever.  gevent's own threadpool workers
     # are not threading.Thread objects and do not show up here.
@@ -74,7 +75,7 @@ _lifeline = None
 _own_sentinel = None
 
 
-def _lifeline_for_fork():
+def _lifeline_for_fork() -> Any:
     """The read end of this process's lifeline and the descriptors to close
     in a new child: the lifeline's write end, and this process's own
     sentinel if it is a gipc child (made at the first start of each
@@ -88,7 +89,7 @@ def _lifeline_for_fork():
     return lifeline[1], lifeline[2]
 
 
-def _parent_sentinel():
+def _parent_sentinel() -> Any:
     """In the child whose parent was gone before the fork helper could open
     a pidfd on it: a descriptor that is readable already, as the parent's
     pidfd would be (for ``parent_process().is_alive()``)."""
@@ -102,7 +103,7 @@ class Popen(BasePopen):
     handles in ``kept`` stay open in the child; every other one is closed
     there."""
 
-    def __init__(self, process_obj, kept=()):
+    def __init__(self, process_obj: Any, kept: Any = ()) -> None:
         # As multiprocessing: what is buffered is written once, not once
         # more by the child.
         _flush_std_streams()
@@ -150,7 +151,7 @@ class Popen(BasePopen):
             raise
 
 
-def _plan_child(process_obj):
+def _plan_child(process_obj: Any) -> Any:
     """Before the fork: check that gipc can fork here, work out the child's
     plan, and make the type lookups the child will make (see _lookups).
     Returns the plan and whether to watch the child's status with libev

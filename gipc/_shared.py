@@ -11,12 +11,17 @@ descriptors are closed and any use raises :class:`NotGivenError`.
 This module stays small: ``_moves`` imports it on every start, and the
 check costs nothing until a shared object exists.
 """
+from __future__ import annotations
+
 import os
 import sys
 import weakref
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
 
 from .exceptions import GIPCError
+
+if TYPE_CHECKING:
+    from ._sync import Block
 
 #: Every shared object alive in this process (weakly).
 _live: "weakref.WeakSet[SharedObject]" = weakref.WeakSet()
@@ -43,10 +48,10 @@ class _Unusable:
 
     __slots__ = ("_error",)
 
-    def __init__(self, error):
+    def __init__(self, error: Any) -> None:
         self._error = error
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: Any) -> Any:
         error, message = self._error
         raise error(message)
 
@@ -58,10 +63,12 @@ class SharedObject:
     and list the other shared objects they are made of in ``_parts``.
     """
 
-    _block: Any = None
+    # Typed as the Block it is while usable (None before, an _Unusable
+    # after: both raise on use).
+    _block: Block = None  # type: ignore[assignment]
     _parts: Tuple["SharedObject", ...] = ()
 
-    def _register(self):
+    def _register(self) -> None:
         global _hooks_installed
         if not _hooks_installed:
             # No after_in_parent hook: Python code there would run a
@@ -72,37 +79,38 @@ class SharedObject:
             _hooks_installed = True
         _live.add(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise SharingError(
             "%s objects are shared with a child process by passing them to "
             "it (Process(args=...), start_process(args=...), or as an "
             "attribute of a Process subclass); they cannot be pickled, so "
             "not sent in a message or a queue" % type(self).__qualname__)
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: Any) -> Any:
         return self.__reduce__()
 
-    def _release_shared(self, error, message, wake=True):
+    def _release_shared(self, error: Any, message: Any, wake: Any = True) -> None:
         """Give back this process's descriptors and mapping; later uses
         raise ``error(message)``; waits in progress here end (``wake``)."""
         block = self._block
         if isinstance(block, _Unusable):
             return
-        self._block = _Unusable((error, message))
+        self._block = _Unusable(  # type: ignore[assignment]
+            (error, message))
         if block is not None:
             if wake:
                 from ._bells import wake_local_waiters
                 wake_local_waiters(block)
             block.close()
 
-    def _disown(self):
+    def _disown(self) -> None:
         self._release_shared(NotGivenError,
                       "this %s was not given to this process: pass it to the "
                       "child in Process(args=...) / start_process(args=...) "
                       "or as an attribute of a Process subclass"
                       % type(self).__qualname__, wake=False)
 
-    def _close_shared(self):
+    def _close_shared(self) -> None:
         """Release the descriptors and memory of this object in this
         process (the other processes keep theirs)."""
         self._release_shared(ValueError,
@@ -114,7 +122,7 @@ class SharedObject:
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _collect(values, into, depth=0):
+def _collect(values: Any, into: Any, depth: Any = 0) -> None:
     for value in values:
         if isinstance(value, SharedObject):
             if id(value) not in into:
@@ -125,7 +133,7 @@ def _collect(values, into, depth=0):
                      into, depth + 1)
 
 
-def note_given(args, kwargs):
+def note_given(args: Any, kwargs: Any) -> None:
     """Record the shared objects in ``args``/``kwargs`` of the child about
     to be started (called before its fork; replaces what a previous start
     recorded)."""
@@ -133,13 +141,13 @@ def note_given(args, kwargs):
     if not _live:
         _given = None
         return
-    given = {}
+    given: dict[Any, Any] = {}
     _collect(args, given)
     _collect(kwargs.values(), given)
     _given = given
 
 
-def note_given_attributes(process_obj):
+def note_given_attributes(process_obj: Any) -> None:
     """Add the shared objects held as attributes of ``process_obj``."""
     global _given
     if not _live:
@@ -149,7 +157,7 @@ def note_given_attributes(process_obj):
     _collect(vars(process_obj).values(), _given)
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _given
     given, _given = _given or {}, None
     bells = sys.modules.get(__package__ + "._bells")
@@ -161,7 +169,7 @@ def _after_fork_in_child():
             obj._disown()
 
 
-def forget_given():
+def forget_given() -> None:
     """In the parent, once a start is over (started or failed): what it
     recorded must not leak into a later fork (os.fork, multiprocessing)."""
     global _given

@@ -8,9 +8,12 @@ the hub when the core says the descriptor would block, and mark the stream
 broken when it can no longer be trusted; and both close, move to a child
 and refuse pickling the same way.  That logic lives here, once.
 """
+from __future__ import annotations
+
 import errno
 import operator
 import os
+from typing import Any, Callable, NoReturn
 
 import gevent
 
@@ -42,10 +45,11 @@ class _NoLock:
 
     __slots__ = ()
 
-    def acquire(self, blocking=True, timeout=None):
+    def acquire(self, blocking: bool = True,
+                timeout: float | None = None) -> bool:
         return True
 
-    def release(self):
+    def release(self) -> None:
         pass
 
 
@@ -72,18 +76,26 @@ class Endpoint:
     after close), :meth:`_locked_error` and the names below.
     """
 
-    _core = None
-    _wcore = None
+    # The C Reader / Writer (Any: read on every call, never narrowed).
+    _core: Any = None
+    _wcore: Any = None
+    _waiters: tuple[Any, ...]
+    _make_lock: Callable[[], Any]
+    _close_locks: Callable[[], tuple[tuple[Any, str | None], ...]]
+    _fd: int  # None once closed, and only read while open
+    _ok_pid: int | None
+    _broken: tuple[int, str | None] | None
+    _loop_epoch: Any
 
     #: How error messages name the endpoint and its sending call.
     _noun = "GIPCHandle"
     _send_name = "put()"
     #: How the refusal to pickle names the endpoint's type (None: its class
     #: name) and the call that passes it to a child instead.
-    _type_name = None
+    _type_name: str | None = None
     _passed_by = "gipc.start_process()"
 
-    def _init_endpoint(self, fd):
+    def _init_endpoint(self, fd: int) -> None:
         # Descriptors made by gipc are non-blocking; one given to an
         # endpoint directly is made non-blocking here, or the C core would
         # block the event loop on it.
@@ -106,20 +118,20 @@ class Endpoint:
     # -- state ------------------------------------------------------------
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once the endpoint is closed (or was moved to a child)."""
         return self._closed
 
-    def fileno(self):
+    def fileno(self) -> int:
         """The underlying file descriptor."""
         if self._closed:
             raise self._closed_error()
         return self._fd
 
-    def _closed_error(self):
+    def _closed_error(self) -> GIPCError:
         return GIPCClosed("GIPCHandle has been closed before.")
 
-    def _raise_unusable(self):
+    def _raise_unusable(self) -> Any:
         if self._closed:
             raise self._closed_error()
         if self._legit_pid != _ownership.pid:
@@ -132,17 +144,17 @@ class Endpoint:
             raise GIPCProtocolError(
                 code, "%s is unusable: %s" % (self, reason))
 
-    def _validate(self):
+    def _validate(self) -> None:
         """Raise unless this process may use the endpoint now."""
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
 
-    def _mark_broken(self, code, reason):
+    def _mark_broken(self, code: int, reason: str | None) -> None:
         _log.debug("%r marked broken: %s", self, reason)
         self._broken = (code, reason)
         self._ok_pid = None
 
-    def _stream_error(self, exc):
+    def _stream_error(self, exc: OSError) -> BaseException:
         """Turn an OSError of the core into the error to raise, marking the
         endpoint broken when the stream can no longer be trusted."""
         if exc.errno in STREAM_ERRNOS:
@@ -152,7 +164,7 @@ class Endpoint:
 
     # -- the way into every call -----------------------------------------
 
-    def _enter(self, lock, timeout=None, deadline=None):
+    def _enter(self, lock: Any, timeout: Any = None, deadline: Any = None) -> None:
         """The one way into a call: check that this process may use the
         endpoint, take a fairness turn, take ``lock`` and, if anything
         could have run since the first check, check again.
@@ -178,7 +190,7 @@ class Endpoint:
             self._fair_turn()
         self._acquire_slow(lock, timeout, deadline)
 
-    def _fair_turn(self):
+    def _fair_turn(self) -> None:
         """A slice is over: yield to the event loop unless it ran since the
         slice began (the calls waited, or the greenlet slept), then begin
         the next slice."""
@@ -188,7 +200,9 @@ class Endpoint:
         self._loop_epoch = loop_epoch(loop)
         self._turn.restart()
 
-    def _acquire_slow(self, lock, timeout=None, deadline=None):
+    def _acquire_slow(
+            self, lock: Any, timeout: Any = None, deadline: Any = None
+    ) -> Any:
         """Take ``lock`` once the greenlet inside the call it guards is
         done, then check again that the endpoint is usable (see
         :meth:`_enter`)."""
@@ -202,7 +216,7 @@ class Endpoint:
 
     # -- receiving --------------------------------------------------------
 
-    def _receive(self, read, lock, waiter, timeout=None):
+    def _receive(self, read: Any, lock: Any, waiter: Any, timeout: Any = None) -> Any:
         """Enter a receive under ``lock`` and run ``read`` (a read method of
         the C reader, bound to its arguments; it returns None while the
         message is incomplete) until it returns a result, waiting on
@@ -240,7 +254,7 @@ class Endpoint:
             lock.release()
         return result
 
-    def _receive_late(self, read, waiter, timeout, deadline):
+    def _receive_late(self, read: Any, waiter: Any, timeout: Any, deadline: Any) -> Any:
         """The rest of a bounded receive whose first read found no whole
         message."""
         if deadline is None:
@@ -257,7 +271,9 @@ class Endpoint:
             raise gevent.Timeout(timeout)
         return result
 
-    def _wait_frame(self, read, waiter, deadline=None, spin=True):
+    def _wait_frame(
+            self, read: Any, waiter: Any, deadline: Any = None, spin: Any = True
+    ) -> Any:
         """Call after ``read()`` (a read method of the C reader, bound to
         its arguments) returned None: wait on ``waiter`` and read again
         until it returns a result, and return that; return None once
@@ -278,13 +294,13 @@ class Endpoint:
             if result is not None:
                 return result
 
-    def _wait_target(self):
+    def _wait_target(self) -> tuple[int, Any]:
         """What :func:`gipc.wait` waits on for this endpoint: its descriptor,
         and the C reader whose buffered whole frames count as input (None:
         none does)."""
         return self.fileno(), self._core
 
-    def _poll_now(self):
+    def _poll_now(self) -> bool:
         """Take a turn (see :meth:`_enter`); then True if a receive would
         not wait."""
         self._enter(NO_LOCK)
@@ -292,7 +308,7 @@ class Endpoint:
 
     # -- sending ----------------------------------------------------------
 
-    def _send_frame(self, data, lock, waiter):
+    def _send_frame(self, data: Any, lock: Any, waiter: Any) -> None:
         """Write ``data`` as one frame through the C writer ``self._wcore``:
         enter the call (see :meth:`_enter`) under the write ``lock``, and
         wait on ``waiter`` while the descriptor is full.  If anything
@@ -322,12 +338,12 @@ class Endpoint:
 
     # -- closing, moving, pickling -----------------------------------------
 
-    def _locked_error(self, doing):
+    def _locked_error(self, doing: str | None) -> GIPCLocked:
         """The error of a close while a greenlet is ``doing`` a call."""
         return GIPCLocked("Can't close handle %s: locked for I/O operation."
                           % self)
 
-    def _close(self):
+    def _close(self) -> None:
         """Close the descriptor of an open endpoint, unless a greenlet is
         inside a call on it (:exc:`GIPCLocked`) or this process does not own
         it (:exc:`GIPCError`)."""
@@ -352,18 +368,18 @@ class Endpoint:
             for lock in held:
                 lock.release()
 
-    def _finish_close(self):
+    def _finish_close(self) -> None:
         """Record that the descriptor is closed."""
         _log.debug("closed %r", self)
         if self._grew_pipe:
             self._grew_pipe = False
             _pipesize.release()
-        self._fd = None
+        self._fd = None  # type: ignore[assignment]  # closed: never read again
         self._closed = True
         self._ok_pid = None
         _ownership.unregister(self)
 
-    def _take_over(self):
+    def _take_over(self) -> tuple[Any, ...]:
         """Make the endpoint usable in the current process (it was passed to
         this child).  The parent's lock state and watchers mean nothing
         here; returns the watchers, which the caller keeps referenced and
@@ -378,7 +394,7 @@ class Endpoint:
         # methodcaller: no Python frame of its own on the child's path.
         return tuple(map(_forget, self._waiters))
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise unpicklable(self._type_name or type(self).__name__,
                           self._passed_by)
 
@@ -386,7 +402,7 @@ class Endpoint:
 _forget = operator.methodcaller("forget")
 
 
-def unpicklable(type_name, passed_by):
+def unpicklable(type_name: str, passed_by: str) -> TypeError:
     """The error of pickling an endpoint: it moves to a child by being
     passed to ``passed_by``, never by pickle."""
     return TypeError(

@@ -20,6 +20,9 @@ Frames, worker to parent: one kind byte, then
         count lets the parent fail exactly those tasks if the pickle
         cannot be loaded there.
 """
+from __future__ import annotations
+
+from typing import Any
 import os
 import pickle
 import struct
@@ -75,11 +78,11 @@ MAP = 1         # data: a chunk of items, each one the argument
 STARMAP = 2     # data: a chunk of argument tuples
 
 _PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
-_pickled_functions = {}
+_pickled_functions: dict[Any, Any] = {}
 _CACHE_SIZE = 256
 
 
-def _pickled_function(func):
+def _pickled_function(func: Any) -> Any:
     # Only plain functions: another callable (a partial, an instance with
     # __call__) may change between two calls, and must be pickled each
     # time.
@@ -94,29 +97,29 @@ def _pickled_function(func):
     return data
 
 
-def encode_call(func, args, kwds):
+def encode_call(func: Any, args: Any, kwds: Any) -> Any:
     """The job for ``func(*args, **kwds)``."""
     return (_pickled_function(func), CALL, _dumps((args, kwds), _PROTOCOL))
 
 
-def encode_chunk(func, chunk, star=False):
+def encode_chunk(func: Any, chunk: Any, star: Any = False) -> Any:
     """The job for ``[func(x) for x in chunk]`` (``func(*x)`` with
     ``star``)."""
     return (_pickled_function(func), STARMAP if star else MAP,
             _dumps(chunk, _PROTOCOL))
 
 
-class _Functions(dict):
+class _Functions(dict[Any, Any]):
     """The worker's unpickled functions, by their pickle."""
 
-    def __missing__(self, data):
+    def __missing__(self, data: Any) -> Any:
         if len(self) >= _CACHE_SIZE:
             self.clear()
         func = self[data] = _loads(data)
         return func
 
 
-def _run(functions, job):
+def _run(functions: Any, job: Any) -> Any:
     data, kind, args = job
     func = functions[data]
     if kind == CALL:
@@ -136,11 +139,11 @@ class _Named(str):
     """A string whose repr is itself (names a value in an error message
     without repr'ing the value)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return str(self)
 
 
-def _portable_error(exc):
+def _portable_error(exc: Any) -> Any:
     """``(exc, formatted traceback)``, with ``exc`` replaced by an
     :class:`UnpicklableError` naming it if it would not survive the trip
     (many exception classes pickle but cannot be unpickled)."""
@@ -157,20 +160,20 @@ def _portable_error(exc):
     return exc, text
 
 
-def _safe_str(obj):
+def _safe_str(obj: Any) -> Any:
     try:
         return str(obj)
     except Exception:
         return "<unprintable %s>" % type(obj).__name__
 
 
-def _encode_results(results, busy, retiring):
+def _encode_results(results: Any, busy: Any, retiring: Any) -> Any:
     """The RESULTS frame for ``results``; a result that cannot be pickled
     is replaced by the error saying so (only that task fails)."""
     try:
         body = _dumps((results, busy, retiring), _PROTOCOL)
     except Exception:
-        from multiprocessing.pool import MaybeEncodingError
+        from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
         fixed = []
         for status, value in results:
             try:
@@ -189,15 +192,18 @@ class _ResidentMemory:
     ``/proc/self/statm`` through a descriptor kept open (one syscall per
     reading)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._page = os.sysconf("SC_PAGE_SIZE")
 
-    def __call__(self):
+    def __call__(self) -> Any:
         return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
 
 
-def serve(tasks, answers, progress, initializer, initargs, memory_limit):
+def serve(
+        tasks: Any, answers: Any, progress: Any, initializer: Any, initargs: Any,
+        memory_limit: Any
+) -> None:
     """Run tasks read from ``tasks`` (sending their answers to ``answers``)
     until the parent closes its end; record each task in ``progress``
     (see PROGRESS).
@@ -218,10 +224,10 @@ def serve(tasks, answers, progress, initializer, initargs, memory_limit):
             return
     put(READY)
     rss = _ResidentMemory() if memory_limit is not None else None
-    queue = deque()
+    queue: deque[Any] = deque()
     skip = set()
     received = 0
-    out = []
+    out: list[Any] = []
     busy = 0.0
     first_unsent = 0.0
     perf_counter = time.perf_counter
@@ -281,7 +287,7 @@ def serve(tasks, answers, progress, initializer, initargs, memory_limit):
             busy = 0.0
 
 
-def _drain(get):
+def _drain(get: Any) -> None:
     """Read and drop frames until the parent closes the channel (it may
     still be sending when the worker stops taking tasks)."""
     try:

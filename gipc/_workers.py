@@ -20,6 +20,9 @@ between tasks.
 The front ends subclass :class:`Task` (a task *is* its result object, one
 allocation per call) and override its three hooks.
 """
+from __future__ import annotations
+
+from typing import Any
 import mmap
 import os
 import time
@@ -78,7 +81,7 @@ _perf_counter = time.perf_counter
 _current_pid = os.getpid()
 
 
-def _update_pid():
+def _update_pid() -> None:
     global _current_pid
     _current_pid = os.getpid()
 
@@ -91,15 +94,15 @@ class RemoteTraceback(Exception):
     """The formatted traceback of an exception raised in a worker, chained
     as that exception's ``__cause__`` in the parent."""
 
-    def __init__(self, tb):
+    def __init__(self, tb: str) -> None:
         Exception.__init__(self, tb)
         self.tb = tb
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.tb
 
 
-def remote_error(value):
+def remote_error(value: Any) -> Any:
     """The exception to raise in the parent for a worker's ``(exc,
     traceback text)``."""
     exc, text = value
@@ -121,23 +124,24 @@ class Task:
     """
 
     __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers")
+    _sleepers: list[Any] | None
 
-    def _init_task(self, job):
+    def _init_task(self, job: Any) -> None:
         self._job = job
         self._phase = PENDING
         self._worker = None
         self._sleepers = None
 
-    def _on_sent(self):
+    def _on_sent(self) -> bool:
         return True
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok: Any, value: Any) -> Any:
         raise NotImplementedError
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> Any:
         raise NotImplementedError
 
-    def _wake(self):
+    def _wake(self) -> None:
         """Wake the greenlets waiting in :meth:`_wait`."""
         sleepers = self._sleepers
         if sleepers:
@@ -146,7 +150,7 @@ class Task:
             for waiter in sleepers:
                 run_callback(waiter.switch, None)
 
-    def _wait(self, timeout=None):
+    def _wait(self, timeout: Any = None) -> bool:
         """Wait cooperatively until the task is done; False if ``timeout``
         seconds passed first."""
         if self._phase == DONE:
@@ -179,7 +183,7 @@ class _Channel:
 
     __slots__ = ("reader", "writer", "get", "put", "poll")
 
-    def __init__(self, reader, writer):
+    def __init__(self, reader: Any, writer: Any) -> None:
         self.reader = reader
         self.writer = writer
         self.get = reader.get
@@ -187,10 +191,10 @@ class _Channel:
         self.poll = reader.poll
 
     @property
-    def closed(self):
+    def closed(self) -> Any:
         return self.reader.closed
 
-    def close(self):
+    def close(self) -> None:
         for end in (self.writer, self.reader):
             if not end.closed:
                 end.close()
@@ -203,14 +207,14 @@ class _Worker:
                  "answered", "ready", "wake", "activity", "sender", "reader",
                  "retired", "killed", "progress", "cancelled", "sending")
 
-    def __init__(self, process, channel, progress):
+    def __init__(self, process: Any, channel: Any, progress: Any) -> None:
         self.process = process
         self.progress = progress  # shared with the worker: see running()
-        self.cancelled = set()  # seqs of cancelled tasks asked to skip
+        self.cancelled: set[Any] = set()  # seqs of cancelled tasks asked to skip
         self.channel = channel
-        self.window = deque()   # sent, unanswered tasks, oldest first
-        self.outbox = deque()   # assigned to this worker, not sent yet
-        self.skips = []         # seqs of sent tasks cancelled since
+        self.window: deque[Any] = deque()   # sent, unanswered tasks, oldest first
+        self.outbox: deque[Any] = deque()   # assigned to this worker, not sent yet
+        self.skips: list[Any] = []         # seqs of sent tasks cancelled since
         self.sent = 0
         self.answered = 0
         self.ready = False      # the initializer has run
@@ -221,7 +225,7 @@ class _Worker:
         self.killed = False     # by the parent, to stop a cancelled task
         self.sending = False    # a greenlet is writing a batch
 
-    def running(self):
+    def running(self) -> Any:
         """The seq of the task the worker is running, or None.  The worker
         writes it to shared memory before and after each task, so the
         parent knows it even when the results of the tasks before are
@@ -241,9 +245,10 @@ class WorkerSet:
         the initializer failed (the set is broken from then on).
     """
 
-    def __init__(self, size, initializer, initargs, max_tasks, max_memory,
-                 idle_timeout, kill_on_cancel, lost_error, init_error,
-                 name="gipc-pool"):
+    def __init__(self, size: Any, initializer: Any, initargs: Any,
+                 max_tasks: Any, max_memory: Any, idle_timeout: Any,
+                 kill_on_cancel: Any, lost_error: Any, init_error: Any,
+                 name: Any = "gipc-pool") -> None:
         self.size = size
         self.initializer = initializer
         self.initargs = tuple(initargs)
@@ -256,9 +261,9 @@ class WorkerSet:
         self.name = name
         self.pid = os.getpid()
         self.hub = get_hub()
-        self.queue = deque()
-        self.workers = []
-        self.readers = []      # reader greenlets, until they end
+        self.queue: deque[Any] = deque()
+        self.workers: list[Any] = []
+        self.readers: list[Any] = []      # reader greenlets, until they end
         self.stopping = False  # no more tasks will come: retire when idle
         self.terminated = False
         self.broken = None     # the initializer's exception
@@ -274,13 +279,13 @@ class WorkerSet:
 
     # -- submitting ----------------------------------------------------
 
-    def check_process(self):
+    def check_process(self) -> Any:
         if _current_pid != self.pid:
             raise gipc.GIPCError(
                 "this pool belongs to process %d; it cannot be used in "
                 "process %d, which inherited it" % (self.pid, os.getpid()))
 
-    def submit(self, task):
+    def submit(self, task: Any) -> None:
         """Queue ``task`` (a :class:`Task` with its job) and hand it to a
         worker if one has room.  Yields to the event loop about every
         millisecond of submissions."""
@@ -298,7 +303,7 @@ class WorkerSet:
         if len(queue) == 1:
             self.dispatch()
 
-    def fair(self):
+    def fair(self) -> None:
         """Yield to the event loop if a millisecond passed since the last
         time: called in loops that never wait (submitting, pickling)."""
         now = _perf_counter()
@@ -316,14 +321,14 @@ class WorkerSet:
                 finally:
                     timer.close()
 
-    def capacity(self, worker):
+    def capacity(self, worker: Any) -> Any:
         """How many more tasks ``worker`` may be given now."""
         room = self.window - len(worker.window) - len(worker.outbox)
         if self.max_tasks is not None:
             room = min(room, self.max_tasks - worker.sent - len(worker.outbox))
         return room
 
-    def dispatch(self):
+    def dispatch(self) -> None:
         """Hand queued tasks, one by one, to the least loaded worker with
         room; start a worker (up to ``size``) when every one is busy.
         (The window follows past tasks: spreading the tasks keeps a batch
@@ -359,14 +364,14 @@ class WorkerSet:
                 # worker's reader sends (see _read_loop).
                 (best.wake if best.window else best.activity).set()
 
-    def _start_worker(self):
+    def _start_worker(self) -> bool:
         """Start one worker; False if that cannot be done now (the queued
         tasks fail if no worker is left to run them)."""
         if gevent.getcurrent() is get_hub():
             # Forking needs a greenlet (the child parks the hub).
             gevent.spawn(self.dispatch)
             return False
-        ends = []
+        ends: list[Any] = []
         progress = mmap.mmap(-1, _PROGRESS.size)
         try:
             # Two one-way pipes: tasks to the worker, answers back.
@@ -394,7 +399,7 @@ class WorkerSet:
         self.readers.append(worker.reader)
         return True
 
-    def _fail_queue(self, exc):
+    def _fail_queue(self, exc: Any) -> None:
         queue = self.queue
         while queue:
             task = queue.popleft()
@@ -403,7 +408,7 @@ class WorkerSet:
 
     # -- completing ----------------------------------------------------
 
-    def _complete(self, task, ok, value):
+    def _complete(self, task: Any, ok: Any, value: Any) -> None:
         task._phase = DONE
         task._worker = None
         task._job = None  # not needed any more: free its pickles
@@ -412,7 +417,7 @@ class WorkerSet:
             self._idle.set()
         task._on_result(ok, value)
 
-    def cancel(self, task):
+    def cancel(self, task: Any) -> bool:
         """Cancel ``task``: a queued one never starts; a sent one is
         stopped if ``kill_on_cancel`` (skipped if it has not started yet,
         else its worker is killed and replaced).  Returns whether the
@@ -452,7 +457,7 @@ class WorkerSet:
 
     # -- the sender ------------------------------------------------------
 
-    def _send_batch(self, worker):
+    def _send_batch(self, worker: Any) -> None:
         """Write ``worker``'s skip requests and up to MAX_BATCH tasks of its
         outbox to its pipe.  One greenlet at a time (``worker.sending``):
         the frames must reach the worker in the order of its window."""
@@ -464,7 +469,7 @@ class WorkerSet:
                 put(_dumps((SKIP, skips), _PROTOCOL))
             outbox = worker.outbox
             window = worker.window
-            jobs = []
+            jobs: list[Any] = []
             size = 0
             while outbox and len(jobs) < MAX_BATCH and size < MAX_BATCH_BYTES:
                 task = outbox.popleft()
@@ -482,7 +487,7 @@ class WorkerSet:
         finally:
             worker.sending = False
 
-    def _send_loop(self, worker):
+    def _send_loop(self, worker: Any) -> None:
         """Write ``worker``'s outbox and skip requests to its pipe while
         the reader is busy reading (see _read_loop for the idle case)."""
         wake = worker.wake
@@ -501,7 +506,7 @@ class WorkerSet:
 
     # -- the reader ------------------------------------------------------
 
-    def _read_loop(self, worker):
+    def _read_loop(self, worker: Any) -> None:
         """Read ``worker``'s answers until it retires or dies."""
         channel = worker.channel
         get = channel.get
@@ -568,7 +573,7 @@ class WorkerSet:
         finally:
             idle_watcher.close()
 
-    def _get_or_kill(self, worker):
+    def _get_or_kill(self, worker: Any) -> Any:
         """The next frame from ``worker``, which holds cancelled tasks it
         was asked to skip; None after SKIP_GRACE without one.  If the
         worker is running one of them (the request came too late), kill
@@ -586,7 +591,7 @@ class WorkerSet:
         except Timeout:
             return None
 
-    def _take_results(self, worker, frame):
+    def _take_results(self, worker: Any, frame: Any) -> None:
         window = worker.window
         count = COUNT.unpack_from(frame, 1)[0]
         try:
@@ -624,12 +629,12 @@ class WorkerSet:
                 and worker.answered >= self.max_tasks:
             self._retire(worker)
 
-    def _should_retire(self, worker):
+    def _should_retire(self, worker: Any) -> Any:
         if self.max_tasks is not None and worker.answered >= self.max_tasks:
             return True
         return self.stopping and not self.queue and not worker.outbox
 
-    def _requeue(self, worker):
+    def _requeue(self, worker: Any) -> None:
         """Put ``worker``'s unanswered and unsent tasks back at the front
         of the queue, in order (none of them has started)."""
         tasks = [t for t in list(worker.window) + list(worker.outbox)
@@ -641,7 +646,7 @@ class WorkerSet:
             task._worker = None
             self.queue.appendleft(task)
 
-    def _detach(self, worker):
+    def _detach(self, worker: Any) -> None:
         worker.retired = True
         try:
             self.workers.remove(worker)
@@ -651,7 +656,7 @@ class WorkerSet:
                 gevent.getcurrent():
             worker.sender.kill()
 
-    def _retire(self, worker):
+    def _retire(self, worker: Any) -> None:
         """Stop giving ``worker`` tasks, hand back what it has not run, and
         let it exit (its pipe closes)."""
         self._detach(worker)
@@ -663,7 +668,7 @@ class WorkerSet:
         if self.queue and not self.terminated:
             self.dispatch()
 
-    def _lost(self, worker):
+    def _lost(self, worker: Any) -> None:
         """``worker`` died (or was killed to stop a cancelled task): fail
         the task it was running, give the others to a new worker."""
         in_initializer = not worker.ready and not worker.killed \
@@ -702,7 +707,7 @@ class WorkerSet:
         if self.queue and not self.terminated:
             self.dispatch()
 
-    def _init_failed(self, worker, value):
+    def _init_failed(self, worker: Any, value: Any) -> None:
         self.broken = remote_error(value)  # before anything can switch
         self._detach(worker)
         self._requeue(worker)
@@ -711,7 +716,7 @@ class WorkerSet:
         _reap(worker.process)
         self._forget(worker)
 
-    def _break(self, exc):
+    def _break(self, exc: Any) -> None:
         """The initializer failed: fail every task, now and later."""
         self.broken = exc
         for worker in list(self.workers):
@@ -721,7 +726,7 @@ class WorkerSet:
         for task in tasks:
             self._complete(task, False, self.init_error(exc))
 
-    def _forget(self, worker):
+    def _forget(self, worker: Any) -> None:
         try:
             self.readers.remove(worker.reader)
         except ValueError:
@@ -730,18 +735,18 @@ class WorkerSet:
 
     # -- shutting down ---------------------------------------------------
 
-    def wait_idle(self, timeout=None):
+    def wait_idle(self, timeout: Any = None) -> Any:
         """Wait until every submitted task is done."""
         return self._idle.wait(timeout)
 
-    def stop(self):
+    def stop(self) -> None:
         """No more tasks will be submitted: workers exit once the queue is
         empty."""
         self.stopping = True
         for worker in self.workers:
             worker.activity.set()
 
-    def join(self, timeout=None):
+    def join(self, timeout: Any = None) -> bool:
         """Wait for every worker to exit (after :meth:`stop` or
         :meth:`terminate`); False if ``timeout`` passed first."""
         deadline = None if timeout is None else _perf_counter() + timeout
@@ -752,7 +757,7 @@ class WorkerSet:
             gevent.joinall(list(self.readers), timeout=left)
         return True
 
-    def terminate(self, kill=False, running_error=None):
+    def terminate(self, kill: Any = False, running_error: Any = None) -> None:
         """Stop every worker now (SIGTERM, or SIGKILL with ``kill``) and
         cancel every task not done; with ``running_error``, the tasks sent
         to workers fail with that exception instead."""
@@ -786,7 +791,7 @@ class WorkerSet:
             worker.activity.set()
 
 
-def _describe_exit(code):
+def _describe_exit(code: Any) -> str:
     if code is None:
         return "exit code unknown"
     if code < 0:
@@ -798,21 +803,21 @@ def _describe_exit(code):
     return "exit code %d" % code
 
 
-def _kill(process):
+def _kill(process: Any) -> None:
     try:
         process.kill()
     except (OSError, ValueError):
         pass
 
 
-def _terminate(process):
+def _terminate(process: Any) -> None:
     try:
         process.terminate()
     except (OSError, ValueError):
         pass
 
 
-def _reap(process):
+def _reap(process: Any) -> Any:
     """Join ``process`` (killing it if it does not exit in time); return
     its exit code."""
     process.join(EXIT_GRACE)

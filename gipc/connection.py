@@ -14,6 +14,8 @@ Connections are owned like gipc's pipe handles: one given directly in
 the parent once the child has started); every other one is closed in the
 child.
 """
+from __future__ import annotations
+
 import errno
 import functools
 import os
@@ -21,6 +23,7 @@ import socket
 
 from multiprocessing import BufferTooShort
 from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
@@ -29,6 +32,12 @@ from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
 from .wait import wait
+from types import TracebackType
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from ._core import Reader
 
 __all__ = ["Connection", "Pipe"]
 
@@ -40,12 +49,12 @@ class _DirectionLocks:
 
     __slots__ = ("read", "write")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.read = Semaphore(1)
         self.write = Semaphore(1)
 
-    def locked(self):
-        return self.read.locked() or self.write.locked()
+    def locked(self) -> bool:
+        return self.read.locked() or self.write.locked()  # type: ignore[no-any-return]  # gevent
 
 
 class Connection(Endpoint):
@@ -63,7 +72,8 @@ class Connection(Endpoint):
     _passed_by = "gipc.Process()"
     _make_lock = _DirectionLocks
 
-    def __init__(self, handle, readable=True, writable=True):
+    def __init__(self, handle: SupportsIndex, readable: bool = True,
+                 writable: bool = True) -> None:
         fd = handle.__index__()
         if fd < 0:
             raise ValueError("invalid handle")
@@ -83,26 +93,26 @@ class Connection(Endpoint):
 
     # -- state --------------------------------------------------------------
 
-    def _closed_error(self):
+    def _closed_error(self) -> OSError:  # type: ignore[override]
         return OSError("handle is closed")
 
     @property
-    def readable(self):
+    def readable(self) -> bool:
         """True if the connection is readable."""
         return self._readable
 
     @property
-    def writable(self):
+    def writable(self) -> bool:
         """True if the connection is writable."""
         return self._writable
 
-    def _check_readable(self):
+    def _check_readable(self) -> None:
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
         if not self._readable:
             raise OSError("connection is write-only")
 
-    def _check_writable(self):
+    def _check_writable(self) -> None:
         if self._ok_pid != _ownership.pid:
             self._raise_unusable()
         if not self._writable:
@@ -110,7 +120,8 @@ class Connection(Endpoint):
 
     # -- sending --------------------------------------------------------------
 
-    def send_bytes(self, buf, offset=0, size=None):
+    def send_bytes(self, buf: Buffer, offset: int = 0,
+                   size: int | None = None) -> None:
         """Send the bytes of a bytes-like object (or ``size`` of them from
         ``offset``) as one message."""
         self._check_writable()
@@ -131,22 +142,22 @@ class Connection(Endpoint):
         self._send_frame(m[offset:offset + size], self._lock.write,
                          self._wwaiter)
 
-    def send(self, obj):
+    def send(self, obj: object) -> None:
         """Send a picklable object."""
         self._check_writable()
         self._send_frame(ForkingPickler.dumps(obj), self._lock.write, self._wwaiter)
 
     # -- receiving ------------------------------------------------------------
 
-    def recv_bytes(self, maxlength=None):
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Receive one message as ``bytes``.  A message longer than
         ``maxlength`` raises ``OSError`` and makes the connection unreadable
         (closes it if it is read-only), as in ``multiprocessing``."""
         self._check_readable()
         core = self._core
         if maxlength is None:
-            return self._receive(core.read_frame, self._lock.read,
-                                 self._rwaiter)
+            return self._receive(  # type: ignore[no-any-return]  # bytes
+                core.read_frame, self._lock.read, self._rwaiter)
         if maxlength < 0:
             raise ValueError("negative maxlength")
         read = core.read_frame
@@ -160,9 +171,9 @@ class Connection(Endpoint):
         # not checked against maxlength by the core.)
         if data is None or len(data) > maxlength:
             self._bad_message_length()
-        return data
+        return data  # type: ignore[no-any-return]  # the core's bytes
 
-    def recv_bytes_into(self, buf, offset=0):
+    def recv_bytes_into(self, buf: Buffer, offset: int = 0) -> int:
         """Receive one message into the writable buffer ``buf`` at byte
         ``offset``; return its size.  If it does not fit, raise
         ``multiprocessing.BufferTooShort`` carrying the whole message (which
@@ -181,13 +192,13 @@ class Connection(Endpoint):
             return result
         raise BufferTooShort(result)
 
-    def recv(self):
+    def recv(self) -> Any:
         """Receive one message and unpickle it."""
         self._check_readable()
         return ForkingPickler.loads(self._receive(
             self._core.read_frame, self._lock.read, self._rwaiter))
 
-    def _bad_message_length(self):
+    def _bad_message_length(self) -> NoReturn:
         # As multiprocessing: the stream is out of sync for reading.
         if self._writable:
             self._readable = False
@@ -195,27 +206,27 @@ class Connection(Endpoint):
             self.close()
         raise OSError("bad message length")
 
-    def poll(self, timeout=0.0):
+    def poll(self, timeout: float | None = 0.0) -> bool:
         """True if there is something to read (a message, or EOF), waiting
         cooperatively up to ``timeout`` seconds (None: for ever)."""
         self._check_readable()
         self._enter(NO_LOCK)
         return bool(wait([self], timeout))
 
-    def _wait_target(self):
+    def _wait_target(self) -> tuple[int, Any]:
         return self.fileno(), self._core if self._readable else None
 
     # -- closing --------------------------------------------------------------
 
-    def _close_locks(self):
+    def _close_locks(self) -> tuple[tuple[Any, str | None], ...]:
         locks = self._lock
         return ((locks.read, "receiving"), (locks.write, "sending"))
 
-    def _locked_error(self, doing):
+    def _locked_error(self, doing: str | None) -> GIPCLocked:
         return GIPCLocked("Can't close %s: a greenlet is %s on it."
                           % (self, doing))
 
-    def close(self):
+    def close(self) -> None:
         """Close the connection; closing a closed connection does nothing.
 
         Raises :exc:`gipc.GIPCLocked` while another greenlet is inside a
@@ -225,13 +236,18 @@ class Connection(Endpoint):
         if not self._closed:
             self._close()
 
-    def __enter__(self):
+    def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         mode = "".join(("r" if self._readable else "",
                         "w" if self._writable else ""))
         state = "closed" if self._closed else "fd=%s" % self._fd
@@ -242,7 +258,8 @@ class _MessageTooLong(Exception):
     """A message longer than the ``maxlength`` of ``recv_bytes()``."""
 
 
-def _read_at_most(read, core, maxlength, *spin):
+def _read_at_most(read: Any, core: Reader, maxlength: int,
+                  *spin: int) -> Any:
     """``read(*spin)`` with the limit of the C reader ``core`` lowered to
     ``maxlength`` for the call; a longer message raises
     :exc:`_MessageTooLong` (the stream is then out of sync for reading, as
@@ -259,7 +276,7 @@ def _read_at_most(read, core, maxlength, *spin):
         core.max_size = limit
 
 
-def Pipe(duplex=True):
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
     """Return a pair ``(conn1, conn2)`` of :class:`Connection` objects,
     as ``multiprocessing.Pipe`` does.
 

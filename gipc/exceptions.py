@@ -1,4 +1,5 @@
 """The exceptions gipc raises (the names and hierarchy of gipc 1.8)."""
+from __future__ import annotations
 
 
 class GIPCError(Exception):
@@ -34,9 +35,9 @@ class WorkerLostError(GIPCError):
     or None if unknown.
     """
 
-    def __init__(self, message, exitcode=None):
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
         GIPCError.__init__(self, message)
         self.exitcode = exitcode
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[WorkerLostError], tuple[str, int | None]]:
         return type(self), (self.args[0], self.exitcode)

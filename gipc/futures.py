@@ -15,6 +15,8 @@ signatures and wait on the hub instead.  They accept *any*
 ``dask.distributed``): the completing thread wakes the hub through a gevent
 async watcher.
 """
+from __future__ import annotations
+
 import collections
 import itertools
 import os
@@ -36,7 +38,7 @@ from .exceptions import WorkerLostError
 try:
     from gevent._hub_local import get_hub_if_exists
 except ImportError:  # pragma: no cover (a gevent that moved it)
-    def get_hub_if_exists():
+    def get_hub_if_exists() -> Any:
         return get_hub()
 
 __all__ = ["ProcessPoolExecutor", "Future", "BrokenWorkerError",
@@ -71,12 +73,12 @@ class BrokenInitializerError(BrokenProcessPool):
 _lazy_lock = threading.Lock()
 
 
-def _lazy(slot, make):
+def _lazy(slot: Any, make: Any) -> Any:
     """A property for a stdlib ``Future`` attribute that most of our
     futures never use: kept in ``slot`` (None until needed), made by
     ``make()`` when something first asks for it."""
 
-    def get(future):
+    def get(future: Any) -> Any:
         value = getattr(future, slot)
         if value is None:
             with _lazy_lock:
@@ -89,7 +91,7 @@ def _lazy(slot, make):
     return property(get)
 
 
-class Future(Task, _cf.Future):
+class Future(Task, _cf.Future[Any]):
     """A ``concurrent.futures.Future`` for a task of a
     :class:`ProcessPoolExecutor`: ``result()``/``exception()`` wait
     cooperatively; ``cancel()`` also stops a running task if the executor
@@ -115,7 +117,7 @@ class Future(Task, _cf.Future):
     _waiters = _lazy("_waiters_made", list)
     _done_callbacks = _lazy("_callbacks_made", list)
 
-    def __init__(self, engine, job):
+    def __init__(self, engine: Any, job: Any) -> None:
         # concurrent.futures.Future.__init__, with the lazy parts.
         self._state = _PENDING
         self._result = None
@@ -128,13 +130,13 @@ class Future(Task, _cf.Future):
 
     # -- engine hooks (in the hub's thread) ------------------------------
 
-    def _on_sent(self):
+    def _on_sent(self) -> Any:
         if self._condition_made is not None:
             return self.set_running_or_notify_cancel()
         self._state = _RUNNING
         return True
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok: Any, value: Any) -> None:
         if self._condition_made is not None:
             if ok:
                 self.set_result(value)
@@ -158,14 +160,14 @@ class Future(Task, _cf.Future):
             self._invoke_callbacks()
         self._wake()
 
-    def _invoke_callbacks(self):
+    def _invoke_callbacks(self) -> None:
         if self._callbacks_made:
             _cf.Future._invoke_callbacks(self)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._mark_cancelled()
 
-    def _mark_cancelled(self):
+    def _mark_cancelled(self) -> None:
         # The stdlib's cancel() refuses a running future; one that was
         # stopped is cancelled all the same.
         with self._condition:
@@ -192,7 +194,7 @@ class Future(Task, _cf.Future):
         self._mark_cancelled()
         return True
 
-    def _wait_here(self, timeout):
+    def _wait_here(self, timeout: Any) -> None:
         """Wait for the outcome; cooperatively in the hub's thread, by the
         stdlib's means in any other thread."""
         if self._phase == DONE:
@@ -221,7 +223,7 @@ class Future(Task, _cf.Future):
             try:
                 raise self._exception
             finally:
-                self = None  # no reference cycle through the traceback
+                self = None  # type: ignore[assignment]  # no reference cycle
         return _cf.Future.result(self, 0)
 
     def exception(self, timeout: Optional[float] = None
@@ -236,7 +238,7 @@ _encode_call = _worker.encode_call
 _perf_counter = time.perf_counter
 
 
-def _default_workers():
+def _default_workers() -> Any:
     count = getattr(os, "process_cpu_count", os.cpu_count)()
     return count or 1
 
@@ -263,9 +265,9 @@ class ProcessPoolExecutor(_cf.Executor):
     complete.
     """
 
-    def __init__(self, max_workers: Optional[int] = None, mp_context=None,
+    def __init__(self, max_workers: Optional[int] = None, mp_context: Any = None,
                  initializer: Optional[Callable[..., Any]] = None,
-                 initargs: Iterable = (), *,
+                 initargs: Iterable[Any] = (), *,
                  max_tasks_per_child: Optional[int] = None,
                  kill_on_cancel: bool = True) -> None:
         if max_workers is None:
@@ -298,7 +300,7 @@ class ProcessPoolExecutor(_cf.Executor):
             self._broken_by, name="gipc-executor")
 
     @staticmethod
-    def _broken_by(exc):
+    def _broken_by(exc: Any) -> Any:
         error = BrokenInitializerError(
             "A child process terminated abruptly, the process pool is not "
             "usable anymore (the initializer failed: %s: %s)"
@@ -306,7 +308,7 @@ class ProcessPoolExecutor(_cf.Executor):
         error.__cause__ = exc
         return error
 
-    def _check_open(self):
+    def _check_open(self) -> Any:
         engine = self._engine
         engine.check_process()
         if engine.broken is not None:
@@ -328,7 +330,7 @@ class ProcessPoolExecutor(_cf.Executor):
         engine.submit(future)
         return future
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable,
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
         """``map(fn, *iterables)`` computed by the workers, ``chunksize``
@@ -384,7 +386,7 @@ class ProcessPoolExecutor(_cf.Executor):
         """Like :meth:`terminate_workers`, with SIGKILL."""
         self._stop_workers(kill=True)
 
-    def _stop_workers(self, kill):
+    def _stop_workers(self, kill: Any) -> None:
         engine = self._engine
         engine.check_process()
         self._shutdown = True
@@ -394,11 +396,11 @@ class ProcessPoolExecutor(_cf.Executor):
                ("terminated", "terminate_workers"))))
         engine.join()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise NotImplementedError("executors cannot be pickled")
 
 
-def _results(futures, end):
+def _results(futures: Any, end: Any) -> Iterator[Any]:
     """The items of ``futures``' chunk results, in order; closing it early
     (or a failure) cancels the futures not consumed."""
     pending = deque(futures)
@@ -425,15 +427,15 @@ class _Wakeup:
     thread it sets an event; from another thread it sends the hub an async
     watcher, the only thread-safe way into a gevent loop."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.hub = get_hub()
-        self.done = deque()  # appends are atomic: safe from any thread
+        self.done: deque[Any] = deque()  # appends are atomic: safe from any thread
         self.event = Event()
         self.active = True
         self.watcher = self.hub.loop.async_()
         self.watcher.start(self.event.set)
 
-    def __call__(self, future):
+    def __call__(self, future: Any) -> None:
         if not self.active:
             return
         self.done.append(future)
@@ -444,22 +446,22 @@ class _Wakeup:
             # freed with this object.
             self.watcher.send()
 
-    def wait(self, timeout):
+    def wait(self, timeout: Any) -> Any:
         self.event.clear()
         if self.done:
             return True
         return self.event.wait(timeout)
 
-    def close(self):
+    def close(self) -> None:
         self.active = False
         self.watcher.stop()
 
 
-def _is_failed(future):
+def _is_failed(future: Any) -> bool:
     return not future.cancelled() and future.exception(0) is not None
 
 
-def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
+def futures_wait(fs: Iterable[_cf.Future[Any]], timeout: Optional[float] = None,
                  return_when: str = ALL_COMPLETED) -> DoneAndNotDoneFutures:
     """``concurrent.futures.wait()``, waiting cooperatively: returns
     ``DoneAndNotDoneFutures(done, not_done)`` when ``return_when``
@@ -473,7 +475,7 @@ def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
     done = {f for f in fs if f.done()}
     not_done = fs - done
 
-    def satisfied():
+    def satisfied() -> Any:
         if not not_done:
             return True
         if return_when == FIRST_COMPLETED:
@@ -503,8 +505,8 @@ def futures_wait(fs: Iterable[_cf.Future], timeout: Optional[float] = None,
     return DoneAndNotDoneFutures(done, not_done)
 
 
-def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
-                 ) -> Iterator[_cf.Future]:
+def as_completed(fs: Iterable[_cf.Future[Any]], timeout: Optional[float] = None
+                 ) -> Iterator[_cf.Future[Any]]:
     """``concurrent.futures.as_completed()``, waiting cooperatively: yields
     each of ``fs`` (duplicates once) as it completes, finished ones first;
     ``TimeoutError`` if some are not done ``timeout`` seconds after the
@@ -515,10 +517,11 @@ def as_completed(fs: Iterable[_cf.Future], timeout: Optional[float] = None
     return _as_completed(fs, total, end)
 
 
-def _as_completed(fs, total, end):
+def _as_completed(fs: Any, total: Any,
+                  end: Any) -> Iterator[_cf.Future[Any]]:
     finished = [f for f in fs if f.done()]
     pending = fs - set(finished)
-    wakeup = _Wakeup() if pending else None
+    wakeup: Any = _Wakeup() if pending else None  # None: nothing to wait
     try:
         for future in pending:
             future.add_done_callback(wakeup)

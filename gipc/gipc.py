@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     # gipc 1.8 kept the registry in a module global; read the live list.
     if name == "_all_handles":
         from . import _ownership

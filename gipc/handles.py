@@ -5,19 +5,34 @@ it may be used (open, owned by this process, stream in sync), serialises
 greenlets that use it at once, encodes or decodes, and waits on the hub
 when the core says the descriptor would block.
 """
+from __future__ import annotations
+
 import functools
 import os
 from multiprocessing import BufferTooShort
+from typing import (
+    TYPE_CHECKING, Any, Callable, Iterable, Iterator, NoReturn, TypeVar)
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
 from ._stream import Endpoint, unpicklable
 from .exceptions import GIPCClosed, GIPCLocked
+from types import TracebackType
 
 #: Default ``max_message_size``: 4 GiB.  Large enough for any message that
 #: fits comfortably in memory, small enough that a corrupt header cannot
 #: make the reader allocate absurd amounts.
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 ** 3
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from ._core import Reader, Writer
+
+_H = TypeVar("_H", bound="_GIPCHandle")
+_P = TypeVar("_P", bound="_PairContext[Any, Any]")
+_A = TypeVar("_A", bound="_GIPCHandle | _GIPCDuplexHandle")
+_B = TypeVar("_B", bound="_GIPCHandle | _GIPCDuplexHandle")
 
 
 class _GIPCHandle(Endpoint):
@@ -29,14 +44,14 @@ class _GIPCHandle(Endpoint):
     # staticmethod: a partial stays a plain callable (no Python frame).
     _make_lock = staticmethod(functools.partial(Semaphore, 1))
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self._id = os.urandom(3).hex()
         self._init_endpoint(fd)
 
-    def _close_locks(self):
+    def _close_locks(self) -> tuple[tuple[Any, str | None], ...]:
         return ((self._lock, None),)
 
-    def close(self):
+    def close(self) -> None:
         """Close the descriptor; the handle is unusable afterwards.
 
         Raises :exc:`GIPCClosed` if already closed, :exc:`GIPCLocked` while
@@ -47,10 +62,15 @@ class _GIPCHandle(Endpoint):
             raise self._closed_error()
         self._close()
 
-    def __enter__(self):
+    def __enter__(self: _H) -> _H:
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
             self.close()
         except GIPCClosed:
@@ -60,7 +80,7 @@ class _GIPCHandle(Endpoint):
                 "Context manager can't close handle %s. It's locked for I/O "
                 "operation out of context." % self) from None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s_%s fd: %s>" % (type(self).__name__, self._id, self._fd)
 
     __str__ = __repr__
@@ -69,7 +89,10 @@ class _GIPCHandle(Endpoint):
 class _GIPCReader(_GIPCHandle):
     """The read end of a pipe: ``get()`` returns one message per call."""
 
-    def __init__(self, fd, decoder, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+    _core: Reader
+
+    def __init__(self, fd: int, decoder: Callable[[bytes], Any] | None,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._core = _core.Reader(fd, max_message_size)
         self._waiter = FdWaiter(fd, READ)
         self._waiters = (self._waiter,)
@@ -77,17 +100,17 @@ class _GIPCReader(_GIPCHandle):
         _GIPCHandle.__init__(self, fd)
 
     @property
-    def max_message_size(self):
+    def max_message_size(self) -> int:
         """Largest message (in bytes, encoded) that ``get()`` accepts.  A
         larger one raises :exc:`GIPCProtocolError` before any memory is
         allocated for it."""
         return self._core.max_size
 
     @max_message_size.setter
-    def max_message_size(self, value):
+    def max_message_size(self, value: int) -> None:
         self._core.max_size = _check_size(value)
 
-    def get(self, timeout=None):
+    def get(self, timeout: float | None = None) -> Any:
         """Receive the next message, decode it and return it, waiting
         cooperatively until it is here.
 
@@ -107,7 +130,8 @@ class _GIPCReader(_GIPCHandle):
         decoder = self._decoder
         return data if decoder is None else decoder(data)
 
-    def get_into(self, buffer, offset=0, timeout=None):
+    def get_into(self, buffer: Buffer, offset: int = 0,
+                 timeout: float | None = None) -> int:
         """Receive the next message's raw bytes into the writable,
         C-contiguous ``buffer`` at byte ``offset`` and return their number.
         No decoder runs and no intermediate ``bytes`` object is made: a large
@@ -128,7 +152,7 @@ class _GIPCReader(_GIPCHandle):
             return size
         raise BufferTooShort(size)
 
-    def poll(self):
+    def poll(self) -> bool:
         """True if ``get()`` would return at once: a whole message is
         buffered, or the pipe has data or EOF to report."""
         return self._poll_now()
@@ -137,14 +161,17 @@ class _GIPCReader(_GIPCHandle):
 class _GIPCWriter(_GIPCHandle):
     """The write end of a pipe: ``put()`` sends one message per call."""
 
-    def __init__(self, fd, encoder):
+    _wcore: Writer
+
+    def __init__(self, fd: int,
+                 encoder: Callable[[Any], Any] | None) -> None:
         self._wcore = _core.Writer(fd)
         self._waiter = FdWaiter(fd, WRITE)
         self._waiters = (self._waiter,)
         self._encoder = encoder
         _GIPCHandle.__init__(self, fd)
 
-    def put(self, o):
+    def put(self, o: object) -> None:
         """Encode ``o`` and write it as one message, waiting cooperatively
         until all of it is in the pipe.
 
@@ -166,46 +193,52 @@ class _GIPCWriter(_GIPCHandle):
         self._send_frame(data, self._lock, self._waiter)
 
 
-class _PairContext(tuple):
+class _PairContext(tuple[_A, _B]):
     """A pair of handles that is also a context manager: leaving the
     ``with`` block closes both (the second first, as gipc 1.8 does)."""
 
-    def __enter__(self):
+    def __enter__(self: _P) -> _P:
         for handle in self:
             handle.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
             self[1].__exit__(exc_type, exc_value, traceback)
         finally:
             self[0].__exit__(exc_type, exc_value, traceback)
 
 
-class _GIPCDuplexHandle(_PairContext):
+class _GIPCDuplexHandle(_PairContext["_GIPCReader", "_GIPCWriter"]):
     """One end of a duplex pipe: ``put()`` goes to the other end's
     ``get()`` and vice versa.  Wraps a reader and a writer."""
 
-    def __new__(cls, rwpair):
+    def __new__(cls, rwpair: tuple[_GIPCReader, _GIPCWriter],
+                ) -> _GIPCDuplexHandle:
         return tuple.__new__(cls, rwpair)
 
-    def __init__(self, rwpair):
+    def __init__(self, rwpair: tuple[_GIPCReader, _GIPCWriter]) -> None:
         self._reader, self._writer = rwpair
         self.put = self._writer.put
         self.get = self._reader.get
         self.get_into = self._reader.get_into
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once both halves are closed."""
         return self._reader._closed and self._writer._closed
 
-    def poll(self):
+    def poll(self) -> bool:
         """True if ``get()`` would return at once (see
         :meth:`_GIPCReader.poll`)."""
         return self._reader.poll()
 
-    def close(self):
+    def close(self) -> None:
         """Close both halves; tolerates one of them being closed already.
         Raises :exc:`GIPCClosed` if both are."""
         if self._writer._closed and self._reader._closed:
@@ -219,19 +252,19 @@ class _GIPCDuplexHandle(_PairContext):
     # ``with`` block closes the writer, then the reader even if the writer
     # could not be closed.
 
-    def _wait_target(self):
+    def _wait_target(self) -> tuple[int, Any]:
         return self._reader._wait_target()
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise unpicklable(type(self).__name__, Endpoint._passed_by)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s(%r, %s)>" % (type(self).__name__, self._reader, self._writer)
 
     __str__ = __repr__
 
 
-def _check_size(value):
+def _check_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("max_message_size must be an int, not %s"
                         % type(value).__name__)
@@ -243,7 +276,7 @@ def _check_size(value):
     return value
 
 
-def handles_in(objects):
+def handles_in(objects: Iterable[object]) -> Iterator[_GIPCHandle]:
     """Yield the single-end handles among ``objects`` (both halves of a
     duplex handle)."""
     for obj in objects:

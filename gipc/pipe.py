@@ -1,7 +1,11 @@
 """``gipc.pipe()``: make the handles of a message channel."""
+from __future__ import annotations
+
 import functools
 import os
 import pickle
+
+from typing import Any, Callable, Literal, overload
 
 from . import _core, _pipesize
 from .exceptions import GIPCError
@@ -9,12 +13,19 @@ from .handles import (
     DEFAULT_MAX_MESSAGE_SIZE, _check_size, _GIPCDuplexHandle, _GIPCReader,
     _GIPCWriter, _PairContext)
 
+#: What ``encoder=`` accepts: "default" (pickle), None (raw bytes) or a
+#: callable returning a bytes-like object.
+Encoder = Callable[[Any], Any]
+#: What ``decoder=`` accepts: "default" (pickle), None or a callable.
+Decoder = Callable[[bytes], Any]
+
 _default_encoder = functools.partial(pickle.dumps,
                                      protocol=pickle.HIGHEST_PROTOCOL)
 _default_decoder = pickle.loads
 
 
-def _resolve_codec(codec, default, kind):
+def _resolve_codec(codec: object, default: Callable[..., Any],
+                   kind: str) -> Callable[..., Any] | None:
     """'default' -> pickle, None -> raw bytes (no codec), callable -> itself."""
     if isinstance(codec, str) and codec == "default":
         return default
@@ -25,7 +36,7 @@ def _resolve_codec(codec, default, kind):
     raise GIPCError("pipe '%s' argument must be callable." % kind)
 
 
-def _check_pipe_size(pipe_size):
+def _check_pipe_size(pipe_size: object) -> int | None:
     if pipe_size is None:
         return None
     if isinstance(pipe_size, bool) or not isinstance(pipe_size, int):
@@ -40,7 +51,7 @@ def _check_pipe_size(pipe_size):
 _HAVE_PIPE2 = not _core.PORTABLE and hasattr(os, "pipe2")
 
 
-def _os_pipe(pipe_size):
+def _os_pipe(pipe_size: int | None) -> tuple[int, int]:
     """A non-blocking, close-on-exec pipe, optionally resized."""
     if _HAVE_PIPE2:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -56,7 +67,9 @@ def _os_pipe(pipe_size):
     return r, w
 
 
-def _new_pair(encoder, decoder, max_message_size, pipe_size):
+def _new_pair(encoder: Encoder | None, decoder: Decoder | None,
+              max_message_size: int,
+              pipe_size: int | None) -> tuple[_GIPCReader, _GIPCWriter]:
     r, w = _os_pipe(pipe_size)
     try:
         reader = _GIPCReader(r, decoder, max_message_size)
@@ -75,8 +88,35 @@ def _new_pair(encoder, decoder, max_message_size, pipe_size):
     return reader, writer
 
 
-def pipe(duplex=False, encoder="default", decoder="default", *,
-         max_message_size=DEFAULT_MAX_MESSAGE_SIZE, pipe_size=None):
+@overload
+def pipe(duplex: Literal[False] = False,
+         encoder: Encoder | Literal["default"] | None = "default",
+         decoder: Decoder | Literal["default"] | None = "default", *,
+         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+         pipe_size: int | None = None,
+         ) -> _PairContext[_GIPCReader, _GIPCWriter]: ...
+@overload
+def pipe(duplex: Literal[True],
+         encoder: Encoder | Literal["default"] | None = "default",
+         decoder: Decoder | Literal["default"] | None = "default", *,
+         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+         pipe_size: int | None = None,
+         ) -> _PairContext[_GIPCDuplexHandle, _GIPCDuplexHandle]: ...
+@overload
+def pipe(duplex: bool,
+         encoder: Encoder | Literal["default"] | None = "default",
+         decoder: Decoder | Literal["default"] | None = "default", *,
+         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+         pipe_size: int | None = None,
+         ) -> (_PairContext[_GIPCReader, _GIPCWriter]
+               | _PairContext[_GIPCDuplexHandle, _GIPCDuplexHandle]): ...
+def pipe(duplex: bool = False,
+         encoder: Encoder | Literal["default"] | None = "default",
+         decoder: Decoder | Literal["default"] | None = "default", *,
+         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+         pipe_size: int | None = None,
+         ) -> (_PairContext[_GIPCReader, _GIPCWriter]
+               | _PairContext[_GIPCDuplexHandle, _GIPCDuplexHandle]):
     """Create a message channel over an OS pipe and return its two handles.
 
     Messages travel between greenlets of one process or between processes
@@ -102,16 +142,16 @@ def pipe(duplex=False, encoder="default", decoder="default", *,
     :raises GIPCError: ``encoder`` or ``decoder`` is not acceptable (before
         any descriptor is created).
     """
-    encoder = _resolve_codec(encoder, _default_encoder, "encoder")
-    decoder = _resolve_codec(decoder, _default_decoder, "decoder")
+    encode = _resolve_codec(encoder, _default_encoder, "encoder")
+    decode = _resolve_codec(decoder, _default_decoder, "decoder")
     max_message_size = _check_size(max_message_size)
     pipe_size = _check_pipe_size(pipe_size)
     if not duplex:
         return _PairContext(
-            _new_pair(encoder, decoder, max_message_size, pipe_size))
-    r1, w1 = _new_pair(encoder, decoder, max_message_size, pipe_size)
+            _new_pair(encode, decode, max_message_size, pipe_size))
+    r1, w1 = _new_pair(encode, decode, max_message_size, pipe_size)
     try:
-        r2, w2 = _new_pair(encoder, decoder, max_message_size, pipe_size)
+        r2, w2 = _new_pair(encode, decode, max_message_size, pipe_size)
     except BaseException:
         w1.close()
         r1.close()

@@ -15,6 +15,8 @@ Beyond the stdlib:
 - ``max_memory_per_child`` and ``idle_timeout`` recycle workers; workers
   start lazily, on the first task.
 """
+from __future__ import annotations
+
 import itertools
 import os
 from collections import deque
@@ -22,7 +24,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import CancelledError
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TypeVar
 from multiprocessing import TimeoutError
 
 import gevent
@@ -32,6 +34,9 @@ from gevent.hub import get_hub
 from . import _worker
 from ._workers import DONE, MAX_WINDOW, RemoteTraceback, Task, WorkerSet
 from .exceptions import WorkerLostError
+from types import TracebackType
+
+_IMap = TypeVar("_IMap", bound="IMapIterator")
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult",
            "IMapIterator", "IMapUnorderedIterator", "RemoteTraceback",
@@ -48,7 +53,7 @@ _encode_call = _worker.encode_call
 _encode_chunk = _worker.encode_chunk
 
 
-def _run_callback(callback, value):
+def _run_callback(callback: Any, value: Any) -> None:
     """Run a user's callback in the result collector; its error is
     reported (as gevent reports a greenlet's) and does not stop the pool."""
     try:
@@ -57,12 +62,12 @@ def _run_callback(callback, value):
         get_hub().handle_error(callback, *sys.exc_info())
 
 
-def _check_callable(func):
+def _check_callable(func: Any) -> Any:
     if not callable(func):
         raise TypeError("%r object is not callable" % type(func).__name__)
 
 
-def _check_chunksize(chunksize):
+def _check_chunksize(chunksize: Any) -> Any:
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise TypeError("chunksize must be an int, not %s"
                         % type(chunksize).__name__)
@@ -85,8 +90,12 @@ class ApplyResult(Task):
     # cancelled result has _ok False and _value _CANCELLED; _callbacks is
     # None or (callback, error_callback), dropped once called.
     __slots__ = ("_pool", "_ok", "_value", "_callbacks")
+    _ok: bool | None
+    _value: Any
 
-    def __init__(self, pool, job, callback=None, error_callback=None):
+    def __init__(
+            self, pool: Any, job: Any, callback: Any = None, error_callback: Any = None
+    ) -> None:
         self._init_task(job)
         self._pool = pool
         self._ok = None
@@ -128,7 +137,7 @@ class ApplyResult(Task):
         try:
             raise self._value
         finally:
-            self = None  # no reference cycle through the traceback
+            self = None  # type: ignore[assignment]  # no reference cycle
 
     def cancel(self) -> bool:
         """Cancel the task (an extension of the stdlib API).  A queued task
@@ -145,7 +154,7 @@ class ApplyResult(Task):
         """True if the task was cancelled."""
         return self._value is _CANCELLED
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok: Any, value: Any) -> None:
         self._ok = ok
         self._value = value
         self._wake()
@@ -156,13 +165,13 @@ class ApplyResult(Task):
             if callback is not None:
                 _run_callback(callback, value)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._ok = False
         self._value = _CANCELLED
         self._callbacks = None
         self._wake()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = ("pending" if self._phase != DONE else "cancelled"
                  if self._value is _CANCELLED else "done")
         return "<%s %s>" % (type(self).__name__, state)
@@ -176,15 +185,15 @@ class _Chunk(Task):
 
     __slots__ = ("_owner", "_index")
 
-    def __init__(self, owner, index, job):
+    def __init__(self, owner: Any, index: Any, job: Any) -> None:
         self._init_task(job)
         self._owner = owner
         self._index = index
 
-    def _on_result(self, ok, value):
+    def _on_result(self, ok: Any, value: Any) -> None:
         self._owner._set(self._index, ok, value)
 
-    def _on_cancel(self):
+    def _on_cancel(self) -> None:
         self._owner._cancel_chunk(self._index)
 
 
@@ -194,20 +203,23 @@ class MapResult(ApplyResult):
 
     __slots__ = ("_chunks", "_chunksize", "_left")
 
-    def __init__(self, pool, length, chunksize, callback, error_callback):
+    def __init__(
+            self, pool: Any, length: Any, chunksize: Any, callback: Any, error_callback:
+            Any
+    ) -> None:
         ApplyResult.__init__(self, pool, None, callback, error_callback)
         self._chunksize = chunksize
-        self._chunks = []
+        self._chunks: list[Any] = []
         self._value = [None] * length
         self._left = -(-length // chunksize) if length else 0
         if not length:
             self._finish(True, [])
 
-    def _finish(self, ok, value):
+    def _finish(self, ok: Any, value: Any) -> None:
         self._phase = DONE
         ApplyResult._on_result(self, ok, value)
 
-    def _set(self, index, ok, value):
+    def _set(self, index: Any, ok: Any, value: Any) -> None:
         if self._phase == DONE:
             return
         if ok:
@@ -219,7 +231,7 @@ class MapResult(ApplyResult):
         else:
             self._finish(False, value)
 
-    def _cancel_chunk(self, index):
+    def _cancel_chunk(self, index: Any) -> None:
         if self._phase != DONE:
             self._phase = DONE
             self._on_cancel()
@@ -245,23 +257,23 @@ class IMapIterator:
 
     _ordered = True
 
-    def __init__(self, pool, chunksize):
+    def __init__(self, pool: Any, chunksize: Any) -> None:
         self._pool = pool
         self._chunksize = chunksize
-        self._done = {}            # imap: chunk index -> (ok, value)
-        self._arrived = deque()    # imap_unordered: (ok, value) in order
+        self._done: dict[Any, Any] = {}            # imap: chunk index -> (ok, value)
+        self._arrived: deque[Any] = deque()    # imap_unordered: (ok, value) in order
         self._next_chunk = 0
-        self._current = iter(())   # items of the chunk being handed out
+        self._current: Iterator[Any] = iter(())   # items of the chunk being handed out
         self._length = None        # number of chunks, once all are queued
         self._changed = Event()    # a chunk is done, or the length known
         self._unfinished = 0       # chunks queued, not done
         self._room = Event()       # the feeder may queue more
         self._feeder = None
 
-    def __iter__(self):
+    def __iter__(self) -> Any:
         return self
 
-    def _set(self, index, ok, value):
+    def _set(self, index: Any, ok: Any, value: Any) -> None:
         if self._ordered:
             self._done[index] = (ok, value)
         else:
@@ -270,14 +282,14 @@ class IMapIterator:
         self._unfinished -= 1
         self._room.set()
 
-    def _cancel_chunk(self, index):
+    def _cancel_chunk(self, index: Any) -> None:
         self._set(index, False, CancelledError())
 
-    def _set_length(self, length):
+    def _set_length(self, length: Any) -> None:
         self._length = length
         self._changed.set()
 
-    def _take(self):
+    def _take(self) -> Any:
         """The next chunk's outcome, or None if it is not there yet."""
         if self._ordered:
             return self._done.pop(self._next_chunk, None)
@@ -314,7 +326,7 @@ class IMapIterator:
 
     __next__ = next
 
-    def _feed(self, engine, func, iterable, star):
+    def _feed(self, engine: Any, func: Any, iterable: Any, star: Any) -> None:
         """Queue the chunks of ``iterable`` as they come, keeping at most a
         bounded number of them unfinished (a long or endless iterable is
         not read into memory ahead of the workers)."""
@@ -358,7 +370,7 @@ class IMapUnorderedIterator(IMapIterator):
 
     _ordered = False
 
-    def _take(self):
+    def _take(self) -> Any:
         if self._arrived:
             return self._arrived.popleft()
         return None
@@ -386,7 +398,7 @@ class Pool:
 
     def __init__(self, processes: Optional[int] = None,
                  initializer: Optional[Callable[..., Any]] = None,
-                 initargs: Iterable = (),
+                 initargs: Iterable[Any] = (),
                  maxtasksperchild: Optional[int] = None, *,
                  kill_on_cancel: bool = True,
                  max_memory_per_child: Optional[int] = None,
@@ -419,7 +431,7 @@ class Pool:
                              "seconds or None")
         self._processes = processes
         self._state = RUN
-        self._feeders = set()
+        self._feeders: set[Any] = set()
         self._engine = WorkerSet(
             processes, initializer, initargs, maxtasksperchild,
             max_memory_per_child, idle_timeout, kill_on_cancel,
@@ -428,12 +440,12 @@ class Pool:
 
     # -- submitting ----------------------------------------------------
 
-    def _check_running(self):
+    def _check_running(self) -> Any:
         self._engine.check_process()
         if self._state != RUN:
             raise ValueError("Pool not running")
 
-    def apply_async(self, func: Callable[..., Any], args: Iterable = (),
+    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (),
                     kwds: Mapping[str, Any] = {},  # noqa: B006 (stdlib's)
                     callback: Optional[Callable[[Any], None]] = None,
                     error_callback: Optional[
@@ -450,14 +462,14 @@ class Pool:
         self._engine.submit(result)
         return result
 
-    def apply(self, func: Callable[..., Any], args: Iterable = (),
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
               kwds: Mapping[str, Any] = {}) -> Any:  # noqa: B006
         """``apply_async(func, args, kwds).get()``.  With
         ``kill_on_cancel``, a caller interrupted while waiting
         (``gevent.Timeout``, ``kill()``) stops the task too."""
         return self._wait_for(self.apply_async(func, args, kwds))
 
-    def _wait_for(self, result):
+    def _wait_for(self, result: ApplyResult) -> Any:
         try:
             return result.get()
         except BaseException:
@@ -465,8 +477,8 @@ class Pool:
                 result.cancel()
             raise
 
-    def _map_async(self, func, iterable, chunksize, callback,
-                   error_callback, star):
+    def _map_async(self, func: Any, iterable: Any, chunksize: Any,
+                   callback: Any, error_callback: Any, star: bool) -> MapResult:
         self._check_running()
         _check_callable(func)
         if not hasattr(iterable, "__len__"):
@@ -495,13 +507,13 @@ class Pool:
             engine.fair()
         self._check_running()
         result._chunks = chunks
-        for chunk in chunks:
+        for chunk in chunks:  # type: ignore[assignment]  # now a _Chunk
             engine.submit(chunk)
         return result
 
-    def map_async(self, func: Callable[[Any], Any], iterable: Iterable,
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                   chunksize: Optional[int] = None,
-                  callback: Optional[Callable[[list], None]] = None,
+                  callback: Optional[Callable[[list[Any]], None]] = None,
                   error_callback: Optional[
                       Callable[[BaseException], None]] = None,
                   ) -> MapResult:
@@ -509,16 +521,16 @@ class Pool:
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, False)
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable,
-            chunksize: Optional[int] = None) -> list:
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+            chunksize: Optional[int] = None) -> list[Any]:
         """``[func(x) for x in iterable]``, computed by the workers in
         chunks (default: the stdlib's, about four per worker)."""
-        return self._wait_for(self._map_async(func, iterable, chunksize,
-                                              None, None, False))
+        return self._wait_for(  # type: ignore[no-any-return]  # a list
+            self._map_async(func, iterable, chunksize, None, None, False))
 
-    def starmap_async(self, func: Callable[..., Any], iterable: Iterable,
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Any],
                       chunksize: Optional[int] = None,
-                      callback: Optional[Callable[[list], None]] = None,
+                      callback: Optional[Callable[[list[Any]], None]] = None,
                       error_callback: Optional[
                           Callable[[BaseException], None]] = None,
                       ) -> MapResult:
@@ -526,13 +538,14 @@ class Pool:
         return self._map_async(func, iterable, chunksize, callback,
                                error_callback, True)
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable,
-                chunksize: Optional[int] = None) -> list:
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Any],
+                chunksize: Optional[int] = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, in the workers."""
-        return self._wait_for(self._map_async(func, iterable, chunksize,
-                                              None, None, True))
+        return self._wait_for(  # type: ignore[no-any-return]  # a list
+            self._map_async(func, iterable, chunksize, None, None, True))
 
-    def _imap(self, cls, func, iterable, chunksize, star=False):
+    def _imap(self, cls: type[_IMap], func: Any, iterable: Any,
+              chunksize: Any, star: bool = False) -> _IMap:
         self._check_running()
         _check_callable(func)
         _check_chunksize(chunksize)
@@ -543,13 +556,13 @@ class Pool:
         self._feeders.add(feeder)
         return result
 
-    def imap(self, func: Callable[[Any], Any], iterable: Iterable,
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: int = 1) -> "IMapIterator":
         """An iterator of ``func(x)`` for the items of ``iterable``, in
         order.  The iterable is consumed as the workers need it."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int = 1) -> "IMapUnorderedIterator":
         """Like :meth:`imap`, in the order the results complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
@@ -585,14 +598,19 @@ class Pool:
             gevent.joinall(list(self._feeders), timeout=timeout)
         return self._engine.join(timeout)
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         self._check_running()
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.terminate()
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Any = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN:
             _warn("unclosed running gipc pool %r" % self, ResourceWarning,
                   source=self)
@@ -602,11 +620,11 @@ class Pool:
             except Exception:
                 pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise NotImplementedError(
             "pool objects cannot be passed between processes or pickled")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s.%s state=%s pool_size=%d>" % (
             type(self).__module__, type(self).__qualname__, self._state,
             self._processes)

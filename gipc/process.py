@@ -8,6 +8,8 @@ differs (chosen by start method in ``gipc._popen``): the fork popen forks
 through gipc's C helper and gives the child a fresh gevent hub, and every
 popen waits on the hub, so ``join()`` never blocks the event loop.
 """
+from __future__ import annotations
+
 import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 # exit handler, which terminates daemonic children and joins the others)
 import os
@@ -15,6 +17,7 @@ import signal
 import warnings
 from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
+from typing import Any, Callable
 
 from . import _log, _shared
 from ._moves import collect_moved_handles, collect_shared_handles
@@ -34,33 +37,45 @@ class Process(mp_context.Process):
     multiprocessing: open in both.  Every other one is closed in the child.
     """
 
-    _start_method = None
+    _start_method: str | None = None
+    # multiprocessing.BaseProcess's private state (typeshed omits it).
+    _popen: Any
+    _parent_pid: int
+    _target: Callable[..., object] | None
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any]
+    _sentinel: int
+    _config: dict[str, Any]
+    _name: str
+    _closed: bool
     # start_process() objects have no attributes of the caller's: no need to
     # look (reading vars() of a process object costs its page a write).
     _shares_attribute_handles = True
 
     @staticmethod
-    def _Popen(process_obj, kept=()):
+    def _Popen(process_obj: Any,
+               kept: tuple[Any, ...] = ()) -> Any:
         """Start the child of ``process_obj`` with the popen of its start
         method (multiprocessing's seam) and return the popen.  The gipc
         handles in ``kept`` stay open in the child."""
         return popen_class(process_obj._start_method)(process_obj, kept)
 
-    def start(self):
+    def start(self) -> None:
         """Start the child: fork, run ``self.run()`` there, and close the
         moved handles in the parent."""
         # multiprocessing's BaseProcess.start, with the moved handles
         # checked before the fork and closed after it.
-        self._check_closed()
+        self._check_closed()  # type: ignore[attr-defined]  # BaseProcess's
         assert self._popen is None, "cannot start a process twice"
         assert self._parent_pid == os.getpid(), \
             "can only start a process object created by current process"
-        assert not mp_process._current_process._config.get("daemon"), \
+        assert not mp_process._current_process._config.get(  # type: ignore[attr-defined]
+            "daemon"), \
             "daemonic processes are not allowed to have children"
         moved = collect_moved_handles(self._args, self._kwargs)
         shared = (collect_shared_handles(self, moved)
                   if self._shares_attribute_handles else ())
-        mp_process._cleanup()
+        mp_process._cleanup()  # type: ignore[attr-defined]
         try:
             self._popen = self._Popen(self, moved + shared)
         finally:
@@ -68,7 +83,7 @@ class Process(mp_context.Process):
         self._sentinel = self._popen.sentinel
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
-        mp_process._children.add(self)
+        mp_process._children.add(self)  # type: ignore[attr-defined]
         _log.debug("started %s, pid %d", self.name, self._popen.pid)
         for handle in moved:
             if not handle._closed:
@@ -76,7 +91,7 @@ class Process(mp_context.Process):
                 handle.close()
 
 
-def _status(process):
+def _status(process: Process) -> str:
     """The state word of gipc 1.8's repr."""
     if process._closed:
         return "closed"
@@ -104,7 +119,7 @@ class _GProcess(Process):
 
     _shares_attribute_handles = False
 
-    def start(self):
+    def start(self) -> None:
         """Start the child; warn and do nothing if it was started."""
         if self._popen is not None:
             warnings.warn("Redundant call to %r.start(): the process is "
@@ -113,7 +128,7 @@ class _GProcess(Process):
             return
         super().start()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s(%s, %s%s)>" % (
             type(self).__name__, self._name, _status(self),
             " daemon" if self._config.get("daemon") else "")
@@ -121,7 +136,10 @@ class _GProcess(Process):
     __str__ = __repr__
 
 
-def start_process(target, args=(), kwargs={}, daemon=None, name=None):
+def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
+                  kwargs: dict[str, Any] = {},
+                  daemon: bool | None = None,
+                  name: str | None = None) -> _GProcess:
     """Start a child process running ``target(*args, **kwargs)`` and return
     its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).
 

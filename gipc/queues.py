@@ -17,6 +17,8 @@ unconsumed items cost memory, and they are given back as they are read.
 An unbounded queue (``maxsize=0``) stops accepting items, and ``put()``
 waits, only when its 16 GiB reservation is full.
 """
+from __future__ import annotations
+
 import pickle
 import queue
 import time
@@ -47,7 +49,7 @@ _clock = time.monotonic
 _due = 0.0
 
 
-def _yield_to_loop():
+def _yield_to_loop() -> None:
     global _due
     # A timer due at once: the loop polls without blocking, then runs what
     # is due.  Not sleep(0), which runs the ready greenlets but may leave
@@ -70,7 +72,7 @@ _pickle_loads = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def _recover_if_dead(block, word):
+def _recover_if_dead(block: Any, word: Any) -> Any:
     """The other end's spin lock stayed taken: free it if its holder died
     (the ring is intact: records are committed whole).  A live holder
     rings the bell when it is done."""
@@ -115,7 +117,7 @@ class _RingQueue(SharedObject):
         if code:
             self._put_slow(data, code, block, timeout)
 
-    def _put_slow(self, data, code, block, timeout):
+    def _put_slow(self, data: Any, code: Any, block: Any, timeout: Any) -> Any:
         b = self._block
         if code == _PUT_TOO_BIG:
             raise ValueError("an item of %d bytes pickled is larger than "
@@ -125,7 +127,7 @@ class _RingQueue(SharedObject):
         maxsize = self._maxsize
         joinable = self._joinable
 
-        def attempt():
+        def attempt() -> Any:
             code = b.put(data, maxsize, pid, joinable)
             while code == _PUT_BUSY and _recover_if_dead(b, _WLOCK):
                 code = b.put(data, maxsize, pid, joinable)
@@ -161,13 +163,13 @@ class _RingQueue(SharedObject):
             item = self._get_slow(item, block, timeout)
         return _pickle_loads(item)
 
-    def _get_slow(self, code, block, timeout):
+    def _get_slow(self, code: Any, block: Any, timeout: Any) -> Any:
         b = self._block
         pid = _ownership.pid
         if not block and code == _GET_EMPTY:
             raise queue.Empty
 
-        def attempt():
+        def attempt() -> Any:
             item = b.get(pid)
             while item == _GET_BUSY and _recover_if_dead(b, _RLOCK):
                 item = b.get(pid)
@@ -187,7 +189,7 @@ class _RingQueue(SharedObject):
             raise queue.Empty
         return item
 
-    def _has_items(self):
+    def _has_items(self) -> Any:
         b = self._block
         return b.load(_HEAD) != b.load(_TAIL)
 
@@ -210,7 +212,7 @@ class _RingQueue(SharedObject):
             self._closed = True
             self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return "<gipc.%s object at %#x, %s>" % (
             type(self).__name__, id(self), state)
@@ -270,7 +272,7 @@ class JoinableQueue(Queue):
         """Wait cooperatively until every item put was reported done."""
         b = self._block
 
-        def done():
+        def done() -> Any:
             return b.load(_UNFINISHED) == 0
 
         if not done():

@@ -31,7 +31,7 @@ typecode_to_type = {
 }
 
 
-def _ctype(typecode_or_type):
+def _ctype(typecode_or_type: Any) -> Any:
     if isinstance(typecode_or_type, str):
         try:
             return typecode_to_type[typecode_or_type]
@@ -47,7 +47,7 @@ def _ctype(typecode_or_type):
     return typecode_or_type
 
 
-def _new_shared(type_):
+def _new_shared(type_: Any) -> Any:
     size = ctypes.sizeof(type_)
     memory = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
     return type_.from_buffer(memory)  # keeps the mapping alive, zeroed
@@ -121,10 +121,10 @@ class SynchronizedBase(SharedObject):
         self.release = lock.release
         self._register()
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self._lock.__enter__()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> Any:
         return self._lock.__exit__(*exc_info)
 
     def get_obj(self) -> Any:
@@ -139,7 +139,7 @@ class SynchronizedBase(SharedObject):
         """Release this process's lock descriptors (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)
 
 

@@ -15,6 +15,9 @@ again to go on.  A ``Semaphore`` does not know its holders: a unit held
 by a process that died stays taken (as with multiprocessing); use
 timeouts.
 """
+from __future__ import annotations
+
+from typing import Any
 from threading import BrokenBarrierError  # what multiprocessing raises
 from typing import Callable, Optional, TypeVar, Union
 
@@ -51,25 +54,29 @@ class _NotOwnedError(AssertionError, ValueError):
 
 
 
-def _pid():
+def _pid() -> int:
     return _ownership.pid
 
 
 class _LockBase(SharedObject):
     """A mutex in shared memory whose word 0 holds the holder's pid."""
 
+    # Each subclass's own.
+    acquire: Callable[..., bool]
+    release: Callable[[], None]
 
-    def __init__(self):
+
+    def __init__(self) -> None:
         self._block = Block(1)
         self._register()
 
-    def _holder(self):
+    def _holder(self) -> int:
         return self._block.load(_HOLDER)
 
-    def _take(self, pid):
+    def _take(self, pid: int) -> bool:
         return self._block.try_lock(pid)
 
-    def _check_dead_holder(self):
+    def _check_dead_holder(self) -> None:
         """Release the lock if its holder died, and say so."""
         block = self._block
         pid = block.load(_HOLDER)
@@ -85,7 +92,7 @@ class _LockBase(SharedObject):
                     "its behalf, and what it protected may be inconsistent"
                     % (pid, self))
 
-    def _acquire_slow(self, blocking, timeout):
+    def _acquire_slow(self, blocking: bool, timeout: float | None) -> bool:
         pid = _ownership.pid
         self._check_dead_holder()
         if self._take(pid):
@@ -94,7 +101,7 @@ class _LockBase(SharedObject):
             return False
         block = self._block
 
-        def attempt():
+        def attempt() -> bool:
             if self._take(pid):
                 return True
             self._check_dead_holder()
@@ -104,10 +111,10 @@ class _LockBase(SharedObject):
                           holder=self._holder,
                           still_ready=lambda: block.load(_HOLDER) == 0)
 
-    def __enter__(self):
+    def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> None:
         self.release()
 
     def close(self) -> None:
@@ -143,21 +150,21 @@ class Lock(_LockBase):
         """Whether some process holds the lock."""
         return self._block.load(_HOLDER) != 0
 
-    def _is_owned(self):
+    def _is_owned(self) -> Any:
         return self._block.load(_HOLDER) == _ownership.pid
 
-    def _release_save(self):
+    def _release_save(self) -> Any:
         self.release()
         return None
 
-    def _acquire_restore(self, state):
+    def _acquire_restore(self, state: Any) -> None:
         self.acquire()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         holder = self._describe_holder()
         return "<gipc.Lock(owner=%s)>" % holder
 
-    def _describe_holder(self):
+    def _describe_holder(self) -> Any:
         try:
             pid = self._block.load(_HOLDER)
         except Exception:
@@ -205,12 +212,12 @@ class RLock(_LockBase):
             b.store(_GREENLET, 0)
             b.unlock()
 
-    def _is_owned(self):
+    def _is_owned(self) -> Any:
         b = self._block
         return (b.load(_HOLDER) == _ownership.pid
                 and b.load(_GREENLET) == id(getcurrent()))
 
-    def _release_save(self):
+    def _release_save(self) -> Any:
         b = self._block
         depth = b.load(_DEPTH)
         b.store(_DEPTH, 0)
@@ -218,11 +225,11 @@ class RLock(_LockBase):
         b.unlock()
         return depth
 
-    def _acquire_restore(self, depth):
+    def _acquire_restore(self, depth: Any) -> None:
         self.acquire()
         self._block.store(_DEPTH, depth)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             pid, depth = self._block.load(_HOLDER), self._block.load(_DEPTH)
         except Exception:
@@ -272,17 +279,17 @@ class Semaphore(SharedObject):
         """The current value."""
         return self._block.load(0)
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> None:
         self.release()
 
     def close(self) -> None:
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             value = self._block.load(0)
         except Exception:
@@ -308,7 +315,7 @@ class Event(SharedObject):
     """
 
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._block = Block(1)
         self._register()
 
@@ -356,7 +363,7 @@ class Event(SharedObject):
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             state = "set" if self.is_set() else "unset"
         except Exception:
@@ -404,21 +411,21 @@ class Condition(SharedObject):
         """Release the underlying lock."""
         self._lock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self._lock.acquire()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> None:
         self._lock.release()
 
-    def _check_owned(self, what):
+    def _check_owned(self, what: Any) -> Any:
         if not self._lock._is_owned():
             raise _NotOwnedError("must acquire() condition before using %s"
                                  % what)
 
-    def _slot(self, index):
+    def _slot(self, index: Any) -> Any:
         return _SLOT_BASE + _SLOT_WORDS * index
 
-    def _take_slot(self):
+    def _take_slot(self) -> Any:
         b = self._block
         for index in range(_SLOTS):
             word = self._slot(index)
@@ -461,7 +468,7 @@ class Condition(SharedObject):
                 notified = self._leave_slot(word, pass_on=interrupted)
         return notified
 
-    def _leave_slot(self, word, pass_on):
+    def _leave_slot(self, word: int, pass_on: bool) -> bool:
         b = self._block
         notified = b.load(word + 1) == _NOTIFIED
         b.store(word + 1, _FREE)
@@ -472,7 +479,7 @@ class Condition(SharedObject):
                 b.take(0)
         return notified
 
-    def _forget_dead_notified(self):
+    def _forget_dead_notified(self) -> None:
         """Free the slots of waiters that died after their notification,
         and take their bytes out of the pipe."""
         b = self._block
@@ -484,7 +491,7 @@ class Condition(SharedObject):
                         b.cas(word + 1, _NOTIFIED, _FREE):
                     b.take(0)
 
-    def _mark_oldest(self, n):
+    def _mark_oldest(self, n: Any) -> Any:
         """Mark the ``n`` oldest waiting slots notified; return how many."""
         b = self._block
         waiting = []
@@ -536,7 +543,7 @@ class Condition(SharedObject):
         (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             waiting = sum(
                 1 for index in range(_SLOTS)
@@ -569,7 +576,7 @@ class Barrier(SharedObject):
         self._parties = parties
         self._register()
 
-    def _state(self):
+    def _state(self) -> int:
         return self._block.load(1)
 
     def wait(self, timeout: Optional[float] = None) -> int:
@@ -597,7 +604,7 @@ class Barrier(SharedObject):
                 b.add(0, -1)
                 self._exit()
 
-    def _enter(self, deadline):
+    def _enter(self, deadline: Any) -> Any:
         # Bounded too (unlike threading's): a party that died while the
         # barrier drained would hold every later wait() here.
         if not self._cond.wait_for(
@@ -608,7 +615,7 @@ class Barrier(SharedObject):
         if self._state() == _BROKEN:
             raise BrokenBarrierError
 
-    def _release(self):
+    def _release(self) -> Any:
         try:
             if self._action is not None:
                 self._action()
@@ -618,7 +625,7 @@ class Barrier(SharedObject):
             self._break()
             raise
 
-    def _wait(self, timeout):
+    def _wait(self, timeout: Any) -> Any:
         if not self._cond.wait_for(lambda: self._state() != _FILLING,
                                    timeout):
             self._break()
@@ -626,13 +633,13 @@ class Barrier(SharedObject):
         if self._state() in (_BROKEN, _RESETTING):
             raise BrokenBarrierError
 
-    def _exit(self):
+    def _exit(self) -> None:
         if self._block.load(0) == 0 and \
                 self._state() in (_RESETTING, _DRAINING):
             self._block.store(1, _FILLING)
             self._cond.notify_all()
 
-    def _break(self):
+    def _break(self) -> None:
         self._block.store(1, _BROKEN)
         self._cond.notify_all()
 
@@ -676,5 +683,5 @@ class Barrier(SharedObject):
         """Release this process's descriptors and mapping (gipc extension)."""
         self._close_shared()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<gipc.Barrier(parties=%d)>" % self._parties

@@ -1,4 +1,8 @@
 """``gipc.wait()``: the cooperative ``multiprocessing.connection.wait``."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol, TypeVar, Union
+
 import gevent
 from gevent import get_hub
 from gevent.hub import Waiter
@@ -8,7 +12,14 @@ from ._cooperate import READ, Deadline, check_timeout, input_ready
 __all__ = ["wait"]
 
 
-def _watch_target(obj):
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+_T = TypeVar("_T", bound=Union[int, _HasFileno])
+
+
+def _watch_target(obj: Any) -> Any:
     """``(fd, reader or None)`` for one object given to :func:`wait`: what
     a gipc endpoint says to wait on (``_wait_target()``), else the
     descriptor."""
@@ -20,14 +31,15 @@ def _watch_target(obj):
     return obj.fileno(), None
 
 
-def _ready(object_list, targets):
+def _ready(object_list: list[_T],
+           targets: list[tuple[int, Any]]) -> list[_T]:
     """The objects that a read would not wait for, in input order; never
     blocks."""
     return [obj for obj, ready in zip(object_list, input_ready(targets))
             if ready]
 
 
-def _wait_any(fds, seconds):
+def _wait_any(fds: Iterable[int], seconds: float | None) -> None:
     """Wait on the hub until one of ``fds`` is readable or ``seconds``
     passed (None: no limit)."""
     hub = get_hub()
@@ -49,7 +61,7 @@ def _wait_any(fds, seconds):
             watcher.close()
 
 
-def wait(object_list, timeout=None):
+def wait(object_list: Iterable[_T], timeout: float | None = None) -> list[_T]:
     """Wait until at least one object of ``object_list`` is ready and return
     the ready ones, in input order; return ``[]`` if ``timeout`` seconds
     pass first (None waits for ever).  Only the calling greenlet waits.
