@@ -8,8 +8,8 @@ for macOS does (csrc/platform.h), even on Linux.
 import os
 import sys
 
-from setuptools import Extension, setup
-
+# Refuse an unsupported platform before anything else, setuptools' import
+# included (a Python 3.12+ virtual environment has none until asked).
 if sys.platform == "win32" or os.name != "posix":
     sys.exit("gipc does not support %s: its core is built on fork() and "
              "POSIX pipes (Linux and macOS only).  On Windows, use "
@@ -17,6 +17,8 @@ if sys.platform == "win32" or os.name != "posix":
 if sys.implementation.name != "cpython":
     sys.exit("gipc does not support %s: its core is a CPython C extension."
              % sys.implementation.name)
+
+from setuptools import Extension, setup  # noqa: E402
 
 # csrc/: a .c with its .h per topic (module.c has no header).
 _C_MODULES = ["module", "frame", "writer", "reader", "spin", "fork", "pidfd",
