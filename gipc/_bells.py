@@ -17,7 +17,7 @@ from gevent import get_hub
 from gevent.hub import Waiter
 
 from . import _cooperate, _ownership
-from ._cooperate import check_timeout, fd_readable
+from ._cooperate import check_timeout, close_fd, fd_readable
 
 if TYPE_CHECKING:
     from ._sync import Block
@@ -111,7 +111,7 @@ def process_is_dead(pid: int) -> bool:
     try:
         return fd_readable(fd)  # a pidfd is readable once its process exits
     finally:
-        os.close(fd)
+        close_fd(fd)
 
 
 def wait_until(block: Block, bell: int, attempt: Callable[[], _T],
@@ -152,7 +152,7 @@ def wait_until(block: Block, bell: int, attempt: Callable[[], _T],
                 wait_readable(fds, remaining, block)
             finally:
                 if pidfd is not None:
-                    os.close(pidfd)
+                    close_fd(pidfd)
             block.drain(bell)
     finally:
         if not block.closed:  # closed by another greenlet meanwhile

@@ -6,6 +6,7 @@ Each handle keeps one watcher per hub and reuses it for every wait.
 """
 from __future__ import annotations
 
+import posix
 import select
 import time
 from typing import Any, Iterable
@@ -21,6 +22,14 @@ try:
     from gevent._semaphore import Semaphore as Semaphore  # noqa: F401 (handles)
 except ImportError:  # a gevent that moved it
     from gevent.lock import Semaphore as Semaphore  # noqa: F401
+
+# The close of the C library, never gevent's: since gevent 25.8.1,
+# patch_all() replaces os.close with one that closes a pipe or socket only
+# at the loop's next check phase, which an idle loop reaches at its next
+# event, seconds later (a worker pool's shutdown then waited for a child
+# that still had its pipe open).  gipc closes its own watchers before it
+# closes a descriptor, which is what gevent's deferral guards against.
+close_fd = posix.close
 
 READ = 1
 WRITE = 2

@@ -32,7 +32,7 @@ from time import monotonic
 import gevent
 
 from . import _child, _core, _log
-from ._cooperate import READ, FdWaiter, check_timeout, fd_readable
+from ._cooperate import READ, FdWaiter, check_timeout, close_fd, fd_readable
 from .exceptions import GIPCError
 
 # Exit code reported when something else in the program reaped our child
@@ -66,7 +66,7 @@ def _pidfds_work() -> bool:
         return False
     if fd < 0:
         return False
-    os.close(fd)
+    close_fd(fd)
     return True
 
 
@@ -239,7 +239,7 @@ class BasePopen:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
 
-    def close(self, _close: Any = os.close) -> None:
+    def close(self, _close: Any = close_fd) -> None:
         """Release the sentinel (pidfd or pipe)."""
         self._plan = None
         self._drop_status_watcher()
@@ -318,6 +318,6 @@ def _ignore() -> None:
 
 def _close_quietly(fd: Any) -> None:
     try:
-        os.close(fd)
+        close_fd(fd)
     except OSError:
         pass

@@ -17,6 +17,7 @@ from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined
 import gevent
 
 from . import _child, _core, _lookups, _popen_base
+from ._cooperate import close_fd
 from ._popen_base import BasePopen, libev_reaps_children
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -94,7 +95,7 @@ def _parent_sentinel() -> Any:
     a pidfd on it: a descriptor that is readable already, as the parent's
     pidfd would be (for ``parent_process().is_alive()``)."""
     r, w = os.pipe()
-    os.close(w)
+    close_fd(w)
     return r
 
 

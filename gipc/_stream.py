@@ -18,7 +18,7 @@ from typing import Any, Callable, NoReturn
 import gevent
 
 from . import _core, _log, _ownership, _pipesize
-from ._cooperate import (Deadline, check_timeout, input_ready, loop_epoch,
+from ._cooperate import (Deadline, close_fd, check_timeout, input_ready, loop_epoch,
                          yield_to_loop)
 from .exceptions import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 
@@ -361,7 +361,7 @@ class Endpoint:
                 if core is not None:
                     core.detach()
             try:
-                os.close(self._fd)
+                close_fd(self._fd)
             finally:
                 self._finish_close()
         finally:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import socket
 
 from multiprocessing import BufferTooShort
@@ -26,7 +25,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from . import _core, _ownership
-from ._cooperate import READ, WRITE, FdWaiter, Semaphore
+from ._cooperate import READ, WRITE, FdWaiter, Semaphore, close_fd
 from ._stream import NO_LOCK, Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
@@ -294,13 +293,13 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
     try:
         c1 = Connection(fd1, *kinds[0])
     except BaseException:
-        os.close(fd1)
-        os.close(fd2)
+        close_fd(fd1)
+        close_fd(fd2)
         raise
     try:
         c2 = Connection(fd2, *kinds[1])
     except BaseException:
         c1.close()
-        os.close(fd2)
+        close_fd(fd2)
         raise
     return c1, c2

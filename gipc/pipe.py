@@ -8,6 +8,7 @@ import pickle
 from typing import Any, Callable, Literal, overload
 
 from . import _core, _pipesize
+from ._cooperate import close_fd
 from .exceptions import GIPCError
 from .handles import (
     DEFAULT_MAX_MESSAGE_SIZE, _check_size, _GIPCDuplexHandle, _GIPCReader,
@@ -74,14 +75,14 @@ def _new_pair(encoder: Encoder | None, decoder: Decoder | None,
     try:
         reader = _GIPCReader(r, decoder, max_message_size)
     except BaseException:
-        os.close(r)
-        os.close(w)
+        close_fd(r)
+        close_fd(w)
         raise
     try:
         writer = _GIPCWriter(w, encoder)
     except BaseException:
         reader.close()
-        os.close(w)
+        close_fd(w)
         raise
     if pipe_size is not None:
         writer._may_grow = False  # the caller chose the capacity

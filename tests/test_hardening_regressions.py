@@ -290,3 +290,35 @@ def test_start_in_a_process_forked_without_cpythons_hooks():
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0", done.stderr
+
+
+def test_close_under_patch_all_releases_descriptors_at_once():
+    # gevent 25.8.1+'s patched os.close defers the close of a pipe to the
+    # loop's next check phase; gipc must not: a worker waits for EOF on its
+    # pipe, and an idle loop reaches that phase only at its next event.
+    from support import run_script
+    done = run_script("""
+        from gevent import monkey
+        monkey.patch_all()
+        import os
+        import gevent, gipc
+        gevent.sleep(0)  # the hub exists: gevent's close would defer
+        r, w = gipc.pipe()
+        fds = (r.fileno(), w.fileno())
+        w.close()
+        r.close()
+        a, b = gipc.Pipe()
+        fds += (a.fileno(), b.fileno())
+        a.close()
+        b.close()
+        still_open = []
+        for fd in fds:
+            try:
+                os.fstat(fd)
+                still_open.append(fd)
+            except OSError:
+                pass
+        print(still_open)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
