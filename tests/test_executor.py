@@ -267,27 +267,39 @@ def test_as_completed_yields_in_completion_order(executor):
 def test_thread_pool_futures_wake_the_hub():
     """Futures completed by other OS threads: the hub keeps running while
     we wait (a ticker greenlet ticks), and each one wakes the waiter."""
+    # Each thread's task waits for its own gate; the gates open one at a
+    # time, the first from the ticker once it has ticked three times (so
+    # the wait can only end if the loop ran meanwhile), each next one once
+    # the previous future was seen: the order is the test's, not timing's.
+    gates = [threading.Event() for _ in range(4)]
+    order = [2, 0, 3, 1]
     ticks = []
 
     def tick():
         while True:
             ticks.append(time.monotonic())
+            if len(ticks) == 3:
+                gates[order[0]].set()
             gevent.sleep(0.01)
 
     ticker = gevent.spawn(tick)
     try:
         with cf.ThreadPoolExecutor(4) as threads:
-            futures = [threads.submit(time.sleep, 0.05 * (i + 1))
-                       for i in range(4)]
-            seen = list(gipc.as_completed(futures, timeout=WAIT))
-            assert set(seen) == set(futures)
-            assert seen[0] is futures[0]
-            more = [threads.submit(time.sleep, 0.1) for _ in range(2)]
+            futures = [threads.submit(gate.wait, WAIT) for gate in gates]
+            seen = []
+            for future in gipc.as_completed(futures, timeout=WAIT):
+                seen.append(future)
+                if len(seen) < len(order):
+                    gates[order[len(seen)]].set()
+            assert seen == [futures[i] for i in order]
+            assert all(f.result() is True for f in futures)
+            more = [threads.submit(time.sleep, 0.05) for _ in range(2)]
             done, not_done = gipc.futures_wait(more, timeout=WAIT)
-            assert done == set(more)
+            assert done == set(more) and not not_done
     finally:
+        for gate in gates:
+            gate.set()
         ticker.kill()
-    # The loop ran while the threads worked (a blocking wait: one tick).
     assert len(ticks) >= 3
 
 
