@@ -16,6 +16,7 @@
  */
 #include "fork.h"
 
+#include "inherit.h"
 #include "pidfd.h"
 #include "platform.h"
 
@@ -107,8 +108,8 @@ fds_from_sequence(PyObject *seq, int *fds)
 /* A close-on-exec pipe: pipe2() where there is one, else pipe() and
  * fcntl() (a thread that forks and execs in between may leak it into the
  * program it runs; gipc forks from the main thread only). */
-static int
-cloexec_pipe(int fds[2])
+int
+gipc_cloexec_pipe(int fds[2])
 {
 #ifdef GIPC_HAVE_PIPE2
     return pipe2(fds, O_CLOEXEC);
@@ -188,11 +189,14 @@ reap_killed(pid_t pid)
  */
 static PyObject *
 fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
-           const sigset_t *old_mask)
+           const sigset_t *old_mask, GipcInherit *inherit)
 {
     int pidfd;
 
     reset_signals(reset);
+    if (inherit != NULL) {
+        gipc_inherit_child(inherit, -1);
+    }
     (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     /* A pidfd on the parent, for parent_process().is_alive().  If the
      * parent is gone already, the pid may name another process: the
@@ -203,6 +207,9 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
         pidfd = -1;
     }
     PyOS_AfterFork_Child();
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
+    }
     if (store_result(out, 0, pidfd) < 0) {
         return NULL;
     }
@@ -212,26 +219,60 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
 /*
  * The child's side on the sentinel path: as fork_child(), but it keeps
  * the write end of its sentinel pipe (closing the parent's read end) and
- * closes the descriptors the parent listed, before any Python code runs.
+ * closes the descriptors the parent listed, before any Python code runs
+ * (and before the others are replaced, where they are: those are closed,
+ * because no object of the parent's refers to them, which the fork helper
+ * or gipc's lifeline own).
  */
 static PyObject *
 fork_child_sentinel(PyObject *out, const sigset_t *reset,
                     const sigset_t *old_mask, const int *sentinel,
-                    const int *close_fds, int n_close)
+                    const int *close_fds, int n_close,
+                    GipcInherit *inherit)
 {
     int i;
 
     reset_signals(reset);
-    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     (void)close(sentinel[0]);
     for (i = 0; i < n_close; i++) {
         (void)close(close_fds[i]);
     }
+    if (inherit != NULL) {
+        gipc_inherit_child(inherit, sentinel[1]);
+    }
+    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     PyOS_AfterFork_Child();
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
+    }
     if (store_result(out, 0, sentinel[1]) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/*
+ * With close_fds (inherit not NULL), after CPython's after-fork hooks of
+ * the parent: wait for the child's report on its descriptors.  If the
+ * child could not set up, it is reaped, the descriptor watching it closed
+ * and out put back at [0, -1] (no child to abandon), and the OSError
+ * raised.
+ */
+static PyObject *
+await_child_setup(PyObject *out, pid_t pid, int watch_fd,
+                  GipcInherit *inherit)
+{
+    if (inherit == NULL || gipc_inherit_wait(inherit) == 0) {
+        Py_RETURN_NONE;
+    }
+    (void)kill(pid, SIGKILL);  /* it exits on its own: do not wait on it */
+    reap_killed(pid);
+    if (watch_fd >= 0) {
+        (void)close(watch_fd);
+    }
+    /* Small ints: no allocation, so the OSError set stays as it is. */
+    (void)store_result(out, 0, -1);
+    return NULL;
 }
 
 /*
@@ -240,7 +281,7 @@ fork_child_sentinel(PyObject *out, const sigset_t *reset,
  * after-fork hooks run any Python code (a signal handler among it).
  */
 static PyObject *
-fork_parent(PyObject *out, pid_t pid)
+fork_parent(PyObject *out, pid_t pid, GipcInherit *inherit)
 {
     int saved_errno, pidfd = gipc_open_pidfd(pid);
 
@@ -262,7 +303,7 @@ fork_parent(PyObject *out, pid_t pid)
         Py_RETURN_NONE;
     }
     PyOS_AfterFork_Parent();
-    Py_RETURN_NONE;
+    return await_child_setup(out, pid, pidfd, inherit);
 
 error:
     /* No way to watch the child (out of descriptors, say): do not leave it
@@ -282,7 +323,8 @@ error:
  * sentinel pipe is the descriptor that watches it.
  */
 static PyObject *
-fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
+fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel,
+                     GipcInherit *inherit)
 {
     (void)close(sentinel[1]);
     if (store_result(out, (long)pid, sentinel[0]) < 0) {
@@ -295,11 +337,11 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     PyOS_AfterFork_Parent();
-    Py_RETURN_NONE;
+    return await_child_setup(out, pid, sentinel[0], inherit);
 }
 
 /*
- * fork(signals_to_reset, out, close_in_child=None) -> None
+ * fork(signals_to_reset, out, close_in_child=None, keep_fds=None) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
  * value: a signal that arrives while CPython's after-fork hooks run may
@@ -320,6 +362,12 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
  * the only copy of it (close-on-exec), and the listed descriptors are
  * closed in the child before any Python code runs there.
  *
+ * With keep_fds, a sequence of descriptors (close_fds=True), every
+ * descriptor of the child but 0, 1, 2, those and the fork helper's own is
+ * replaced by /dev/null before any Python code runs there (inherit.c), and
+ * the call returns once the child reported that it did; if it could not,
+ * the child is reaped and OSError raised (out stays [0, -1]).
+ *
  * Signals are blocked across fork() and the child's reset of dispositions
  * only, never across the before- and after-fork hooks: a hook that waits
  * (on a lock, say) must leave the process able to take SIGINT or SIGTERM.
@@ -333,11 +381,12 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     int saved_errno, n_close = -1;
     int close_fds[CLOSE_IN_CHILD_MAX];
     int sentinel[2] = {-1, -1};
-    PyObject *out;
+    GipcInherit inherit_state, *inherit = NULL;
+    PyObject *out, *result;
 
-    if (nargs != 2 && nargs != 3) {
+    if (nargs < 2 || nargs > 4) {
         PyErr_Format(PyExc_TypeError,
-                     "fork() takes 2 or 3 arguments (%zd given)", nargs);
+                     "fork() takes 2 to 4 arguments (%zd given)", nargs);
         return NULL;
     }
     out = args[1];
@@ -348,14 +397,25 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (sigset_from_sequence(args[0], &reset) < 0) {
         return NULL;
     }
-    if (nargs == 3 && args[2] != Py_None) {
+    if (nargs >= 3 && args[2] != Py_None) {
         n_close = fds_from_sequence(args[2], close_fds);
         if (n_close < 0) {
             return NULL;
         }
-        if (cloexec_pipe(sentinel) < 0) {
-            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (nargs == 4 && args[3] != Py_None) {
+        if (gipc_inherit_prepare(args[3], &inherit_state) < 0) {
+            return NULL;
         }
+        inherit = &inherit_state;
+    }
+    if (n_close >= 0 && gipc_cloexec_pipe(sentinel) < 0) {
+        saved_errno = errno;
+        if (inherit != NULL) {
+            gipc_inherit_release(inherit);
+        }
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
     sigfillset(&all);
     PyOS_BeforeFork();
@@ -365,22 +425,28 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (pid == 0) {
             if (n_close >= 0) {
                 return fork_child_sentinel(out, &reset, &old, sentinel,
-                                           close_fds, n_close);
+                                           close_fds, n_close, inherit);
             }
-            return fork_child(out, parent, &reset, &old);
+            return fork_child(out, parent, &reset, &old, inherit);
         }
         saved_errno = errno;
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid > 0) {
-            if (n_close >= 0) {
-                return fork_parent_sentinel(out, pid, sentinel);
+            result = n_close >= 0
+                     ? fork_parent_sentinel(out, pid, sentinel, inherit)
+                     : fork_parent(out, pid, inherit);
+            if (inherit != NULL) {
+                gipc_inherit_release(inherit);
             }
-            return fork_parent(out, pid);
+            return result;
         }
     }
     if (n_close >= 0) {
         (void)close(sentinel[0]);
         (void)close(sentinel[1]);
+    }
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
     }
     PyOS_AfterFork_Parent();
     errno = saved_errno;

@@ -17,6 +17,7 @@ from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined
 import gevent
 
 from . import _child, _core, _lookups, _popen_base
+from ._inherit import fds_to_keep
 from ._popen_base import BasePopen, libev_reaps_children
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -101,7 +102,8 @@ def _parent_sentinel() -> Any:
 class Popen(BasePopen):
     """Fork a child for ``process_obj`` and watch it from the hub.  The gipc
     handles in ``kept`` stay open in the child; every other one is closed
-    there."""
+    there.  With the process's ``close_fds``, every other descriptor is
+    replaced by /dev/null in the child (see ``_inherit``)."""
 
     def __init__(self, process_obj: Any, kept: Any = ()) -> None:
         # As multiprocessing: what is buffered is written once, not once
@@ -114,7 +116,9 @@ class Popen(BasePopen):
         try:
             plan, watch_status = _plan_child(process_obj)
             if _use_pidfds:
-                _core.fork(_signals_to_reset, forked)
+                keep = None if not process_obj._close_fds else fds_to_keep(
+                    process_obj, kept, plan.stdin)
+                _core.fork(_signals_to_reset, forked, None, keep)
                 if forked[0] == 0:
                     # The child: straight into its bootstrap (no call of
                     # this module's own on its path).
@@ -126,7 +130,10 @@ class Popen(BasePopen):
                         os._exit(1)  # never return into the parent's stack
             else:
                 lifeline, close_in_child = _lifeline_for_fork()
-                _core.fork(_signals_to_reset, forked, close_in_child)
+                # The lifeline's read end is the child's parent sentinel.
+                keep = None if not process_obj._close_fds else fds_to_keep(
+                    process_obj, kept, plan.stdin, (lifeline,))
+                _core.fork(_signals_to_reset, forked, close_in_child, keep)
                 if forked[0] == 0:
                     global _own_sentinel
                     _own_sentinel = forked[1]
