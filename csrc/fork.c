@@ -108,8 +108,8 @@ fds_from_sequence(PyObject *seq, int *fds)
 /* A close-on-exec pipe: pipe2() where there is one, else pipe() and
  * fcntl() (a thread that forks and execs in between may leak it into the
  * program it runs; gipc forks from the main thread only). */
-int
-gipc_cloexec_pipe(int fds[2])
+static int
+cloexec_pipe(int fds[2])
 {
 #ifdef GIPC_HAVE_PIPE2
     return pipe2(fds, O_CLOEXEC);
@@ -252,36 +252,12 @@ fork_child_sentinel(PyObject *out, const sigset_t *reset,
 }
 
 /*
- * With close_fds (inherit not NULL), after CPython's after-fork hooks of
- * the parent: wait for the child's report on its descriptors.  If the
- * child could not set up, it is reaped, the descriptor watching it closed
- * and out put back at [0, -1] (no child to abandon), and the OSError
- * raised.
- */
-static PyObject *
-await_child_setup(PyObject *out, pid_t pid, int watch_fd,
-                  GipcInherit *inherit)
-{
-    if (inherit == NULL || gipc_inherit_wait(inherit) == 0) {
-        Py_RETURN_NONE;
-    }
-    (void)kill(pid, SIGKILL);  /* it exits on its own: do not wait on it */
-    reap_killed(pid);
-    if (watch_fd >= 0) {
-        (void)close(watch_fd);
-    }
-    /* Small ints: no allocation, so the OSError set stays as it is. */
-    (void)store_result(out, 0, -1);
-    return NULL;
-}
-
-/*
  * The parent's side of gipc_fork(), after fork() succeeded and the signal
  * mask is restored.  The result goes into `out` before CPython's
  * after-fork hooks run any Python code (a signal handler among it).
  */
 static PyObject *
-fork_parent(PyObject *out, pid_t pid, GipcInherit *inherit)
+fork_parent(PyObject *out, pid_t pid)
 {
     int saved_errno, pidfd = gipc_open_pidfd(pid);
 
@@ -303,7 +279,7 @@ fork_parent(PyObject *out, pid_t pid, GipcInherit *inherit)
         Py_RETURN_NONE;
     }
     PyOS_AfterFork_Parent();
-    return await_child_setup(out, pid, pidfd, inherit);
+    Py_RETURN_NONE;
 
 error:
     /* No way to watch the child (out of descriptors, say): do not leave it
@@ -323,8 +299,7 @@ error:
  * sentinel pipe is the descriptor that watches it.
  */
 static PyObject *
-fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel,
-                     GipcInherit *inherit)
+fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
 {
     (void)close(sentinel[1]);
     if (store_result(out, (long)pid, sentinel[0]) < 0) {
@@ -337,11 +312,12 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel,
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     PyOS_AfterFork_Parent();
-    return await_child_setup(out, pid, sentinel[0], inherit);
+    Py_RETURN_NONE;
 }
 
 /*
- * fork(signals_to_reset, out, close_in_child=None, keep_fds=None) -> None
+ * fork(signals_to_reset, out, close_in_child=None, keep_fds=None,
+ *      report=None) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
  * value: a signal that arrives while CPython's after-fork hooks run may
@@ -362,11 +338,15 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel,
  * the only copy of it (close-on-exec), and the listed descriptors are
  * closed in the child before any Python code runs there.
  *
- * With keep_fds, a sequence of descriptors (close_fds=True), every
- * descriptor of the child but 0, 1, 2, those and the fork helper's own is
- * replaced by /dev/null before any Python code runs there (inherit.c), and
- * the call returns once the child reported that it did; if it could not,
- * the child is reaped and OSError raised (out stays [0, -1]).
+ * With keep_fds, a sequence of descriptors (close_fds=True), and report,
+ * the pair (read end, write end) of a close-on-exec pipe, every descriptor
+ * of the child but 0, 1, 2, those and the fork helper's own is replaced by
+ * /dev/null before any Python code runs there (inherit.c).  The child then
+ * closes its ends of the report pipe; if it could not, it writes the
+ * errno and the descriptor (two native ints) there and exits with
+ * GIPC_INHERIT_FAILED_EXIT without running Python code.  The caller waits
+ * (cooperatively) for EOF or that report on the read end, and closes both
+ * ends in the parent.
  *
  * Signals are blocked across fork() and the child's reset of dispositions
  * only, never across the before- and after-fork hooks: a hook that waits
@@ -384,9 +364,9 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     GipcInherit inherit_state, *inherit = NULL;
     PyObject *out, *result;
 
-    if (nargs < 2 || nargs > 4) {
+    if (nargs < 2 || nargs > 5) {
         PyErr_Format(PyExc_TypeError,
-                     "fork() takes 2 to 4 arguments (%zd given)", nargs);
+                     "fork() takes 2 to 5 arguments (%zd given)", nargs);
         return NULL;
     }
     out = args[1];
@@ -403,13 +383,14 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
             return NULL;
         }
     }
-    if (nargs == 4 && args[3] != Py_None) {
-        if (gipc_inherit_prepare(args[3], &inherit_state) < 0) {
+    if (nargs >= 4 && args[3] != Py_None) {
+        if (gipc_inherit_prepare(args[3], nargs == 5 ? args[4] : Py_None,
+                                 &inherit_state) < 0) {
             return NULL;
         }
         inherit = &inherit_state;
     }
-    if (n_close >= 0 && gipc_cloexec_pipe(sentinel) < 0) {
+    if (n_close >= 0 && cloexec_pipe(sentinel) < 0) {
         saved_errno = errno;
         if (inherit != NULL) {
             gipc_inherit_release(inherit);
@@ -433,8 +414,8 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid > 0) {
             result = n_close >= 0
-                     ? fork_parent_sentinel(out, pid, sentinel, inherit)
-                     : fork_parent(out, pid, inherit);
+                     ? fork_parent_sentinel(out, pid, sentinel)
+                     : fork_parent(out, pid);
             if (inherit != NULL) {
                 gipc_inherit_release(inherit);
             }

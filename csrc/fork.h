@@ -10,11 +10,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* fork(signals_to_reset, out, close_in_child=None, keep_fds=None) -> None */
+/* fork(signals_to_reset, out, close_in_child=None, keep_fds=None,
+ *      report=None) -> None */
 PyObject *gipc_fork(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
-
-/* A close-on-exec pipe: 0, or -1 with errno set. */
-int gipc_cloexec_pipe(int fds[2]);
 
 #endif /* GIPC_FORK_H */

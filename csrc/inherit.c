@@ -15,40 +15,39 @@
  * about that), which is exactly what must not happen to a number a stale
  * object may hold; and CLOSE_RANGE_CLOEXEC only matters for exec, while a
  * forked child keeps running the parent's code.  The only descriptors the
- * child really closes are the ones made for this step (/dev/null, the
- * report pipe, the /proc directory): no object of the parent knows them.
+ * child really closes are the ones made for this step (/dev/null and the
+ * report pipe, whose numbers no object of the parent's holds) and
+ * /proc/self/status, which it opens itself.
  *
- * Which descriptors are open: on Linux, the child lists /proc/self/fd
- * with getdents64() (cheap however high the descriptor limit), with an
- * open()ed directory and a buffer on the stack, because opendir() may
- * allocate and the child may not (another thread of the parent may have
- * held the allocator's lock at the fork).  Elsewhere, or without /proc,
- * it probes every number below the descriptor limit with poll(), which
- * flags a closed descriptor with POLLNVAL, a chunk of numbers per call.
+ * Which descriptors are open: the child probes numbers with poll(), which
+ * flags a closed descriptor with POLLNVAL, a chunk of numbers per call
+ * (cheap: no allocation, one system call per few hundred numbers).  Up
+ * to which number: on Linux, the size of the descriptor table, read from
+ * /proc/self/status (FDSize: every open descriptor is below it, however
+ * high the limit), with open() and read() into a buffer on the stack.
+ * Elsewhere, or without /proc, up to the descriptor limit.  Listing
+ * /proc/self/fd instead (what _posixsubprocess does) costs the kernel a
+ * dentry per descriptor listed: some 3 us each, 3 ms for a thousand.
+ * Only async-signal-safe calls and no allocation: another thread of the
+ * parent may have held the allocator's lock at the fork.
  *
  * Every replacement stays close-on-exec: a program the child later execs
  * must not find the placeholders either.
  */
 #include "inherit.h"
 
-#include "fork.h"
 #include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-#ifdef GIPC_HAVE_GETDENTS64
-#include <stddef.h>
-#include <sys/syscall.h>
-#endif
 
-/* What a child that failed writes to the report pipe (one write, far
- * below PIPE_BUF, so all of it or nothing). */
+/* What a child that failed writes to the report pipe, as two native ints
+ * (one write, far below PIPE_BUF, so all of it or nothing; gipc._inherit
+ * reads it). */
 typedef struct {
     int error;          /* errno */
     int fd;             /* the descriptor it failed on, or -1 */
@@ -82,8 +81,8 @@ gipc_inherit_release(GipcInherit *inherit)
     inherit->keep = NULL;
     inherit->n_keep = 0;
     close_if_open(&inherit->devnull);
-    close_if_open(&inherit->report[0]);
-    close_if_open(&inherit->report[1]);
+    /* The report pipe is the caller's (in the parent). */
+    inherit->report[0] = inherit->report[1] = -1;
 }
 
 /* The descriptors to keep, sorted (the child searches them). */
@@ -127,13 +126,27 @@ keep_from_sequence(PyObject *seq, GipcInherit *inherit)
 }
 
 int
-gipc_inherit_prepare(PyObject *keep_fds, GipcInherit *inherit)
+gipc_inherit_prepare(PyObject *keep_fds, PyObject *report,
+                     GipcInherit *inherit)
 {
     long open_max;
 
     inherit->keep = NULL;
     inherit->n_keep = 0;
     inherit->devnull = inherit->report[0] = inherit->report[1] = -1;
+    if (!PyTuple_Check(report) ||
+        !PyArg_ParseTuple(report, "ii", &inherit->report[0],
+                          &inherit->report[1])) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "fork(): report must be a "
+                            "(read end, write end) tuple with keep_fds");
+        }
+        goto error;
+    }
+    if (inherit->report[0] < 0 || inherit->report[1] < 0) {
+        PyErr_SetString(PyExc_ValueError, "fork(): report: not descriptors");
+        goto error;
+    }
     if (keep_from_sequence(keep_fds, inherit) < 0) {
         goto error;
     }
@@ -148,11 +161,6 @@ gipc_inherit_prepare(PyObject *keep_fds, GipcInherit *inherit)
     } while (inherit->devnull < 0 && errno == EINTR);
     if (inherit->devnull < 0) {
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/dev/null");
-        goto error;
-    }
-    if (gipc_cloexec_pipe(inherit->report) < 0) {
-        inherit->report[0] = inherit->report[1] = -1;
-        PyErr_SetFromErrno(PyExc_OSError);
         goto error;
     }
     return 0;
@@ -212,17 +220,22 @@ replace_by_devnull(const GipcInherit *inherit, int fd)
     return r < 0 ? errno : 0;
 }
 
-/* Probe every number below the bound with poll(): POLLNVAL marks a
- * closed one.  Returns 0 or an errno (*failed_fd: where, or -1). */
+/* Probe every number below bound with poll(): POLLNVAL marks a closed
+ * one.  Returns 0 or an errno (*failed_fd: where, or -1). */
 static int
-replace_probed(const GipcInherit *inherit, int also_keep, int *failed_fd)
+replace_probed(const GipcInherit *inherit, int bound, int also_keep,
+               int *failed_fd)
 {
     struct pollfd probes[PROBE_CHUNK];
     int base, i, n, r, error;
 
-    for (base = 0; base < inherit->bound; base += n) {
-        n = inherit->bound - base < PROBE_CHUNK
-            ? inherit->bound - base : PROBE_CHUNK;
+    for (base = 0; base < bound; base += n) {
+        /* No more than the limit per call (poll() refuses more), and no
+         * more than the chunk. */
+        n = bound - base < PROBE_CHUNK ? bound - base : PROBE_CHUNK;
+        if (n > inherit->bound) {
+            n = inherit->bound > 0 ? inherit->bound : 1;
+        }
         for (i = 0; i < n; i++) {
             probes[i].fd = base + i;
             probes[i].events = 0;
@@ -250,113 +263,77 @@ replace_probed(const GipcInherit *inherit, int also_keep, int *failed_fd)
     return 0;
 }
 
-#ifdef GIPC_HAVE_GETDENTS64
-/* The head of the kernel's struct linux_dirent64 (glibc declares no
- * type for it); the name follows. */
-struct gipc_dirent64 {
-    uint64_t d_ino;
-    int64_t d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
-
-/* A /proc/self/fd entry's name as a descriptor, or -1 ("." and ".."). */
+#ifdef GIPC_HAVE_PROC_FDSIZE
+/* The size of this process's descriptor table (every open descriptor is
+ * below it, even one above a lowered limit), from the "FDSize:" line of
+ * /proc/self/status, or -1 (no /proc, or no such line). */
 static int
-parse_fd(const char *name)
+descriptor_table_size(void)
 {
-    long fd = 0;
+    static const char key[] = "\nFDSize:";
+    char text[2048];
+    size_t got = 0, k, i;
+    ssize_t n;
+    long size = -1;
+    int fd;
 
-    if (*name == '\0') {
+    do {
+        fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
         return -1;
     }
-    for (; *name != '\0'; name++) {
-        if (*name < '0' || *name > '9' || fd > (INT_MAX - 9) / 10) {
-            return -1;
+    /* The line comes early (after the name and the ids): the first 2 KiB
+     * hold it. */
+    while (got < sizeof(text) - 1) {
+        n = read(fd, text + got, sizeof(text) - 1 - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
         }
-        fd = fd * 10 + (*name - '0');
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
     }
-    return (int)fd;
-}
-
-/* Replace the descriptors /proc/self/fd (open as dir_fd) lists.  A
- * replacement changes no entry (the number stays open), so the listing
- * stays valid while it is read.  Returns 0 or an errno. */
-static int
-replace_listed(const GipcInherit *inherit, int dir_fd, int also_keep,
-               int *failed_fd)
-{
-    /* long: the entries are 8-byte aligned in the buffer. */
-    long buffer[1024];
-    const char *bytes = (const char *)buffer;
-    long n, at;
-    int fd, error;
-
-    for (;;) {
-        do {
-            n = syscall(SYS_getdents64, dir_fd, buffer, sizeof(buffer));
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            *failed_fd = -1;
-            return errno;
+    close_if_open(&fd);
+    for (i = 0; i + sizeof(key) - 1 <= got; i++) {
+        for (k = 0; k < sizeof(key) - 1 && text[i + k] == key[k]; k++) {
         }
-        if (n == 0) {
-            return 0;
+        if (k < sizeof(key) - 1) {
+            continue;
         }
-        for (at = 0; at < n;) {
-            const struct gipc_dirent64 *entry =
-                (const struct gipc_dirent64 *)(bytes + at);
-            unsigned short length;
-
-            memcpy(&length, bytes + at +
-                   offsetof(struct gipc_dirent64, d_reclen), sizeof(length));
-            if (length == 0) {
-                *failed_fd = -1;
-                return EIO;  /* never from a sane kernel: do not spin */
-            }
-            at += length;
-            fd = parse_fd(entry->d_name);
-            if (fd < 0 || fd == dir_fd || is_kept(inherit, fd, also_keep)) {
-                continue;
-            }
-            error = replace_by_devnull(inherit, fd);
-            if (error != 0) {
-                *failed_fd = fd;
-                return error;
+        for (i += k; i < got && (text[i] == ' ' || text[i] == '\t'); i++) {
+        }
+        for (size = 0; i < got && text[i] >= '0' && text[i] <= '9'; i++) {
+            size = size * 10 + (text[i] - '0');
+            if (size > INT_MAX) {
+                return -1;
             }
         }
+        return (text[i - 1] >= '0' && text[i - 1] <= '9') ? (int)size : -1;
     }
+    return -1;
 }
-#endif /* GIPC_HAVE_GETDENTS64 */
+#endif /* GIPC_HAVE_PROC_FDSIZE */
 
 void
 gipc_inherit_child(GipcInherit *inherit, int also_keep)
 {
     Report report = {0, -1};
-    int error;
+    int error, bound = inherit->bound;
     ssize_t n;
 
     close_if_open(&inherit->report[0]);  /* the parent's end */
-#ifdef GIPC_HAVE_GETDENTS64
+#ifdef GIPC_HAVE_PROC_FDSIZE
     {
-        int dir_fd;
+        int table = descriptor_table_size();
 
-        do {
-            dir_fd = open("/proc/self/fd",
-                          O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        } while (dir_fd < 0 && errno == EINTR);
-        if (dir_fd >= 0) {
-            error = replace_listed(inherit, dir_fd, also_keep, &report.fd);
-            close_if_open(&dir_fd);
-        }
-        else {
-            /* No /proc mounted (a chroot), or the table is full. */
-            error = replace_probed(inherit, also_keep, &report.fd);
+        if (table >= 0) {
+            bound = table;
         }
     }
-#else
-    error = replace_probed(inherit, also_keep, &report.fd);
 #endif
+    error = replace_probed(inherit, bound, also_keep, &report.fd);
     if (error != 0) {
         report.error = error;
         do {
@@ -366,64 +343,4 @@ gipc_inherit_child(GipcInherit *inherit, int also_keep)
     }
     close_if_open(&inherit->devnull);
     close_if_open(&inherit->report[1]);  /* EOF: the parent's go-ahead */
-}
-
-int
-gipc_inherit_wait(GipcInherit *inherit)
-{
-    Report report;
-    PyObject *message, *exc;
-    size_t got = 0;
-    ssize_t n = 0;
-    int read_errno = 0;
-
-    close_if_open(&inherit->report[1]);
-    /* The child needs only a few system calls: the wait is short, and the
-     * GIL is free for other threads meanwhile. */
-    Py_BEGIN_ALLOW_THREADS
-    while (got < sizeof(report)) {
-        n = read(inherit->report[0], (char *)&report + got,
-                 sizeof(report) - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            read_errno = errno;
-            break;
-        }
-        got += (size_t)n;
-    }
-    Py_END_ALLOW_THREADS
-    close_if_open(&inherit->report[0]);
-    if (got == 0 && n == 0) {
-        return 0;  /* EOF at once: the child closed its end, all set */
-    }
-    if (n < 0) {
-        errno = read_errno;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    if (got < sizeof(report)) {
-        PyErr_SetString(PyExc_OSError, "close_fds: the child's report on "
-                        "its descriptors was cut short");
-        return -1;
-    }
-    if (report.fd >= 0) {
-        message = PyUnicode_FromFormat(
-            "close_fds: the child could not replace descriptor %d by "
-            "/dev/null (%s); it did not run", report.fd,
-            strerror(report.error));
-    }
-    else {
-        message = PyUnicode_FromFormat(
-            "close_fds: the child could not list its descriptors (%s); it "
-            "did not run", strerror(report.error));
-    }
-    /* OSError(errno, message): the errno stays readable in Python. */
-    exc = PyObject_CallFunction(PyExc_OSError, "iN", report.error, message);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return -1;
 }

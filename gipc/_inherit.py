@@ -13,11 +13,20 @@ that is opened there later.
 from __future__ import annotations
 
 import operator
+import os
+import struct
 import sys
 from typing import Any, Iterable
 
+from ._cooperate import READ, FdWaiter, fd_readable
+
 # A C int: the largest descriptor number there can be.
 _FD_MAX = 2**31 - 1
+
+# What a child that could not set up writes to the report pipe: its errno
+# and the descriptor it failed on (-1: it could not find its descriptors),
+# two native ints (csrc/inherit.c).
+_REPORT = struct.Struct("=ii")
 
 
 def check_close_fds(close_fds: Any) -> bool:
@@ -99,3 +108,58 @@ def fds_to_keep(process_obj: Any, kept: Iterable[Any], stdin: Any,
     if isinstance(tracker_fd, int) and tracker_fd >= 0:
         fds.append(tracker_fd)
     return fds
+
+
+def report_pipe() -> list[int]:
+    """The pipe on which a ``close_fds`` child reports, ``[read end, write
+    end]`` (close-on-exec, as Python makes every pipe): the fork helper
+    closes both ends in the child once the descriptors are replaced, or
+    writes what failed.  An end closed in the parent becomes -1 here."""
+    return list(os.pipe())
+
+
+def close_report_pipe(report: list[int]) -> None:
+    """Close what is still open of the report pipe in the parent."""
+    for i, fd in enumerate(report):
+        if fd >= 0:
+            report[i] = -1
+            os.close(fd)
+
+
+def await_child_setup(report: list[int]) -> None:
+    """In the parent, right after the fork: close the report pipe's write
+    end, wait on the hub for the child's report (EOF once its descriptors
+    are replaced: a few system calls of the child), close the read end.
+
+    :raises OSError: the child could not replace a descriptor; it ran no
+        Python code and has exited (the caller reaps it).
+    """
+    read_end, write_end = report
+    report[1] = -1
+    os.close(write_end)
+    try:
+        if not fd_readable(read_end):
+            waiter = FdWaiter(read_end, READ)
+            try:
+                waiter.wait(None)  # bounded: the child closes it or dies
+            finally:
+                waiter.close()
+        data = os.read(read_end, _REPORT.size)
+    finally:
+        report[0] = -1
+        os.close(read_end)
+    if data:
+        raise _setup_error(data)
+
+
+def _setup_error(data: bytes) -> OSError:
+    if len(data) != _REPORT.size:
+        return OSError("close_fds: the child's report on its descriptors "
+                       "was cut short; it did not run")
+    error, fd = _REPORT.unpack(data)
+    if fd < 0:
+        what = "could not find its open descriptors"
+    else:
+        what = "could not replace descriptor %d by /dev/null" % fd
+    return OSError(error, "close_fds: the child %s (%s); it did not run"
+                   % (what, os.strerror(error)))

@@ -17,7 +17,8 @@ from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined
 import gevent
 
 from . import _child, _core, _lookups, _popen_base
-from ._inherit import fds_to_keep
+from ._inherit import (
+    await_child_setup, close_report_pipe, fds_to_keep, report_pipe)
 from ._popen_base import BasePopen, libev_reaps_children
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -113,12 +114,19 @@ class Popen(BasePopen):
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.
         forked = self._forked = [0, -1]
+        # With close_fds: the pipe on which the child reports that its
+        # descriptors are replaced (see _inherit).
+        report = None
         try:
             plan, watch_status = _plan_child(process_obj)
+            if process_obj._close_fds:
+                report = report_pipe()
             if _use_pidfds:
-                keep = None if not process_obj._close_fds else fds_to_keep(
-                    process_obj, kept, plan.stdin)
-                _core.fork(_signals_to_reset, forked, None, keep)
+                if report is None:
+                    _core.fork(_signals_to_reset, forked)
+                else:
+                    _core.fork(_signals_to_reset, forked, None, fds_to_keep(
+                        process_obj, kept, plan.stdin), tuple(report))
                 if forked[0] == 0:
                     # The child: straight into its bootstrap (no call of
                     # this module's own on its path).
@@ -131,9 +139,12 @@ class Popen(BasePopen):
             else:
                 lifeline, close_in_child = _lifeline_for_fork()
                 # The lifeline's read end is the child's parent sentinel.
-                keep = None if not process_obj._close_fds else fds_to_keep(
-                    process_obj, kept, plan.stdin, (lifeline,))
-                _core.fork(_signals_to_reset, forked, close_in_child, keep)
+                if report is None:
+                    _core.fork(_signals_to_reset, forked, close_in_child)
+                else:
+                    _core.fork(_signals_to_reset, forked, close_in_child,
+                               fds_to_keep(process_obj, kept, plan.stdin,
+                                           (lifeline,)), tuple(report))
                 if forked[0] == 0:
                     global _own_sentinel
                     _own_sentinel = forked[1]
@@ -145,6 +156,8 @@ class Popen(BasePopen):
             # is copied, so little happens from here until it waits: one
             # call.
             self._watch(forked, watch_status)
+            if report is not None:
+                await_child_setup(report)  # closes the pipe
             # The plan is dropped once the child is gone (freeing writes to
             # the pages of what is freed).  But not the parent's other
             # handles and children: this start must not keep them alive.
@@ -154,6 +167,8 @@ class Popen(BasePopen):
         except BaseException:
             if os.getpid() != parent:
                 os._exit(1)  # a child never returns into the parent's stack
+            if report is not None:
+                close_report_pipe(report)
             self._abandon()
             raise
 
