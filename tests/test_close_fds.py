@@ -19,7 +19,7 @@ from gevent.server import StreamServer
 
 import gipc
 from gipc import _core
-from support import JOIN, children, end
+from support import JOIN, children, end, run_script
 
 DEVNULL_RDEV = os.stat(os.devnull).st_rdev
 
@@ -362,3 +362,31 @@ def test_child_that_cannot_replace_raises_in_parent():
         os.close(raw_r)
         if raw_w >= 0:
             os.close(raw_w)
+
+
+def test_sentinel_path_in_a_subprocess(monkeypatch):
+    # Where there are no pidfds, the child keeps its sentinel pipe's write
+    # end and its parent's lifeline: the parent still sees it exit, and it
+    # still sees its parent alive.
+    monkeypatch.setenv("GIPC_NO_PIDFD", "1")
+    result = run_script("""
+        import os, socket, stat
+        import gipc
+        from gipc import _popen_base
+        assert not _popen_base.USE_PIDFDS
+
+        def child(w, fd):
+            st = os.fstat(fd)
+            w.put((stat.S_ISCHR(st.st_mode),
+                   gipc.parent_process().is_alive()))
+
+        sock = socket.socket()
+        r, w = gipc.pipe()
+        with r:
+            p = gipc.start_process(child, (w, sock.fileno()), close_fds=True)
+            print(r.get(timeout=10))
+            p.join(10)
+            print(p.exitcode)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["(True, True)", "0"]
