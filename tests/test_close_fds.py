@@ -390,3 +390,27 @@ def test_sentinel_path_in_a_subprocess(monkeypatch):
         """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["(True, True)", "0"]
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_start_interrupted_while_awaiting_the_child(monkeypatch, when):
+    # A start interrupted while it waits for the child's report (a
+    # gevent.Timeout, a kill of the starting greenlet) leaves no child and
+    # no descriptor of the report pipe behind (the fixture checks both).
+    from gipc import _popen_fork
+    real = _popen_fork.await_child_setup
+
+    def interrupted(report):
+        if when == "after":
+            real(report)
+        raise _Interrupted()
+
+    monkeypatch.setattr(_popen_fork, "await_child_setup", interrupted)
+    before = children()
+    with pytest.raises(_Interrupted):
+        gipc.start_process(_exit_with, (0,), close_fds=True)
+    assert children() == before
