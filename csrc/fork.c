@@ -219,10 +219,10 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
 /*
  * The child's side on the sentinel path: as fork_child(), but it keeps
  * the write end of its sentinel pipe (closing the parent's read end) and
- * closes the descriptors the parent listed, before any Python code runs
- * (and before the others are replaced, where they are: those are closed,
- * because no object of the parent's refers to them, which the fork helper
- * or gipc's lifeline own).
+ * closes the descriptors the parent listed, before any Python code runs.
+ * Under close_fds these are closed first, not replaced by /dev/null: they
+ * belong to the fork helper and to gipc's lifeline, and the child never
+ * uses their numbers.
  */
 static PyObject *
 fork_child_sentinel(PyObject *out, const sigset_t *reset,
@@ -342,11 +342,11 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
  * the pair (read end, write end) of a close-on-exec pipe, every descriptor
  * of the child but 0, 1, 2, those and the fork helper's own is replaced by
  * /dev/null before any Python code runs there (inherit.c).  The child then
- * closes its ends of the report pipe; if it could not, it writes the
- * errno and the descriptor (two native ints) there and exits with
- * GIPC_INHERIT_FAILED_EXIT without running Python code.  The caller waits
- * (cooperatively) for EOF or that report on the read end, and closes both
- * ends in the parent.
+ * closes its ends of the report pipe; if a replacement failed, it writes
+ * the errno and the descriptor (two native ints) there instead and exits
+ * with GIPC_INHERIT_FAILED_EXIT without running Python code.  The caller
+ * waits (cooperatively) for EOF or that report on the read end, and
+ * closes both ends in the parent.
  *
  * Signals are blocked across fork() and the child's reset of dispositions
  * only, never across the before- and after-fork hooks: a hook that waits
