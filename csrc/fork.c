@@ -16,6 +16,7 @@
  */
 #include "fork.h"
 
+#include "inherit.h"
 #include "pidfd.h"
 #include "platform.h"
 
@@ -188,11 +189,14 @@ reap_killed(pid_t pid)
  */
 static PyObject *
 fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
-           const sigset_t *old_mask)
+           const sigset_t *old_mask, GipcInherit *inherit)
 {
     int pidfd;
 
     reset_signals(reset);
+    if (inherit != NULL) {
+        gipc_inherit_child(inherit, -1);
+    }
     (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     /* A pidfd on the parent, for parent_process().is_alive().  If the
      * parent is gone already, the pid may name another process: the
@@ -203,6 +207,9 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
         pidfd = -1;
     }
     PyOS_AfterFork_Child();
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
+    }
     if (store_result(out, 0, pidfd) < 0) {
         return NULL;
     }
@@ -213,21 +220,31 @@ fork_child(PyObject *out, pid_t parent, const sigset_t *reset,
  * The child's side on the sentinel path: as fork_child(), but it keeps
  * the write end of its sentinel pipe (closing the parent's read end) and
  * closes the descriptors the parent listed, before any Python code runs.
+ * Under close_fds these are closed first, not replaced by /dev/null: they
+ * belong to the fork helper and to gipc's lifeline, and the child never
+ * uses their numbers.
  */
 static PyObject *
 fork_child_sentinel(PyObject *out, const sigset_t *reset,
                     const sigset_t *old_mask, const int *sentinel,
-                    const int *close_fds, int n_close)
+                    const int *close_fds, int n_close,
+                    GipcInherit *inherit)
 {
     int i;
 
     reset_signals(reset);
-    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     (void)close(sentinel[0]);
     for (i = 0; i < n_close; i++) {
         (void)close(close_fds[i]);
     }
+    if (inherit != NULL) {
+        gipc_inherit_child(inherit, sentinel[1]);
+    }
+    (void)pthread_sigmask(SIG_SETMASK, old_mask, NULL);
     PyOS_AfterFork_Child();
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
+    }
     if (store_result(out, 0, sentinel[1]) < 0) {
         return NULL;
     }
@@ -299,7 +316,8 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
 }
 
 /*
- * fork(signals_to_reset, out, close_in_child=None) -> None
+ * fork(signals_to_reset, out, close_in_child=None, keep_fds=None,
+ *      report=None) -> None
  *
  * The result goes into the list `out` (two items) rather than a return
  * value: a signal that arrives while CPython's after-fork hooks run may
@@ -320,6 +338,16 @@ fork_parent_sentinel(PyObject *out, pid_t pid, const int *sentinel)
  * the only copy of it (close-on-exec), and the listed descriptors are
  * closed in the child before any Python code runs there.
  *
+ * With keep_fds, a sequence of descriptors (close_fds=True), and report,
+ * the pair (read end, write end) of a close-on-exec pipe, every descriptor
+ * of the child but 0, 1, 2, those and the fork helper's own is replaced by
+ * /dev/null before any Python code runs there (inherit.c).  The child then
+ * closes its ends of the report pipe; if a replacement failed, it writes
+ * the errno and the descriptor (two native ints) there instead and exits
+ * with GIPC_INHERIT_FAILED_EXIT without running Python code.  The caller
+ * waits (cooperatively) for EOF or that report on the read end, and
+ * closes both ends in the parent.
+ *
  * Signals are blocked across fork() and the child's reset of dispositions
  * only, never across the before- and after-fork hooks: a hook that waits
  * (on a lock, say) must leave the process able to take SIGINT or SIGTERM.
@@ -333,11 +361,12 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     int saved_errno, n_close = -1;
     int close_fds[CLOSE_IN_CHILD_MAX];
     int sentinel[2] = {-1, -1};
-    PyObject *out;
+    GipcInherit inherit_state, *inherit = NULL;
+    PyObject *out, *result;
 
-    if (nargs != 2 && nargs != 3) {
+    if (nargs < 2 || nargs > 5) {
         PyErr_Format(PyExc_TypeError,
-                     "fork() takes 2 or 3 arguments (%zd given)", nargs);
+                     "fork() takes 2 to 5 arguments (%zd given)", nargs);
         return NULL;
     }
     out = args[1];
@@ -348,14 +377,26 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (sigset_from_sequence(args[0], &reset) < 0) {
         return NULL;
     }
-    if (nargs == 3 && args[2] != Py_None) {
+    if (nargs >= 3 && args[2] != Py_None) {
         n_close = fds_from_sequence(args[2], close_fds);
         if (n_close < 0) {
             return NULL;
         }
-        if (cloexec_pipe(sentinel) < 0) {
-            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (nargs >= 4 && args[3] != Py_None) {
+        if (gipc_inherit_prepare(args[3], nargs == 5 ? args[4] : Py_None,
+                                 &inherit_state) < 0) {
+            return NULL;
         }
+        inherit = &inherit_state;
+    }
+    if (n_close >= 0 && cloexec_pipe(sentinel) < 0) {
+        saved_errno = errno;
+        if (inherit != NULL) {
+            gipc_inherit_release(inherit);
+        }
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
     sigfillset(&all);
     PyOS_BeforeFork();
@@ -365,22 +406,28 @@ gipc_fork(PyObject *Py_UNUSED(module), PyObject *const *args,
         if (pid == 0) {
             if (n_close >= 0) {
                 return fork_child_sentinel(out, &reset, &old, sentinel,
-                                           close_fds, n_close);
+                                           close_fds, n_close, inherit);
             }
-            return fork_child(out, parent, &reset, &old);
+            return fork_child(out, parent, &reset, &old, inherit);
         }
         saved_errno = errno;
         (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid > 0) {
-            if (n_close >= 0) {
-                return fork_parent_sentinel(out, pid, sentinel);
+            result = n_close >= 0
+                     ? fork_parent_sentinel(out, pid, sentinel)
+                     : fork_parent(out, pid);
+            if (inherit != NULL) {
+                gipc_inherit_release(inherit);
             }
-            return fork_parent(out, pid);
+            return result;
         }
     }
     if (n_close >= 0) {
         (void)close(sentinel[0]);
         (void)close(sentinel[1]);
+    }
+    if (inherit != NULL) {
+        gipc_inherit_release(inherit);
     }
     PyOS_AfterFork_Parent();
     errno = saved_errno;

@@ -10,7 +10,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* fork(signals_to_reset, out, close_in_child=None) -> None */
+/* fork(signals_to_reset, out, close_in_child=None, keep_fds=None,
+ *      report=None) -> None */
 PyObject *gipc_fork(PyObject *module, PyObject *const *args,
                     Py_ssize_t nargs);
 

@@ -29,14 +29,19 @@
 
 static PyMethodDef core_methods[] = {
     {"fork", (PyCFunction)(void (*)(void))gipc_fork, METH_FASTCALL,
-     PyDoc_STR("fork(signals_to_reset, out, close_in_child=None) -> None\n\n"
+     PyDoc_STR("fork(signals_to_reset, out, close_in_child=None, "
+               "keep_fds=None, report=None) -> None\n\n"
                "fork() with CPython's fork protocol.  The list out becomes "
                "[pid, pidfd of the child] in the parent and [0, pidfd of "
                "the parent or -1] in the child, where the given signals are "
                "back at SIG_DFL before any Python code runs.  With "
                "close_in_child (descriptors closed in the child), a "
                "sentinel pipe instead of pidfds: [pid, its read end] in the "
-               "parent, [0, its write end] in the child.")},
+               "parent, [0, its write end] in the child.  With keep_fds "
+               "and report (a pipe's read and write ends), every other "
+               "descriptor but 0-2 is replaced by /dev/null in the child "
+               "before it runs (close_fds); the child then closes the "
+               "pipe, or writes what failed there and exits.")},
     {"reap", (PyCFunction)(void (*)(void))gipc_reap, METH_FASTCALL,
      PyDoc_STR("reap(pid, pidfd=-1, spin_us=0) -> int or None\n\n"
                "Non-blocking wait for exactly that child (through its pidfd "

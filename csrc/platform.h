@@ -19,6 +19,11 @@
 #endif
 /* pipe2(2) with O_CLOEXEC: no window between pipe() and fcntl(). */
 #define GIPC_HAVE_PIPE2 1
+/* dup3(2) with O_CLOEXEC: a replacement made close-on-exec in one call. */
+#define GIPC_HAVE_DUP3 1
+/* /proc/self/status tells the size of the descriptor table (FDSize):
+ * a child started with close_fds probes the numbers below it only. */
+#define GIPC_HAVE_PROC_FDSIZE 1
 #endif
 
 /* dladdr(3) (POSIX only since 2024): glibc and macOS have it. */

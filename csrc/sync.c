@@ -428,6 +428,37 @@ block_bell_fd(BlockObject *self, PyObject *arg)
     return PyLong_FromLong(self->rfd[b]);
 }
 
+/* Every descriptor of the block (both ends of each bell), for a child
+ * started with close_fds=True, which must keep them. */
+static PyObject *
+block_fds(BlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *fds = PyList_New(0);
+
+    if (fds == NULL) {
+        return NULL;
+    }
+    for (int b = 0; b < self->nbells; b++) {
+        int ends[2] = {self->rfd[b], self->wfd[b]};
+
+        for (int i = 0; i < 2; i++) {
+            PyObject *fd;
+
+            if (ends[i] < 0) {
+                continue;
+            }
+            fd = PyLong_FromLong(ends[i]);
+            if (fd == NULL || PyList_Append(fds, fd) < 0) {
+                Py_XDECREF(fd);
+                Py_DECREF(fds);
+                return NULL;
+            }
+            Py_DECREF(fd);
+        }
+    }
+    return fds;
+}
+
 /* Lock: word 0 is the holder's pid, 0 when free. */
 
 static PyObject *
@@ -730,6 +761,8 @@ static PyMethodDef block_methods[] = {
      PyDoc_STR("take(b) -> bool: read one byte of bell b, if any.")},
     {"bell_fd", (PyCFunction)block_bell_fd, METH_O,
      PyDoc_STR("bell_fd(b) -> int: the read end of bell b.")},
+    {"fds", (PyCFunction)block_fds, METH_NOARGS,
+     PyDoc_STR("fds() -> list: every descriptor of the bells here.")},
     {"try_lock", (PyCFunction)block_try_lock, METH_O,
      PyDoc_STR("try_lock(pid) -> bool: take the lock (word 0) for pid.")},
     {"unlock", (PyCFunction)block_unlock, METH_NOARGS,

@@ -19,6 +19,8 @@ def fork(
     signals_to_reset: Sequence[int],
     out: list[int],
     close_in_child: Sequence[int] | None = None,
+    keep_fds: Sequence[int] | None = None,
+    report: tuple[int, ...] | None = None,
     /,
 ) -> None: ...
 def reap(pid: int, pidfd: int = -1, spin_us: int = 0, /) -> int | None: ...

@@ -18,6 +18,8 @@ import gevent
 
 from . import _child, _core, _lookups, _popen_base
 from ._cooperate import close_fd
+from ._inherit import (
+    await_child_setup, close_report_pipe, fds_to_keep, report_pipe)
 from ._popen_base import BasePopen, libev_reaps_children
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -102,7 +104,8 @@ def _parent_sentinel() -> Any:
 class Popen(BasePopen):
     """Fork a child for ``process_obj`` and watch it from the hub.  The gipc
     handles in ``kept`` stay open in the child; every other one is closed
-    there."""
+    there.  With the process's ``close_fds``, every other descriptor is
+    replaced by /dev/null in the child (see ``_inherit``)."""
 
     def __init__(self, process_obj: Any, kept: Any = ()) -> None:
         # As multiprocessing: what is buffered is written once, not once
@@ -112,10 +115,19 @@ class Popen(BasePopen):
         # The fork helper fills this list before a signal handler can run,
         # so an interrupted start always knows which child to abandon.
         forked = self._forked = [0, -1]
+        # With close_fds: the pipe on which the child reports that its
+        # descriptors are replaced (see _inherit).
+        report = None
         try:
             plan, watch_status = _plan_child(process_obj)
+            if process_obj._close_fds:
+                report = report_pipe()
             if _use_pidfds:
-                _core.fork(_signals_to_reset, forked)
+                if report is None:
+                    _core.fork(_signals_to_reset, forked)
+                else:
+                    _core.fork(_signals_to_reset, forked, None, fds_to_keep(
+                        process_obj, kept, plan.stdin), tuple(report))
                 if forked[0] == 0:
                     # The child: straight into its bootstrap (no call of
                     # this module's own on its path).
@@ -127,7 +139,13 @@ class Popen(BasePopen):
                         os._exit(1)  # never return into the parent's stack
             else:
                 lifeline, close_in_child = _lifeline_for_fork()
-                _core.fork(_signals_to_reset, forked, close_in_child)
+                # The lifeline's read end is the child's parent sentinel.
+                if report is None:
+                    _core.fork(_signals_to_reset, forked, close_in_child)
+                else:
+                    _core.fork(_signals_to_reset, forked, close_in_child,
+                               fds_to_keep(process_obj, kept, plan.stdin,
+                                           (lifeline,)), tuple(report))
                 if forked[0] == 0:
                     global _own_sentinel
                     _own_sentinel = forked[1]
@@ -139,6 +157,8 @@ class Popen(BasePopen):
             # is copied, so little happens from here until it waits: one
             # call.
             self._watch(forked, watch_status)
+            if report is not None:
+                await_child_setup(report)  # closes the pipe
             # The plan is dropped once the child is gone (freeing writes to
             # the pages of what is freed).  But not the parent's other
             # handles and children: this start must not keep them alive.
@@ -148,6 +168,8 @@ class Popen(BasePopen):
         except BaseException:
             if os.getpid() != parent:
                 os._exit(1)  # a child never returns into the parent's stack
+            if report is not None:
+                close_report_pipe(report)
             self._abandon()
             raise
 

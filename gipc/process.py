@@ -17,9 +17,10 @@ import signal
 import warnings
 from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from . import _log, _shared
+from ._inherit import check_close_fds, check_pass_fds
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import popen_class
 
@@ -35,9 +36,22 @@ class Process(mp_context.Process):
     the child has started.  Those held directly as attributes of the
     process object (a subclass keeping its connection) are shared, as with
     multiprocessing: open in both.  Every other one is closed in the child.
+
+    With ``close_fds=True``, the child keeps no other descriptor of the
+    parent's: only stdin, stdout and stderr, the gipc handles (and queues,
+    locks, shared values) given to it, the descriptors listed in
+    ``pass_fds``, and what gipc needs there.  Under fork each other one is
+    replaced by /dev/null (not closed) before the target runs, so that a
+    stale object of the parent's (a socket object) never reaches a file the
+    child opens later.  ``close_fds`` and ``pass_fds`` are keyword-only;
+    every other argument is ``multiprocessing.Process``'s.
     """
 
     _start_method: str | None = None
+    # What the child inherits (see __init__); class defaults for process
+    # objects made without calling it (multiprocessing's own copies).
+    _close_fds: bool = False
+    _pass_fds: tuple[int, ...] = ()
     # multiprocessing.BaseProcess's private state (typeshed omits it).
     _popen: Any
     _parent_pid: int
@@ -51,6 +65,26 @@ class Process(mp_context.Process):
     # start_process() objects have no attributes of the caller's: no need to
     # look (reading vars() of a process object costs its page a write).
     _shares_attribute_handles = True
+
+    def __init__(self, group: None = None,
+                 target: Callable[..., object] | None = None,
+                 name: str | None = None, args: Iterable[Any] = (),
+                 kwargs: Mapping[str, Any] = {}, *,
+                 daemon: bool | None = None, close_fds: bool = False,
+                 pass_fds: Iterable[int] = ()) -> None:
+        """As ``multiprocessing.Process``, plus ``close_fds`` (keep only
+        the descriptors listed above in the child) and ``pass_fds`` (more
+        descriptors the child keeps).
+
+        :raises TypeError: ``close_fds`` is not a bool, or ``pass_fds`` not
+            an iterable of ints.
+        :raises ValueError: a number in ``pass_fds`` is negative.
+        """
+        close = check_close_fds(close_fds)
+        passed = check_pass_fds(pass_fds)
+        super().__init__(group, target, name, args, kwargs, daemon=daemon)
+        self._close_fds = close
+        self._pass_fds = passed
 
     @staticmethod
     def _Popen(process_obj: Any,
@@ -139,7 +173,8 @@ class _GProcess(Process):
 def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
                   kwargs: dict[str, Any] = {},
                   daemon: bool | None = None,
-                  name: str | None = None) -> _GProcess:
+                  name: str | None = None, *, close_fds: bool = False,
+                  pass_fds: Iterable[int] = ()) -> _GProcess:
     """Start a child process running ``target(*args, **kwargs)`` and return
     its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).
 
@@ -151,10 +186,19 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
     back at its default disposition, and it exits with ``os._exit`` and
     multiprocessing's exit codes.
 
-    :raises TypeError: ``args`` is not a tuple or ``kwargs`` not a dict.
+    With ``close_fds=True`` the child keeps only stdin, stdout, stderr, the
+    handles it is given, the descriptors in ``pass_fds`` and what gipc
+    needs; every other descriptor is replaced by /dev/null there before
+    ``target`` runs (see :class:`Process`).
+
+    :raises TypeError: ``args`` is not a tuple or ``kwargs`` not a dict;
+        ``close_fds`` is not a bool or ``pass_fds`` not an iterable of ints.
+    :raises ValueError: a number in ``pass_fds`` is negative.
     :raises GIPCClosed, GIPCLocked, GIPCError: a handle cannot move (closed,
         in use, foreign, or hidden in a container); nothing was forked.
-    :raises OSError: fork() failed; the handles stay usable in the parent.
+    :raises OSError: fork() failed, or a ``close_fds`` child could not
+        replace a descriptor (it did not run); the handles stay usable in
+        the parent.
     """
     if not isinstance(args, tuple):
         raise TypeError("`args` must be a tuple.")
@@ -163,7 +207,8 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
     if not callable(target):
         raise TypeError("`target` must be callable, not %s"
                         % type(target).__name__)
-    process = _GProcess(target=target, name=name, args=args, kwargs=kwargs)
+    process = _GProcess(target=target, name=name, args=args, kwargs=kwargs,
+                        close_fds=close_fds, pass_fds=pass_fds)
     if daemon is not None:
         process.daemon = daemon
     process.start()
