@@ -17,6 +17,7 @@ closed in them).  If the server dies, the next start brings up a new one.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import select
@@ -226,6 +227,9 @@ def _forget_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
+# At exit the server would see EOF and go; stop and reap it now, so that
+# no zombie and no unclosed socket is left to the interpreter's end.
+atexit.register(stop)
 
 
 # -- the server ------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from . import _log, _shared
 from ._moves import collect_moved_handles, collect_shared_handles
-from ._popen import popen_class
+from ._popen import check_method, popen_class
 
 
 class Process(mp_context.Process):
@@ -139,7 +139,8 @@ class _GProcess(Process):
 def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
                   kwargs: dict[str, Any] = {},
                   daemon: bool | None = None,
-                  name: str | None = None) -> _GProcess:
+                  name: str | None = None, *,
+                  start_method: str | None = None) -> _GProcess:
     """Start a child process running ``target(*args, **kwargs)`` and return
     its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).
 
@@ -151,7 +152,14 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
     back at its default disposition, and it exits with ``os._exit`` and
     multiprocessing's exit codes.
 
+    ``start_method`` is "fork", "spawn" or "forkserver" (see
+    :func:`gipc.get_context`); None: gipc's default
+    (:func:`gipc.get_start_method`).  Under spawn and forkserver the target
+    and arguments are pickled, and a failure raises before any child
+    exists.
+
     :raises TypeError: ``args`` is not a tuple or ``kwargs`` not a dict.
+    :raises ValueError: gipc has no such start method.
     :raises GIPCClosed, GIPCLocked, GIPCError: a handle cannot move (closed,
         in use, foreign, or hidden in a container); nothing was forked.
     :raises OSError: fork() failed; the handles stay usable in the parent.
@@ -164,6 +172,8 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
         raise TypeError("`target` must be callable, not %s"
                         % type(target).__name__)
     process = _GProcess(target=target, name=name, args=args, kwargs=kwargs)
+    if start_method is not None:
+        process._start_method = check_method(start_method)
     if daemon is not None:
         process.daemon = daemon
     process.start()
