@@ -88,11 +88,12 @@ class BaseContext:
 
     def start_process(self, target: Callable[..., object],
                       args: tuple[Any, ...] = (),
-                      kwargs: dict[str, Any] = {},
+                      kwargs: dict[str, Any] | None = None,
                       daemon: bool | None = None,
                       name: str | None = None) -> _GProcess:
         """:func:`gipc.start_process` with this context's start method."""
-        return start_process(target, args, kwargs, daemon, name,
+        return start_process(target, args, {} if kwargs is None else kwargs,
+                             daemon, name,
                              start_method=self._method())
 
     def __getattr__(self, name: str) -> Any:
