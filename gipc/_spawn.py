@@ -23,6 +23,7 @@ import pickle
 import sys
 from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from .exceptions import GIPCError
@@ -74,9 +75,11 @@ def _check_importable(target: Any) -> None:
             % (getattr(target, "__qualname__", target),))
 
 
-class _Pickler(pickle.Pickler):
-    """Pickles a process object; gipc endpoints become indices into the
-    child's descriptor list (see :func:`build_payload`)."""
+class _Pickler(ForkingPickler):  # type: ignore[misc]
+    """Pickles a process object as multiprocessing's spawn does (its
+    reducers for connections, sockets and locks), except that gipc
+    endpoints become indices into the child's descriptor list (see
+    :func:`build_payload`)."""
 
     def __init__(self, file: Any, kept: Any, fds: list[int]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)

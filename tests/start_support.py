@@ -154,3 +154,8 @@ class Reporter(gipc.Process):
 
     def run(self):
         self.writer.put(("child", os.getpid(), _ownership.pid))
+
+
+def send(conn, value):
+    """Send ``value`` on a multiprocessing-style connection."""
+    conn.send(value)
