@@ -81,11 +81,11 @@ class Popen(BasePopen):
     def _poll(self, spin_us: Any) -> Any:
         if self.returncode is None and self.sentinel is not None and \
                 fd_readable(self.sentinel):
+            code: int | None
             try:
                 data = _forkserver.read_exact(self.sentinel, 4, wait=False)
             except EOFError:
                 # The server died before it could tell.
-                data = None
                 code = UNKNOWN_EXIT_CODE
             else:
                 code = None if data is None else \

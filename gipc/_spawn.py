@@ -75,7 +75,7 @@ def _check_importable(target: Any) -> None:
             % (getattr(target, "__qualname__", target),))
 
 
-class _Pickler(ForkingPickler):  # type: ignore[misc]
+class _Pickler(ForkingPickler):
     """Pickles a process object as multiprocessing's spawn does (its
     reducers for connections, sockets and locks), except that gipc
     endpoints become indices into the child's descriptor list (see
@@ -161,7 +161,7 @@ def build_payload(process_obj: Any, kept: Any, popen: Any,
     pickler = _Pickler(buffer, kept, fds)
     # multiprocessing's objects (its authkey, connections, locks) pickle
     # for a child only while a popen is "spawning".
-    mp_context.set_spawning_popen(popen)  # type: ignore[attr-defined]
+    mp_context.set_spawning_popen(popen)
     try:
         pickle.dump(preparation(process_obj), buffer,
                     pickle.HIGHEST_PROTOCOL)
@@ -172,7 +172,7 @@ def build_payload(process_obj: Any, kept: Any, popen: Any,
         raise StartError(_what_failed(process_obj, kept, popen, exc)) \
             from exc
     finally:
-        mp_context.set_spawning_popen(None)  # type: ignore[attr-defined]
+        mp_context.set_spawning_popen(None)
     return buffer.getvalue(), fds
 
 
