@@ -157,6 +157,7 @@ def start_child(fds: list[int], status_r: int) -> int:
             server = _running_server()
             try:
                 _send_request(server.sock, fds)
+                _wait_for_reply(server.sock, status_r)
                 return _read_status(status_r)
             except (OSError, EOFError) as exc:
                 # The server died (before or during this request).
@@ -182,6 +183,25 @@ def _send_request(sock: socket.socket, fds: list[int]) -> None:
                 waiter.wait()
     finally:
         waiter.close()
+
+
+def _wait_for_reply(sock: socket.socket, status_r: int) -> None:
+    """Wait cooperatively until the server wrote the pid on ``status_r``,
+    or died: the caller still holds the pipe's write end (for a retry), so
+    a server killed with the request in its queue shows as the EOF of its
+    socket (it never writes there), not of the pipe."""
+    from gevent.select import select
+    while True:
+        ready, _, _ = select([status_r, sock], [], [])
+        if status_r in ready:
+            return
+        if sock in ready:
+            try:
+                data = sock.recv(1)
+            except BlockingIOError:
+                continue
+            raise EOFError("the forkserver closed its socket"
+                           if not data else "the forkserver misspoke")
 
 
 def read_exact(fd: int, size: int, wait: bool = True) -> bytes | None:

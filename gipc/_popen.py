@@ -28,6 +28,10 @@ _POPENS: dict[str, Any] = {"fork": _popen_fork.Popen}
 
 _default = "fork"
 
+#: True while a spawn or forkserver child runs its parent's main module
+#: (as ``__mp_main__``): a start then would start children without end.
+importing_main = False
+
 
 def start_methods() -> list[str]:
     """The names of the start methods gipc has, the default first."""
@@ -60,7 +64,15 @@ def popen_class(method: Any = None) -> Any:
     """The popen class of the start method ``method`` (None: the default).
 
     :raises ValueError: gipc has no such start method.
+    :raises RuntimeError: called while a spawn or forkserver child imports
+        its parent's main module.
     """
+    if importing_main:
+        raise RuntimeError(
+            "a child process was started while this spawn or forkserver "
+            "child was importing its parent's main module: start children "
+            "under `if __name__ == \"__main__\":` in the main module (as "
+            "with multiprocessing's spawn)")
     if method is None:
         method = _default
     try:

@@ -299,13 +299,18 @@ def _fixup_main(kind: str, where: str) -> None:
     if kind == "name" and getattr(getattr(current, "__spec__", None),
                                   "name", None) == where:
         return
+    from . import _popen
     module = types.ModuleType("__mp_main__")
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
-    if kind == "name":
-        found = runpy.run_module(where, run_name="__mp_main__",
-                                 alter_sys=True)
-    else:
-        found = runpy.run_path(where, run_name="__mp_main__")
+    _popen.importing_main = True
+    try:
+        if kind == "name":
+            found = runpy.run_module(where, run_name="__mp_main__",
+                                     alter_sys=True)
+        else:
+            found = runpy.run_path(where, run_name="__mp_main__")
+    finally:
+        _popen.importing_main = False
     module.__dict__.update(found)
 
 

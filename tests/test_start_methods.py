@@ -364,3 +364,26 @@ def test_popen_classes_load_on_first_use():
         timeout=60, env=dict(os.environ, PYTHONPATH=GIPC_PATH))
     assert out.stdout.split() == ["False", "False"], out.stderr
     assert _popen.popen_class("spawn").method == "spawn"
+
+
+def test_a_start_while_the_child_imports_main_is_refused(tmp_path):
+    # A script that starts a child at its top level: the spawn child runs
+    # that top level again (as __mp_main__) and must not start children
+    # of its own there, without end; it fails with a clear error instead.
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent("""
+        import gipc
+        def noop():
+            pass
+        p = gipc.start_process(noop, start_method="spawn")
+        p.join(10)
+        print("exit", p.exitcode, flush=True)
+    """))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True,
+        timeout=60, cwd=str(tmp_path),
+        env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["exit 1"]
+    assert "if __name__ == \"__main__\":" in out.stderr
+    assert out.stderr.count("RuntimeError: a child process was started") == 1
