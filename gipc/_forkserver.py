@@ -66,16 +66,9 @@ def _spawn_server() -> _Server:
                                                socket.SOCK_STREAM)
     data_r, data_w = os.pipe()
     try:
-        home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = ("import sys; sys.path.insert(0, %r); "
-                "from gipc._forkserver import serve_main; serve_main()"
-                % home)
-        import subprocess
         fds = [server_end.fileno(), data_r]
-        argv = [sys.executable,
-                *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
-                "-c", code, ",".join(map(str, fds))]
-        pid = _spawn_process(argv, fds)
+        pid = _spawn_process(
+            _spawn.interpreter_argv(fds, "_forkserver:serve_main"), fds)
     except BaseException:
         parent_end.close()
         os.close(data_w)

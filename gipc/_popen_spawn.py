@@ -2,7 +2,8 @@
 
 The payload (``_spawn``) is pickled before anything else, so that what
 cannot be sent raises before a process exists.  The child is started with
-``posix_spawn`` (signals at their defaults, none blocked), inherits the
+``posix_spawn`` (signals at their defaults, none blocked; C helper
+``gipc._spawnc``, run in the hub's thread pool), inherits the
 descriptors it is passed under their own numbers and closes every other
 one first thing; the parent then writes the payload to it cooperatively.
 It is watched as every popen watches its child (``_popen_base``): the
@@ -11,18 +12,14 @@ parent's own child, through its pidfd or a sentinel pipe.
 from __future__ import annotations
 
 import os
-import signal
 from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 from typing import Any
 
-from . import _core, _popen_base, _spawn
+from . import _core, _popen_base, _spawn, _spawnc
 from ._popen_base import BasePopen, libev_reaps_children
 
-# posix_spawn resets these to their defaults (SIGKILL and SIGSTOP cannot
-# be caught, so they are never changed).
-_DEFAULT_SIGNALS = tuple(
-    s for s in signal.valid_signals()
-    if s not in (signal.SIGKILL, signal.SIGSTOP))
+# Off: posix_spawn on the calling thread (blocking the loop for the call).
+_SPAWN_IN_THREAD = os.environ.get("GIPC_SPAWN_IN_THREAD", "1") != "0"
 
 
 class _DupFd:
@@ -49,15 +46,26 @@ def parent_sentinel() -> tuple[int, bool]:
 
 
 def _spawn_process(argv: list[str], fds: list[int]) -> int:
-    """posix_spawn ``argv`` with ``fds`` inherited under their numbers."""
+    """posix_spawn ``argv`` with ``fds`` inherited under their numbers,
+    in a thread of the hub's pool: the call lasts until the child has
+    exec'd, and the event loop runs meanwhile (the C helper releases the
+    GIL).  Descriptors another start makes inheritable meanwhile may reach
+    this child too: every child closes what it was not given first thing.
+    """
+    import gevent
     made_inheritable = []
     try:
         for fd in fds:
             if fd >= 0 and not os.get_inheritable(fd):
                 os.set_inheritable(fd, True)
                 made_inheritable.append(fd)
-        return os.posix_spawn(argv[0], argv, os.environ,
-                              setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+        path = os.fsencode(argv[0])
+        args = [os.fsencode(a) for a in argv]
+        env = [k + b"=" + v for k, v in os.environb.items()]
+        hub = gevent.get_hub()
+        if hub.threadpool is None or not _SPAWN_IN_THREAD:
+            return _spawnc.spawn(path, args, env)
+        return int(hub.threadpool.apply(_spawnc.spawn, (path, args, env)))
     finally:
         for fd in made_inheritable:
             os.set_inheritable(fd, False)

@@ -157,14 +157,22 @@ def build_payload(process_obj: Any, kept: Any, popen: Any,
     if target is not None:
         _check_importable(target)
     fds: list[int] = popen._passed
+    # The descriptors of ``pass_fds`` (gipc.Process's ``_pass_fds``) go
+    # first, each to be open under its own number in the child.
+    pass_fds = []
+    for fd in getattr(process_obj, "_pass_fds", ()):
+        if fd not in fds:
+            fds.append(fd)
+        pass_fds.append((FIRST_PASSED + fds.index(fd), fd))
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, kept, fds)
     # multiprocessing's objects (its authkey, connections, locks) pickle
     # for a child only while a popen is "spawning".
     mp_context.set_spawning_popen(popen)
     try:
-        pickle.dump(preparation(process_obj), buffer,
-                    pickle.HIGHEST_PROTOCOL)
+        prep = preparation(process_obj)
+        prep["pass_fds"] = pass_fds
+        pickle.dump(prep, buffer, pickle.HIGHEST_PROTOCOL)
         pickler.dump(process_obj)
     except StartError:
         raise
@@ -195,13 +203,17 @@ def _what_failed(process_obj: Any, kept: Any, popen: Any,
             "child: %s: %s" % (process_obj, type(exc).__name__, exc))
 
 
-def interpreter_argv(fds: list[int]) -> list[str]:
-    """The command line of a spawn child: this interpreter, with its
-    flags, running :func:`spawn_main` with the child's descriptors."""
+def interpreter_argv(fds: list[int], entry: str = "_spawn:spawn_main",
+                     ) -> list[str]:
+    """The command line of a fresh interpreter (a spawn child, the
+    forkserver) with this one's flags, running ``entry`` (``module:function``
+    in gipc), which finds the descriptors ``fds`` in ``sys.argv[1]``."""
     import subprocess
     home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    module, function = entry.split(":")
     code = ("import sys; sys.path.insert(0, %r); "
-            "from gipc._spawn import spawn_main; spawn_main()" % home)
+            "from gipc.%s import %s; %s()" % (home, module, function,
+                                                function))
     return [sys.executable,
             *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
             "-c", code, ",".join(map(str, fds))]
@@ -325,22 +337,26 @@ def child_main(fds: list[int], kind: str) -> None:
     code = 1
     try:
         close_all_but(fds)
-        received_fds[:] = fds
         # As a fork child: SIGINT at its default (the interpreter installed
         # KeyboardInterrupt's handler).
         import signal
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        stream = io.BytesIO(_read_all(fds[DATA]))
+        data = pickle.load(stream)
+        pass_fds = data["pass_fds"]
+        _install_pass_fds(fds, pass_fds)
+        received_fds[:] = fds
         parent_sentinel = fds[PARENT_SENTINEL]
         if fds[OWN_SENTINEL] >= 0:
             # Held for our whole life; our own children must not keep it.
             os.set_inheritable(fds[OWN_SENTINEL], False)
             from . import _popen_fork
             _popen_fork._own_sentinel = fds[OWN_SENTINEL]
-        for fd in fds[FIRST_PASSED:]:
-            os.set_inheritable(fd, False)
+        passed_through = {index for index, _ in pass_fds}
+        for index in range(FIRST_PASSED, len(fds)):
+            if index not in passed_through:
+                os.set_inheritable(fds[index], False)
         os.set_inheritable(parent_sentinel, False)
-        stream = io.BytesIO(_read_all(fds[DATA]))
-        data = pickle.load(stream)
         _prepare(data)
         process_obj = _Unpickler(stream, fds).load()
         code = _run(process_obj, data, parent_sentinel)
@@ -355,6 +371,27 @@ def child_main(fds: list[int], kind: str) -> None:
     finally:
         _flush()
         os._exit(code)
+
+
+def _install_pass_fds(fds: list[int], pass_fds: Any) -> None:
+    """Put each descriptor of ``pass_fds`` (``(index in fds, number)``
+    pairs) under its number, as the parent has it (a forkserver child
+    receives them under other numbers); ``fds`` is updated in place."""
+    targets = {target for _, target in pass_fds}
+    if not targets:
+        return
+    import fcntl
+    above = max(targets) + 1
+    in_place = {index for index, target in pass_fds if fds[index] == target}
+    for index, fd in enumerate(fds):
+        if fd in targets and index not in in_place:
+            fds[index] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above)
+            os.close(fd)
+    for index, target in pass_fds:
+        if fds[index] != target:
+            os.dup2(fds[index], target, inheritable=True)
+            os.close(fds[index])
+            fds[index] = target
 
 
 def _run(process_obj: Any, data: dict[str, Any], parent_sentinel: int) -> Any:

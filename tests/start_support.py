@@ -159,3 +159,8 @@ class Reporter(gipc.Process):
 def send(conn, value):
     """Send ``value`` on a multiprocessing-style connection."""
     conn.send(value)
+
+
+def write_fd(fd, data):
+    """Write ``data`` to descriptor number ``fd`` (a ``pass_fds`` one)."""
+    os.write(fd, data)

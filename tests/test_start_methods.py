@@ -387,3 +387,69 @@ def test_a_start_while_the_child_imports_main_is_refused(tmp_path):
     assert out.stdout.splitlines() == ["exit 1"]
     assert "if __name__ == \"__main__\":" in out.stderr
     assert out.stderr.count("RuntimeError: a child process was started") == 1
+
+
+def test_spawn_helper_rejects_bad_input_clearly():
+    from gipc import _spawnc
+    with pytest.raises(TypeError, match="3 arguments"):
+        _spawnc.spawn(b"/bin/true", [b"true"])
+    with pytest.raises(TypeError, match="path must be bytes"):
+        _spawnc.spawn("/bin/true", [b"true"], [])
+    with pytest.raises(TypeError, match="argv must be a list of bytes"):
+        _spawnc.spawn(b"/bin/true", ["true"], [])
+    with pytest.raises(TypeError, match="envp must be a list of bytes"):
+        _spawnc.spawn(b"/bin/true", [b"true"], [1])
+    with pytest.raises(ValueError, match="argv must not be empty"):
+        _spawnc.spawn(b"/bin/true", [], [])
+    with pytest.raises(FileNotFoundError):
+        _spawnc.spawn(b"/nonexistent/gipc-test", [b"x"], [])
+
+
+def test_spawn_helper_resets_signals_and_mask(tmp_path):
+    import signal
+    from gipc import _spawnc
+    out = tmp_path / "status"
+    old = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+    try:
+        pid = _spawnc.spawn(
+            b"/bin/sh", [b"sh", b"-c", b"grep -E '^Sig(Blk|Ign)' "
+                         b"/proc/self/status > " + bytes(out)], [])
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
+        signal.signal(signal.SIGUSR2, old)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    masks = dict(line.split(":") for line in out.read_text().splitlines())
+    assert int(masks["SigBlk"], 16) == 0
+    # Only what the shell itself ignores may be ignored; not SIGUSR2.
+    assert not int(masks["SigIgn"], 16) & (1 << (signal.SIGUSR2 - 1))
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_pass_fds_are_open_under_their_numbers(method):
+    # What gipc.Process records for pass_fds (its _pass_fds attribute)
+    # reaches a spawn or forkserver child under the same numbers.
+    from start_support import write_fd
+    r, w = os.pipe()
+    try:
+        p = gipc.Process(target=write_fd, args=(w, b"through pass_fds"))
+        p._start_method = method
+        p._pass_fds = (w,)
+        p.start()
+        assert end(p) == 0
+        os.close(w)
+        w = -1
+        assert os.read(r, 100) == b"through pass_fds"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_pools_fork_whatever_the_default(restore_default):
+    gipc.set_start_method("spawn")
+    with gipc.Pool(1) as pool:
+        assert pool.apply(os.getpid) != os.getpid()
+        pool.close()
+        pool.join()
