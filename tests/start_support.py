@@ -164,3 +164,12 @@ def send(conn, value):
 def write_fd(fd, data):
     """Write ``data`` to descriptor number ``fd`` (a ``pass_fds`` one)."""
     os.write(fd, data)
+
+
+def report_open(fd, inode, writer):
+    """Whether descriptor ``fd`` is open here on the file ``inode``."""
+    try:
+        same = os.fstat(fd).st_ino == inode
+    except OSError:
+        same = False
+    writer.put("open" if same else "closed")

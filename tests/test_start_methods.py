@@ -453,3 +453,23 @@ def test_pools_fork_whatever_the_default(restore_default):
         assert pool.apply(os.getpid) != os.getpid()
         pool.close()
         pool.join()
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_an_inheritable_descriptor_not_passed_is_closed(method):
+    # Not close-on-exec, so an exec'd or forked child would keep it; a
+    # spawn or forkserver child closes everything it was not given.
+    from start_support import report_open
+    r_fd, w_fd = os.pipe()
+    os.set_inheritable(w_fd, True)
+    inode = os.fstat(w_fd).st_ino
+    try:
+        r, w = gipc.pipe()
+        with r:
+            p = gipc.start_process(report_open, args=(w_fd, inode, w),
+                                   start_method=method)
+            assert r.get(timeout=JOIN) == "closed"
+            assert end(p) == 0
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)
