@@ -58,5 +58,12 @@ setup(
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         ),
+        Extension(
+            "gipc._spawnc",
+            sources=["csrc/spawn.c"],
+            depends=["csrc/spawn.h"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        ),
     ],
 )

@@ -39,6 +39,10 @@ if _TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers ("X as X":
     # re-exported).
     from ._shared import NotGivenError as NotGivenError
+    from .context import get_all_start_methods as get_all_start_methods
+    from .context import get_context as get_context
+    from .context import get_start_method as get_start_method
+    from .context import set_start_method as set_start_method
     from .futures import ProcessPoolExecutor as ProcessPoolExecutor
     from .futures import as_completed as as_completed
     from .futures import futures_wait as futures_wait
@@ -74,6 +78,9 @@ _LAZY = {
     # then run in every start of every program.
     "Pool": "pool", "ProcessPoolExecutor": "futures",
     "futures_wait": "futures", "as_completed": "futures",
+    # Start methods (see gipc.context).
+    "get_context": "context", "get_start_method": "context",
+    "set_start_method": "context", "get_all_start_methods": "context",
 }
 
 

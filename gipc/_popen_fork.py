@@ -63,7 +63,9 @@ def _warn_about_threads() -> None:
         warnings.warn(
             "gipc is forking while other threads run (%s); only the "
             "calling thread exists in the child, and locks held by the "
-            "others stay held there" % ", ".join(others),
+            "others stay held there; start children with "
+            "start_method=\"forkserver\" (or \"spawn\") to avoid it"
+            % ", ".join(others),
             RuntimeWarning, stacklevel=7)
 
 

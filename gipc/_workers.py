@@ -383,7 +383,8 @@ class WorkerSet:
                 _worker.serve, args=(tasks_in, answers_out, progress,
                                      self.initializer, self.initargs,
                                      self.max_memory),
-                daemon=True, name="%s-worker-%d" % (self.name, self.spawned))
+                daemon=True, name="%s-worker-%d" % (self.name, self.spawned),
+                start_method="fork")  # whatever gipc's default method
         except BaseException as exc:
             for end in ends:
                 if not end.closed:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import _log, _shared
 from ._inherit import check_close_fds, check_pass_fds
 from ._moves import collect_moved_handles, collect_shared_handles
-from ._popen import popen_class
+from ._popen import check_method, popen_class
 
 
 class Process(mp_context.Process):
@@ -174,7 +174,8 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
                   kwargs: dict[str, Any] = {},
                   daemon: bool | None = None,
                   name: str | None = None, *, close_fds: bool = False,
-                  pass_fds: Iterable[int] = ()) -> _GProcess:
+                  pass_fds: Iterable[int] = (),
+                  start_method: str | None = None) -> _GProcess:
     """Start a child process running ``target(*args, **kwargs)`` and return
     its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).
 
@@ -191,9 +192,16 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
     needs; every other descriptor is replaced by /dev/null there before
     ``target`` runs (see :class:`Process`).
 
+    ``start_method`` is "fork", "spawn" or "forkserver" (see
+    :func:`gipc.get_context`); None: gipc's default
+    (:func:`gipc.get_start_method`).  Under spawn and forkserver the target
+    and arguments are pickled, and a failure raises before any child
+    exists.
+
     :raises TypeError: ``args`` is not a tuple or ``kwargs`` not a dict;
         ``close_fds`` is not a bool or ``pass_fds`` not an iterable of ints.
-    :raises ValueError: a number in ``pass_fds`` is negative.
+    :raises ValueError: a number in ``pass_fds`` is negative; gipc has no
+        such start method.
     :raises GIPCClosed, GIPCLocked, GIPCError: a handle cannot move (closed,
         in use, foreign, or hidden in a container); nothing was forked.
     :raises OSError: fork() failed, or a ``close_fds`` child could not
@@ -209,6 +217,8 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
                         % type(target).__name__)
     process = _GProcess(target=target, name=name, args=args, kwargs=kwargs,
                         close_fds=close_fds, pass_fds=pass_fds)
+    if start_method is not None:
+        process._start_method = check_method(start_method)
     if daemon is not None:
         process.daemon = daemon
     process.start()

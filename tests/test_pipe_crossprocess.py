@@ -3,7 +3,6 @@ issue's "done when" transfers with the parent's event loop kept alive, EOF,
 a child dying inside a message, broken pipes and timeouts across
 processes."""
 import os
-import struct
 import time
 
 import gevent
@@ -13,6 +12,11 @@ import pytest
 import gipc
 from gipc import GIPCClosed, GIPCProtocolError
 from support import end as _finish
+from start_support import die_inside_message as _die_inside_message
+from start_support import duplex_echo as _duplex_echo
+from start_support import exit_at_once as _exit_at_once
+from start_support import put_to_closed_reader as _put_to_closed_reader
+from start_support import sum_numbers as _sum_numbers
 
 WAIT = 30
 MIB = 1024 * 1024
@@ -129,18 +133,10 @@ def test_200000_small_pickled_messages_both_ways_while_parent_ticks():
 # -------------------------------------------------------- other rules
 
 
-def _duplex_echo(end):
-    while True:
-        try:
-            msg = end.get()
-        except EOFError:
-            return
-        end.put(("echo", msg))
-
-
-def test_duplex_handle_to_child():
+def test_duplex_handle_to_child(start_method):
     with gipc.pipe(duplex=True) as (mine, theirs):
-        p = gipc.start_process(_duplex_echo, args=(theirs,))
+        p = gipc.start_process(_duplex_echo, args=(theirs,),
+                               start_method=start_method)
         try:
             assert theirs.closed
             with pytest.raises(GIPCClosed):
@@ -154,13 +150,10 @@ def test_duplex_handle_to_child():
     assert code == 0
 
 
-def _exit_at_once(w):
-    pass
-
-
-def test_eof_at_boundary_when_child_exits():
+def test_eof_at_boundary_when_child_exits(start_method):
     with gipc.pipe() as (r, w):
-        p = gipc.start_process(_exit_at_once, args=(w,))
+        p = gipc.start_process(_exit_at_once, args=(w,),
+                               start_method=start_method)
         try:
             with pytest.raises(EOFError):
                 r.get(timeout=WAIT)
@@ -169,16 +162,10 @@ def test_eof_at_boundary_when_child_exits():
     assert code == 0
 
 
-def _die_inside_message(w):
-    w.put("whole")
-    fd = w.fileno()
-    os.write(fd, struct.pack(">i", 1000) + b"only part")
-    os._exit(0)
-
-
-def test_child_dying_inside_a_message_gives_protocol_error():
+def test_child_dying_inside_a_message_gives_protocol_error(start_method):
     with gipc.pipe() as (r, w):
-        p = gipc.start_process(_die_inside_message, args=(w,))
+        p = gipc.start_process(_die_inside_message, args=(w,),
+                               start_method=start_method)
         try:
             assert r.get(timeout=WAIT) == "whole"
             with pytest.raises(GIPCProtocolError) as info:
@@ -191,19 +178,11 @@ def test_child_dying_inside_a_message_gives_protocol_error():
     assert code == 0
 
 
-def _put_to_closed_reader(w, report):
-    try:
-        w.put("anyone?")
-    except BrokenPipeError:
-        report.put("BrokenPipeError")
-    else:
-        report.put("no error")
-
-
-def test_broken_pipe_in_child():
+def test_broken_pipe_in_child(start_method):
     with gipc.pipe() as (r, w), gipc.pipe() as (report_r, report_w):
         r.close()
-        p = gipc.start_process(_put_to_closed_reader, args=(w, report_w))
+        p = gipc.start_process(_put_to_closed_reader, args=(w, report_w),
+                               start_method=start_method)
         try:
             assert report_r.get(timeout=WAIT) == "BrokenPipeError"
         finally:
@@ -256,20 +235,11 @@ def test_handle_not_passed_is_unusable_in_child():
     assert code == 0
 
 
-def _sum_numbers(r, w):
-    total = 0
-    while True:
-        try:
-            total += sum(r.get())
-        except EOFError:
-            break
-    w.put(total)
-
-
-def test_many_medium_messages_to_child():
+def test_many_medium_messages_to_child(start_method):
     chunks = [list(range(i, i + 1000)) for i in range(0, 200000, 1000)]
     with gipc.pipe() as (r, w), gipc.pipe() as (res_r, res_w):
-        p = gipc.start_process(_sum_numbers, args=(r, res_w))
+        p = gipc.start_process(_sum_numbers, args=(r, res_w),
+                               start_method=start_method)
         try:
             for c in chunks:
                 w.put(c)

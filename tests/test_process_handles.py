@@ -17,28 +17,17 @@ from gipc import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 from gipc import _ownership
 from support import children as _children
 from support import finish as _finish
+from start_support import Reporter as _Reporter
+from start_support import duplex_echo_once as _duplex_echo
+from start_support import echo_once as _echo_once
+from start_support import put as _put
+from start_support import report_fd as _report_fd
+from start_support import report_handles as _report_handles
 
 JOIN = 10
 
 
 # --- targets ----------------------------------------------------------------
-
-def _put(writer, value):
-    writer.put(value)
-
-
-def _echo_once(reader, writer):
-    writer.put(("echo", reader.get()))
-
-
-def _duplex_echo(end):
-    end.put(("echo", end.get()))
-
-
-def _report_handles(writer):
-    # Which gipc handles exist in the child: only the one passed to it.
-    writer.put([h is writer for h in _ownership.get_all_handles()])
-
 
 def _noop(*args, **kwargs):
     pass
@@ -46,9 +35,10 @@ def _noop(*args, **kwargs):
 
 # --- moves ------------------------------------------------------------------
 
-def test_moved_handle_is_closed_in_parent_and_usable_in_child():
+def test_moved_handle_is_closed_in_parent_and_usable_in_child(start_method):
     r, w = gipc.pipe()
-    p = gipc.start_process(_put, args=(w, "from the child"))
+    p = gipc.start_process(_put, args=(w, "from the child"),
+                           start_method=start_method)
     assert w.closed
     with pytest.raises(GIPCClosed):
         w.put("nope")
@@ -61,10 +51,11 @@ def test_moved_handle_is_closed_in_parent_and_usable_in_child():
     r.close()
 
 
-def test_handles_in_kwargs_move():
+def test_handles_in_kwargs_move(start_method):
     r1, w1 = gipc.pipe()
     r2, w2 = gipc.pipe()
-    p = gipc.start_process(_echo_once, kwargs={"reader": r1, "writer": w2})
+    p = gipc.start_process(_echo_once, kwargs={"reader": r1, "writer": w2},
+                           start_method=start_method)
     assert r1.closed and w2.closed
     w1.put(123)
     assert r2.get(timeout=JOIN) == ("echo", 123)
@@ -73,9 +64,10 @@ def test_handles_in_kwargs_move():
     r2.close()
 
 
-def test_both_halves_of_a_duplex_handle_move():
+def test_both_halves_of_a_duplex_handle_move(start_method):
     parent_end, child_end = gipc.pipe(duplex=True)
-    p = gipc.start_process(_duplex_echo, args=(child_end,))
+    p = gipc.start_process(_duplex_echo, args=(child_end,),
+                           start_method=start_method)
     assert child_end.closed
     assert child_end._reader.closed and child_end._writer.closed
     assert not parent_end.closed
@@ -85,10 +77,11 @@ def test_both_halves_of_a_duplex_handle_move():
     parent_end.close()
 
 
-def test_only_passed_handles_exist_in_the_child():
+def test_only_passed_handles_exist_in_the_child(start_method):
     r, w = gipc.pipe()
     others = [gipc.pipe(), gipc.pipe(duplex=True)]
-    p = gipc.start_process(_report_handles, args=(w,))
+    p = gipc.start_process(_report_handles, args=(w,),
+                           start_method=start_method)
     assert r.get(timeout=JOIN) == [True]
     _finish(p)
     r.close()
@@ -97,21 +90,12 @@ def test_only_passed_handles_exist_in_the_child():
             h.close()
 
 
-def _report_fd(fd, inode, writer):
-    # The parent's reader was not passed: its descriptor is closed here
-    # (its number may have been reused for something else since).
-    try:
-        same = os.fstat(fd).st_ino == inode
-    except OSError:
-        same = False
-    writer.put("open" if same else "closed")
-
-
-def test_unpassed_handles_descriptors_are_closed_in_child():
+def test_unpassed_handles_descriptors_are_closed_in_child(start_method):
     other_r, other_w = gipc.pipe()
     r, w = gipc.pipe()
     inode = os.fstat(other_r.fileno()).st_ino
-    p = gipc.start_process(_report_fd, args=(other_r.fileno(), inode, w))
+    p = gipc.start_process(_report_fd, args=(other_r.fileno(), inode, w),
+                           start_method=start_method)
     assert r.get(timeout=JOIN) == "closed"
     _finish(p)
     for h in (other_r, other_w, r):
@@ -395,22 +379,10 @@ def test_reader_waiting_inside_a_frame_gets_an_error_when_the_writer_dies():
     sr.close()
 
 
-class _Reporter(gipc.Process):
-    """Keeps a gipc pipe handle as an attribute, as multiprocessing code
-    keeps a connection: shared with the child, not moved."""
-
-    def __init__(self, writer):
-        super().__init__()
-        self.writer = writer
-
-    def run(self):
-        self.writer.put(("child", os.getpid(), _ownership.pid))
-
-
-def test_handle_held_by_a_process_subclass_is_shared():
+def test_handle_held_by_a_process_subclass_is_shared(start_method):
     r, w = gipc.pipe()
     with r:
-        p = _Reporter(w)
+        p = _Reporter(w, start_method)
         p.start()
         who, pid, owner = r.get(timeout=JOIN)
         assert (who, pid, owner) == ("child", p.pid, p.pid)

@@ -29,37 +29,15 @@ def _wait_exited(process):
     assert ready, "child did not exit in time"
 
 
-# --- targets ----------------------------------------------------------------
+# --- targets (importable, for spawn and forkserver children) -------------
 
-def _return_value():
-    return 7  # multiprocessing ignores the return value: exit code 0
-
-
-def _exit_with(code):
-    sys.exit(code)
-
-
-def _raise():
-    raise ValueError("boom in the child")
-
-
-def _os_exit(code):
-    os._exit(code)
-
-
-def _signal_self(signum):
-    os.kill(os.getpid(), signum)
-
-
-def _wait_for_message(reader):
-    reader.get()
-
-
-def _with_stderr_to(path, target, *args):
-    """Run ``target`` with the child's ``sys.stderr`` writing to ``path``
-    through a block-buffered file (so the child's final flush matters)."""
-    sys.stderr = open(path, "w", buffering=1 << 16)
-    target(*args)
+from start_support import exit_with as _exit_with  # noqa: E402
+from start_support import os_exit as _os_exit  # noqa: E402
+from start_support import raise_error as _raise  # noqa: E402
+from start_support import return_value as _return_value  # noqa: E402
+from start_support import signal_self as _signal_self  # noqa: E402
+from start_support import wait_for_message as _wait_for_message  # noqa: E402
+from start_support import with_stderr_to as _with_stderr_to  # noqa: E402
 
 
 # --- exit codes ---------------------------------------------------------------
@@ -75,33 +53,37 @@ def _with_stderr_to(path, target, *args):
     (_signal_self, (signal.SIGKILL,), -signal.SIGKILL),
     (_signal_self, (signal.SIGUSR1,), -signal.SIGUSR1),
 ])
-def test_exit_codes(target, args, expected):
-    p = gipc.start_process(target, args=args)
+def test_exit_codes(target, args, expected, start_method):
+    p = gipc.start_process(target, args=args,
+                           start_method=start_method)
     p.join(timeout=JOIN)
     assert p.exitcode == expected
     assert not p.is_alive()
     p.close()
 
 
-def test_sys_exit_with_message_prints_it_and_exits_1(tmp_path):
+def test_sys_exit_with_message_prints_it_and_exits_1(tmp_path, start_method):
     err = tmp_path / "stderr"
     p = gipc.start_process(_with_stderr_to,
-                           args=(str(err), _exit_with, "goodbye, parent"))
+                           args=(str(err), _exit_with, "goodbye, parent"),
+                           start_method=start_method)
     p.join(timeout=JOIN)
     assert p.exitcode == 1
     assert err.read_text() == "goodbye, parent\n"
     p.close()
 
 
-def test_uncaught_exception_prints_traceback_and_exits_1(tmp_path):
+def test_uncaught_exception_prints_traceback_and_exits_1(tmp_path,
+                                                         start_method):
     err = tmp_path / "stderr"
-    p = gipc.start_process(_with_stderr_to, args=(str(err), _raise))
+    p = gipc.start_process(_with_stderr_to, args=(str(err), _raise),
+                           start_method=start_method)
     p.join(timeout=JOIN)
     assert p.exitcode == 1
     text = err.read_text()
     assert "Traceback (most recent call last)" in text
     assert "ValueError: boom in the child" in text
-    assert "_raise" in text
+    assert "raise_error" in text
     p.close()
 
 
@@ -124,9 +106,10 @@ def test_child_never_returns_into_the_parent_stack(tmp_path):
 
 @pytest.mark.parametrize("method, signum", [
     ("terminate", signal.SIGTERM), ("kill", signal.SIGKILL)])
-def test_terminate_and_kill(method, signum):
+def test_terminate_and_kill(method, signum, start_method):
     with gipc.pipe() as (r, w):
-        p = gipc.start_process(_wait_for_message, args=(r,))
+        p = gipc.start_process(_wait_for_message, args=(r,),
+                               start_method=start_method)
         assert p.is_alive()
         getattr(p, method)()
         p.join(timeout=JOIN)
@@ -139,8 +122,9 @@ def test_terminate_and_kill(method, signum):
     p.close()
 
 
-def test_terminate_after_exit_before_join_is_harmless():
-    p = gipc.start_process(_exit_with, args=(4,))
+def test_terminate_after_exit_before_join_is_harmless(start_method):
+    p = gipc.start_process(_exit_with, args=(4,),
+                           start_method=start_method)
     _wait_exited(p)
     p.terminate()
     p.kill()
@@ -204,9 +188,10 @@ def test_join_rejects_bad_timeout_types():
         _finish(p)
 
 
-def test_is_alive_transitions():
+def test_is_alive_transitions(start_method):
     with gipc.pipe() as (r, w):
-        p = gipc.start_process(_wait_for_message, args=(r,))
+        p = gipc.start_process(_wait_for_message, args=(r,),
+                               start_method=start_method)
         assert p.pid > 0 and p.pid != os.getpid()
         assert p.is_alive()
         assert p.exitcode is None
@@ -221,9 +206,10 @@ def test_is_alive_transitions():
     p.close()
 
 
-def test_sentinel_is_readable_once_the_child_exited():
+def test_sentinel_is_readable_once_the_child_exited(start_method):
     with gipc.pipe() as (r, w):
-        p = gipc.start_process(_wait_for_message, args=(r,))
+        p = gipc.start_process(_wait_for_message, args=(r,),
+                               start_method=start_method)
         assert isinstance(p.sentinel, int)
         ready, _, _ = gevent.select.select([p.sentinel], [], [], 0)
         assert ready == []
@@ -352,16 +338,16 @@ def test_bad_args_or_kwargs_raise_type_error_before_fork(kwargs, message):
     assert _children() == before
 
 
-def test_args_and_kwargs_reach_the_target():
+def test_args_and_kwargs_reach_the_target(start_method):
     with gipc.pipe() as (r, w):
         p = gipc.start_process(_report_args, args=(w, 1, "two"),
-                               kwargs={"three": [3]})
+                               kwargs={"three": [3]},
+                               start_method=start_method)
         assert r.get(timeout=JOIN) == ((1, "two"), {"three": [3]})
         _finish(p)
 
 
-def _report_args(writer, *args, **kwargs):
-    writer.put((args, kwargs))
+from start_support import report_args as _report_args  # noqa: E402
 
 
 # --- where start_process() refuses to run ---------------------------------

@@ -243,14 +243,14 @@ def test_wait_knows_no_endpoint_class():
 # ------------------------------------------------ popen by start method
 
 
-def test_fork_is_the_only_and_default_start_method():
+def test_fork_is_the_default_start_method():
     from gipc import _popen, _popen_base, _popen_fork
-    assert _popen.start_methods() == ["fork"]
+    assert _popen.start_methods() == ["fork", "spawn", "forkserver"]
     assert _popen.popen_class() is _popen.popen_class("fork") \
         is _popen_fork.Popen
     assert issubclass(_popen_fork.Popen, _popen_base.BasePopen)
-    with pytest.raises(ValueError, match="no start method 'spawn'"):
-        _popen.popen_class("spawn")
+    with pytest.raises(ValueError, match="no start method 'vfork'"):
+        _popen.popen_class("vfork")
 
 
 def _send_pid(w):
@@ -285,13 +285,13 @@ def test_start_goes_through_the_popen_of_the_start_method(monkeypatch):
 
 
 def test_unknown_start_method_raises_before_any_fork():
-    class SpawnProcess(gipc.Process):
-        _start_method = "spawn"
+    class VforkProcess(gipc.Process):
+        _start_method = "vfork"
 
     r, w = gipc.pipe()
     with r, w:
-        p = SpawnProcess(target=_send_pid, args=(w,))
-        with pytest.raises(ValueError, match="no start method 'spawn'"):
+        p = VforkProcess(target=_send_pid, args=(w,))
+        with pytest.raises(ValueError, match="no start method 'vfork'"):
             p.start()
         assert p._popen is None
         assert not w.closed  # nothing moved to a child

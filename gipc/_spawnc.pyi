@@ -1,0 +1,3 @@
+"""Stubs for gipc._spawnc (csrc/spawn.c)."""
+
+def spawn(path: bytes, argv: list[bytes], envp: list[bytes], /) -> int: ...
