@@ -170,8 +170,10 @@ def main(argv=None):
           "%.1f ms the parent's CPU (median of %d; target <= 20 ms: %s); "
           "ticker alone: %.1f ms"
           % (stall * 1e3, stall_cpu * 1e3, len(runs),
-             "met" if stall <= 0.020 else
-             ("met by CPU" if stall_cpu <= 0.020 else "MISSED"),
+             # The target is wall time: what a greenlet waiting on a timer
+             # sees.  The parent's CPU time only tells where a miss came
+             # from (gipc's own work, or the CPU shared with the children).
+             "met" if stall <= 0.020 else "MISSED",
              noise * 1e3))
 
 
