@@ -123,7 +123,10 @@ class Task:
     :meth:`_on_cancel` when it is cancelled by the engine (terminate).
     """
 
-    __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers")
+    # (__weakref__: results can be weakly referenced, as the stdlib's can;
+    # the cyclic GC does not visit it.)
+    __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers",
+                 "__weakref__")
     _sleepers: list[Any] | None
 
     def _init_task(self, job: Any) -> None:
@@ -410,8 +413,14 @@ class WorkerSet:
 
     def _complete(self, task: Any, ok: Any, value: Any) -> None:
         task._phase = DONE
+        # A program may hold many finished tasks, and a full collection of
+        # the cyclic GC visits every slot of each one: keep none but the
+        # outcome.  The job's pickles go, and the seq, a distinct int
+        # object per task (one memory access more for the GC), becomes
+        # the shared None: no task in a window compares equal to it.
         task._worker = None
-        task._job = None  # not needed any more: free its pickles
+        task._job = None
+        task._seq = None
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -782,6 +791,7 @@ class WorkerSet:
         for task in cancelled:
             task._phase = DONE
             task._worker = None
+            task._job = None
             self._outstanding -= 1
             task._on_cancel()
         if self._outstanding <= 0:
