@@ -132,15 +132,21 @@ def test_finished_map_result_keeps_no_chunk(pool):
 
 def test_queued_results_are_one_gc_object_each(pool):
     # Both workers busy (one task each while task times are unknown): the
-    # other tasks wait in the parent's queue, each with its pickles.
+    # other tasks wait in the parent's queue, each with its pickles.  The
+    # GC's own count of new objects (what triggers its collections) grows
+    # by one per queued task: the result, not a container for its job.
     busy = [pool.apply_async(sleep_then, (WAIT, 1)) for _ in range(2)]
-
-    def make():
-        return [pool.apply_async(square, (i,)) for i in range(COUNT)]
-
-    queued, objects = new_tracked(make)
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        queued = [pool.apply_async(square, (i,)) for i in range(COUNT)]
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
     assert not any(r.ready() for r in queued)
-    assert len(objects) <= COUNT + SLACK, describe(objects)
+    # (Submitting yields to the loop now and then, which makes a few
+    # objects of gevent's; a container per job would make it 2 * COUNT.)
+    assert grown <= COUNT * 5 // 4, grown
     for result in busy + queued:
         assert result.cancel()
 
