@@ -132,6 +132,8 @@ class Task:
     # hold a distinct int per task for the GC to visit.
     __slots__ = ("_function", "_job", "_phase", "_worker", "_sleepers",
                  "__weakref__")
+    _function: bytes | None
+    _job: bytes | None
     _sleepers: list[Any] | None
 
     def _init_task(self, job: Any) -> None:

@@ -13,6 +13,7 @@ over 1000 results, not timed.
 import gc
 import weakref
 from collections import Counter
+from concurrent.futures import FIRST_EXCEPTION
 
 import pytest
 
@@ -238,3 +239,52 @@ def test_finished_results_are_in_no_reference_cycle(pool, executor):
 
     for make in (result, failed, mapped, future):
         assert _freed_without_gc(make), make.__name__
+
+
+# -- futures waited on ---------------------------------------------------
+
+def test_futures_waited_on_stay_one_gc_object_each(executor):
+    # as_completed() and futures_wait() ask each future whether it is done
+    # and add a callback to it; the stdlib's way makes a Condition for each
+    # (six objects more for the GC).
+    def make():
+        futures = [executor.submit(square, i) for i in range(COUNT)]
+        assert len(list(gipc.as_completed(futures, timeout=WAIT))) == COUNT
+        done, _ = gipc.futures_wait(futures, timeout=WAIT,
+                                    return_when=FIRST_EXCEPTION)
+        assert len(done) == COUNT
+        assert all(f.done() and not f.cancelled() and not f.running()
+                   and f.exception() is None for f in futures)
+        return futures
+
+    futures, objects = new_tracked(make)
+    assert len(objects) <= COUNT + SLACK, describe(objects)
+
+
+def test_done_callbacks_run_once_and_are_not_kept(executor):
+    calls = []
+    callback = Payload()
+    ref = weakref.ref(callback)
+    future = executor.submit(square, 3)
+    future.add_done_callback(calls.append)
+    future.add_done_callback(callback)
+    del callback
+    assert future.result(timeout=WAIT) == 9
+    assert calls == [future]
+    assert ref() is None
+    # Added when done: called at once.
+    future.add_done_callback(calls.append)
+    assert calls == [future, future]
+
+
+def test_done_callback_added_by_another_thread_runs(executor):
+    import threading
+    future = executor.submit(sleep_then, 0.2, 5)
+    calls = []
+    thread = threading.Thread(target=future.add_done_callback,
+                              args=(calls.append,))
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert future.result(timeout=WAIT) == 5
+    assert calls == [future]
