@@ -169,12 +169,22 @@ def _stall(impl, n, run, gc_off=False):
     ``run(pool, n)`` runs n trivial tasks: ms.  gipc only (a blocking pool
     stops the ticker for the whole run)."""
     if impl != "gipc":
-        return {"ms": None, "cpu_ms": None}
+        return {"ms": None, "cpu_ms": None, "gc_ms": None}
     import gevent
     pool = _pool(impl)
     _warm(pool)
     gaps = []
     running = [True]
+    collections = []  # CPU time of each full collection of the cyclic GC
+    started = [0.0]
+
+    def on_gc(phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.thread_time()
+        else:
+            collections.append(time.thread_time() - started[0])
 
     def ticker():
         # Wall time between two ticks, and this thread's CPU time in it:
@@ -190,12 +200,14 @@ def _stall(impl, n, run, gc_off=False):
 
     if gc_off:
         gc.disable()
+    gc.callbacks.append(on_gc)
     try:
         tick = gevent.spawn(ticker)
         gevent.sleep(0.01)
         check = run(pool, n)
         running[0] = False
         tick.join()
+        gc.callbacks.remove(on_gc)
         check()  # after the ticker: checking is not the pool's work
     finally:
         # (The first allocation after this collects every object made
@@ -203,7 +215,8 @@ def _stall(impl, n, run, gc_off=False):
         gc.enable()
     _close(pool)
     return {"ms": max(g[0] for g in gaps) * 1e3,
-            "cpu_ms": max(g[1] for g in gaps) * 1e3}
+            "cpu_ms": max(g[1] for g in gaps) * 1e3,
+            "gc_ms": max(collections, default=0.0) * 1e3}
 
 
 def _run_apply_async(pool, n):
@@ -247,6 +260,57 @@ def case_stall_imap(impl, n):
     return _stall(impl, n, _run_imap)
 
 
+def _collect_ms(reps=9):
+    """The CPU time of a full collection of the cyclic GC (``gc.collect()``)
+    in this process as it is: the fastest of ``reps``, ms."""
+    times = []
+    for _ in range(reps):
+        start = time.thread_time()
+        gc.collect()
+        times.append(time.thread_time() - start)
+    return min(times) * 1e3
+
+
+class _Smallest:
+    """The smallest object the cyclic GC tracks that a Python library can
+    make: an instance with no slot and no ``__dict__``."""
+
+    __slots__ = ()
+
+
+def case_gc_held(impl, n):
+    """A full GC collection with n finished apply_async results held (the
+    stall case's state at its end): ms, and ns per result over the same
+    collection without them."""
+    pool = _pool(impl)
+    _warm(pool)
+    empty = _collect_ms()
+    results = [pool.apply_async(add_one, (i,)) for i in range(n)]
+    for i, r in enumerate(results):
+        if r.get() != i + 1:
+            raise AssertionError("wrong result")
+    held = _collect_ms()
+    del results[:]
+    _close(pool)
+    return {"ms": held, "ns_per_result": (held - empty) * 1e6 / n}
+
+
+def case_gc_floor(impl, n):
+    """The floor of case gc_held for any Python library: the same
+    collection with n of the smallest GC-tracked objects held instead
+    (gipc column only)."""
+    if impl != "gipc":
+        return {"ms": None, "ns_per_result": None}
+    pool = _pool(impl)
+    _warm(pool)
+    empty = _collect_ms()
+    objects = [_Smallest() for _ in range(n)]
+    held = _collect_ms()
+    del objects[:]
+    _close(pool)
+    return {"ms": held, "ns_per_result": (held - empty) * 1e6 / n}
+
+
 #: id, function, metric, unit, higher is better, target ratio, counts
 #: (full, quick), implementations
 CASES = [
@@ -265,6 +329,8 @@ CASES = [
      (100000, 10000)),
     ("stall_imap", case_stall_imap, "ms", "ms", False, None,
      (100000, 10000)),
+    ("gc_held", case_gc_held, "ms", "ms", False, None, (100000, 10000)),
+    ("gc_floor", case_gc_floor, "ms", "ms", False, None, (100000, 10000)),
 ]
 CASE_BY_ID = {c[0]: c for c in CASES}
 LABELS = {
@@ -278,6 +344,14 @@ LABELS = {
     "stall": "loop stall, 100k results held",
     "stall_gc_off": "  same, GC off (reference)",
     "stall_imap": "loop stall, 100k imap_unordered",
+    "gc_held": "gc.collect(), 100k results held",
+    "gc_floor": "  same, 100k smallest objects",
+}
+#: Extra rows: (metric, label suffix, unit) for the cases whose id starts
+#: with the key.
+EXTRA_ROWS = {
+    "stall": [("cpu_ms", ", CPU", "ms"), ("gc_ms", ", full GC", "ms")],
+    "gc_": [("ns_per_result", ", per object", "ns")],
 }
 #: The stall target is absolute (issue 11: <= 5 ms), for the cases a
 #: program runs (not the GC-off reference).
@@ -365,21 +439,23 @@ def main(argv=None):
             print("rep %d/%d: %s done" % (rep + 1, reps, case_id),
                   file=sys.stderr, flush=True)
     print()
-    print("%-34s %12s %12s %8s %8s  %s" % (
+    print("%-44s %12s %12s %8s %8s  %s" % (
         "case (2 workers, fork)", "gipc", "stdlib", "ratio", "target",
         "met"))
-    print("-" * 88)
-    rows = [(c, CASE_BY_ID[c][2], LABELS[c]) for c in ids]
+    print("-" * 98)
+    rows = [(c, CASE_BY_ID[c][2], LABELS[c], CASE_BY_ID[c][3]) for c in ids]
     for case_id in ids:
-        if case_id.startswith("stall"):
-            rows.append((case_id, "cpu_ms", LABELS[case_id] + ", CPU"))
+        for prefix, extra in EXTRA_ROWS.items():
+            if case_id.startswith(prefix):
+                rows.extend((case_id, key, LABELS[case_id] + suffix, unit)
+                            for key, suffix, unit in extra)
     rows.sort(key=lambda row: ids.index(row[0]))
-    for case_id, key, label in rows:
-        _, _, _, unit, higher, target, _ = CASE_BY_ID[case_id]
+    for case_id, key, label, unit in rows:
+        _, _, _, _, higher, target, _ = CASE_BY_ID[case_id]
         g = median(values.get((case_id, "gipc", key), []))
         s = median(values.get((case_id, "stdlib", key), []))
         ratio = g / s if g is not None and s else None
-        if case_id in STALL_TARGETED:
+        if case_id in STALL_TARGETED and key in ("ms", "cpu_ms"):
             goal = "<= %g ms" % STALL_TARGET_MS
             met = g is not None and g <= STALL_TARGET_MS
         elif target is None:
@@ -388,7 +464,7 @@ def main(argv=None):
             goal = ("%s %gx" % (">=" if higher else "<=", target))
             met = ratio is not None and (ratio >= target if higher
                                          else ratio <= target)
-        print("%-34s %12s %12s %8s %8s  %s" % (
+        print("%-44s %12s %12s %8s %8s  %s" % (
             "%s %s" % (label, unit), fmt(g), fmt(s),
             "-" if ratio is None else "%.2f" % ratio, goal,
             "-" if met is None else "MET" if met else "MISSED"))
@@ -396,7 +472,10 @@ def main(argv=None):
           "ProcessPoolExecutor for the executor cases; medians of %d "
           "runs; ratio = gipc / stdlib.  Loop stall: the largest gap of a "
           "ticker greenlet; CPU: the parent's CPU time within that gap "
-          "(without the time the OS ran other processes)." % reps)
+          "(without the time the OS ran other processes); full GC: the "
+          "CPU time of the longest gen-2 collection in the run.  "
+          "gc.collect(): the fastest of 9, CPU time; per object: over the "
+          "same collection without them." % reps)
     return 1 if failed else 0
 
 

@@ -9,7 +9,9 @@ knows which task a dead worker was running (its oldest unanswered one)
 without any message saying so.
 
 Frames, parent to worker (pickled tuples):
-    (TASKS, [job, ...])       job: see encode_call() and encode_chunk()
+    (TASKS, [function, data, function, data, ...])
+                              one (function, data) pair per task, flat:
+                              see encode_call() and encode_chunk()
     (SKIP, [seq, ...])        seq: the task's number, counting from 0 in
                               the order the worker received them
 Frames, worker to parent: one kind byte, then
@@ -67,15 +69,18 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # -- jobs ----------------------------------------------------------------
 #
-# A job is ``(pickled function, kind, pickled data)``, made in the caller
-# (an unpicklable function or argument raises there).  A plain function
-# pickles by reference and always to the same bytes, so the parent pickles
-# it once and every job shares that bytes object: a frame of jobs carries
-# it once (pickle's memo), and the worker unpickles it once.
+# A job is ``(pickled function, pickled (kind, data, data))``, made in the
+# caller (an unpicklable function or argument raises there).  A plain
+# function pickles by reference and always to the same bytes, so the parent
+# pickles it once and every job shares that bytes object: a frame of jobs
+# carries it once (pickle's memo), and the worker unpickles it once.  The
+# parent keeps the two bytes objects of a queued task in two slots of the
+# task, not in a tuple: a tuple would be one more object per queued task
+# for the cyclic GC to count and scan.
 
-CALL = 0        # data: (args, kwds)
-MAP = 1         # data: a chunk of items, each one the argument
-STARMAP = 2     # data: a chunk of argument tuples
+CALL = 0        # data: (CALL, args, kwds)
+MAP = 1         # data: (MAP, a chunk of items, each one the argument, None)
+STARMAP = 2     # data: (STARMAP, a chunk of argument tuples, None)
 
 _PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 _pickled_functions: dict[Any, Any] = {}
@@ -99,14 +104,14 @@ def _pickled_function(func: Any) -> Any:
 
 def encode_call(func: Any, args: Any, kwds: Any) -> Any:
     """The job for ``func(*args, **kwds)``."""
-    return (_pickled_function(func), CALL, _dumps((args, kwds), _PROTOCOL))
+    return (_pickled_function(func), _dumps((CALL, args, kwds), _PROTOCOL))
 
 
 def encode_chunk(func: Any, chunk: Any, star: Any = False) -> Any:
     """The job for ``[func(x) for x in chunk]`` (``func(*x)`` with
     ``star``)."""
-    return (_pickled_function(func), STARMAP if star else MAP,
-            _dumps(chunk, _PROTOCOL))
+    return (_pickled_function(func),
+            _dumps((STARMAP if star else MAP, chunk, None), _PROTOCOL))
 
 
 class _Functions(dict[Any, Any]):
@@ -119,15 +124,14 @@ class _Functions(dict[Any, Any]):
         return func
 
 
-def _run(functions: Any, job: Any) -> Any:
-    data, kind, args = job
-    func = functions[data]
+def _run(functions: Any, function: Any, data: Any) -> Any:
+    func = functions[function]
+    kind, args, kwds = _loads(data)
     if kind == CALL:
-        args, kwds = _loads(args)
         return func(*args, **kwds)
     if kind == MAP:
-        return list(map(func, _loads(args)))
-    return list(starmap(func, _loads(args)))
+        return list(map(func, args))
+    return list(starmap(func, args))
 
 
 class UnpicklableError(Exception):
@@ -250,14 +254,14 @@ def serve(
                     return
                 kind, items = _loads(frame)
                 if kind == TASKS:
-                    for payload in items:
-                        queue.append((received, payload))
+                    for i in range(0, len(items), 2):
+                        queue.append((received, items[i], items[i + 1]))
                         received += 1
                 else:
                     skip.update(items)
                 if not poll():
                     break
-        seq, payload = queue.popleft()
+        seq, function, data = queue.popleft()
         if skip and seq in skip:
             skip.discard(seq)
             out.append((SKIPPED, None))
@@ -267,11 +271,11 @@ def serve(
             first_unsent = start
         mark(progress, 0, 2 * seq + 2)
         try:
-            result = (OK, run(functions, payload))
+            result = (OK, run(functions, function, data))
         except Exception as exc:
             result = (FAILED, _portable_error(exc))
         mark(progress, 0, 2 * seq + 3)
-        del payload
+        del data
         end = perf_counter()
         busy += end - start
         out.append(result)

@@ -115,19 +115,31 @@ def remote_error(value: Any) -> Any:
 class Task:
     """One unit of work and the object that learns its outcome.
 
-    ``_job`` is the task as :mod:`gipc._worker` encodes it (None once the
-    task is done: a program may hold many finished tasks).  The engine calls
+    ``_function`` and ``_job`` are the task's pickled function and data as
+    :mod:`gipc._worker` encodes them (None once the task is done: a program
+    may hold many finished tasks).  The engine calls
     :meth:`_on_sent` when the task goes to a worker (return False to drop
     it: it was cancelled meanwhile), :meth:`_on_result` with its outcome
     (``ok`` and the value, or False and the exception to raise), and
     :meth:`_on_cancel` when it is cancelled by the engine (terminate).
     """
 
-    __slots__ = ("_job", "_phase", "_worker", "_seq", "_sleepers")
+    # (__weakref__: results can be weakly referenced, as the stdlib's can;
+    # the cyclic GC does not visit it.)
+    #
+    # No slot for the task's number in its worker's window: it follows
+    # from the task's place there (see _Worker.seq_of), and a slot would
+    # hold a distinct int per task for the GC to visit.
+    __slots__ = ("_function", "_job", "_phase", "_worker", "_sleepers",
+                 "__weakref__")
+    _function: bytes | None
+    _job: bytes | None
     _sleepers: list[Any] | None
 
     def _init_task(self, job: Any) -> None:
-        self._job = job
+        """``job``: ``(pickled function, pickled data)``, or None for a
+        task that is never sent (a map's result)."""
+        self._function, self._job = job or (None, None)
         self._phase = PENDING
         self._worker = None
         self._sleepers = None
@@ -224,6 +236,22 @@ class _Worker:
         self.retired = False
         self.killed = False     # by the parent, to stop a cancelled task
         self.sending = False    # a greenlet is writing a batch
+
+    def seq_of(self, task: Any) -> int:
+        """The number of ``task``, in this worker's window, in the order
+        the worker received its tasks.  The window holds the sent tasks not
+        answered yet in that order, so the first one's number is the count
+        of tasks sent before the window's."""
+        window = self.window
+        return self.sent - len(window) + window.index(task)
+
+    def task_at(self, seq: Any) -> Any:
+        """The task of number ``seq`` in this worker's window, or None."""
+        if seq is None:
+            return None
+        window = self.window
+        index = seq - (self.sent - len(window))
+        return window[index] if 0 <= index < len(window) else None
 
     def running(self) -> Any:
         """The seq of the task the worker is running, or None.  The worker
@@ -411,8 +439,11 @@ class WorkerSet:
 
     def _complete(self, task: Any, ok: Any, value: Any) -> None:
         task._phase = DONE
+        # A program may hold many finished tasks, and a full collection of
+        # the cyclic GC visits every slot of each one: keep nothing but the
+        # outcome (the job's pickles go).
         task._worker = None
-        task._job = None  # not needed any more: free its pickles
+        task._function = task._job = None
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -431,15 +462,16 @@ class WorkerSet:
             if not self.kill_on_cancel:
                 return False
             worker = task._worker
+            seq = worker.seq_of(task)
             running = worker.running()
-            if running == task._seq:
+            if running == seq:
                 worker.killed = True
                 _kill(worker.process)
-            elif running is None or running < task._seq:
+            elif running is None or running < seq:
                 # Not started: ask the worker to skip it; the reader kills
                 # the worker if it starts it before it sees the request.
-                worker.skips.append(task._seq)
-                worker.cancelled.add(task._seq)
+                worker.skips.append(seq)
+                worker.cancelled.add(seq)
                 worker.wake.set()
             # else done already: its outcome is dropped when it comes.
         else:
@@ -450,7 +482,7 @@ class WorkerSet:
                 pass
         task._phase = DONE
         task._worker = None
-        task._job = None
+        task._function = task._job = None
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -472,16 +504,19 @@ class WorkerSet:
             window = worker.window
             jobs: list[Any] = []
             size = 0
-            while outbox and len(jobs) < MAX_BATCH and size < MAX_BATCH_BYTES:
+            # (jobs: two items per task, see gipc._worker)
+            while outbox and len(jobs) < 2 * MAX_BATCH \
+                    and size < MAX_BATCH_BYTES:
                 task = outbox.popleft()
                 if task._phase != PENDING or not task._on_sent():
                     continue
                 task._phase = SENT
-                task._seq = worker.sent
                 worker.sent += 1
                 window.append(task)
-                jobs.append(task._job)
-                size += len(task._job[2])
+                job = task._job
+                jobs.append(task._function)
+                jobs.append(job)
+                size += len(job)
             if jobs:
                 worker.activity.set()
                 put(_dumps((TASKS, jobs), _PROTOCOL))
@@ -579,14 +614,10 @@ class WorkerSet:
         was asked to skip; None after SKIP_GRACE without one.  If the
         worker is running one of them (the request came too late), kill
         it (the caller then reads the end of the pipe)."""
-        running = worker.running()
-        if running is not None:
-            for task in worker.window:
-                if task._seq == running:
-                    if task._phase == DONE:
-                        worker.killed = True
-                        _kill(worker.process)
-                    break
+        task = worker.task_at(worker.running())
+        if task is not None and task._phase == DONE:
+            worker.killed = True
+            _kill(worker.process)
         try:
             return worker.channel.get(timeout=SKIP_GRACE)
         except Timeout:
@@ -609,7 +640,10 @@ class WorkerSet:
             task = window.popleft()
             if task._phase == DONE:
                 if worker.cancelled:
-                    worker.cancelled.discard(task._seq)
+                    # Its number: the count of tasks sent before the ones
+                    # left in the window, less itself.
+                    worker.cancelled.discard(
+                        worker.sent - len(window) - 1)
                 continue  # cancelled meanwhile; its outcome is dropped
             if status == OK:
                 complete(task, True, value)
@@ -692,15 +726,12 @@ class WorkerSet:
                 "a worker process died in the initializer (%s)"
                 % _describe_exit(code), code))
         elif not worker.killed:
-            running = worker.running()
-            for task in worker.window:
-                if task._seq == running:
-                    if task._phase != DONE:
-                        worker.window.remove(task)
-                        self._complete(task, False, self.lost_error(
-                            "a worker process died while running this "
-                            "task (%s)" % _describe_exit(code), code))
-                    break
+            task = worker.task_at(worker.running())
+            if task is not None and task._phase != DONE:
+                worker.window.remove(task)
+                self._complete(task, False, self.lost_error(
+                    "a worker process died while running this task (%s)"
+                    % _describe_exit(code), code))
         # The others never started, or finished with their results still
         # in the worker: they run again.
         self._requeue(worker)
@@ -783,6 +814,7 @@ class WorkerSet:
         for task in cancelled:
             task._phase = DONE
             task._worker = None
+            task._function = task._job = None
             self._outstanding -= 1
             task._on_cancel()
         if self._outstanding <= 0:

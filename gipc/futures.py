@@ -54,6 +54,9 @@ _PENDING = "PENDING"
 _RUNNING = "RUNNING"
 _FINISHED = "FINISHED"
 _CANCELLED = "CANCELLED"
+_CANCELLED_AND_NOTIFIED = "CANCELLED_AND_NOTIFIED"
+_CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
+_DONE_STATES = (_FINISHED, _CANCELLED, _CANCELLED_AND_NOTIFIED)
 
 
 class BrokenWorkerError(WorkerLostError, BrokenProcessPool):
@@ -163,6 +166,10 @@ class Future(Task, _cf.Future[Any]):
     def _invoke_callbacks(self) -> None:
         if self._callbacks_made:
             _cf.Future._invoke_callbacks(self)
+            # Called once, when the future is done; a callback added
+            # later is called at once and not kept.  Dropped, the list
+            # would not keep the callbacks (and what they hold) alive.
+            self._callbacks_made = None
 
     def _on_cancel(self) -> None:
         self._mark_cancelled()
@@ -203,8 +210,7 @@ class Future(Task, _cf.Future[Any]):
             return
         if get_hub_if_exists() is not self._engine.hub:
             with self._condition:
-                if self._state not in (_FINISHED, _CANCELLED,
-                                       "CANCELLED_AND_NOTIFIED"):
+                if self._state not in _DONE_STATES:
                     self._condition.wait(timeout)
             return
         self._wait(timeout)
@@ -231,7 +237,47 @@ class Future(Task, _cf.Future[Any]):
         """The task's exception (None if it returned), waiting
         cooperatively."""
         self._wait_here(timeout)
+        if self._state == _FINISHED:
+            return self._exception
         return _cf.Future.exception(self, 0)
+
+    # -- the stdlib's queries and callbacks, without the Condition ---------
+    # The stdlib takes the future's Condition to read its state; reading one
+    # attribute is atomic, and our completion writes the state before it
+    # looks for a Condition to notify (see _on_result).  Taking it would
+    # make the Condition (a lock, a deque of waiters, bound methods: six
+    # objects more for the cyclic GC) for every future that as_completed()
+    # or futures_wait() looks at.
+
+    def done(self) -> bool:
+        """True if the future finished or was cancelled."""
+        return self._state in _DONE_STATES
+
+    def cancelled(self) -> bool:
+        """True if the future was cancelled."""
+        return self._state in _CANCELLED_STATES
+
+    def running(self) -> bool:
+        """True if the task is running (sent to a worker)."""
+        return self._state == _RUNNING
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(future)`` when the future is done (now, if it is)."""
+        if self._condition_made is not None \
+                or get_hub_if_exists() is not self._engine.hub:
+            # Another thread's: the stdlib's way, under the Condition.
+            _cf.Future.add_done_callback(self, fn)
+            return
+        # In the hub's thread, where this future completes: nothing can
+        # complete it between the test and the append.
+        if self._state not in _DONE_STATES:
+            self._done_callbacks.append(fn)
+            return
+        try:
+            fn(self)
+        except Exception:
+            _cf._base.LOGGER.exception(
+                "exception calling callback for %r", self)
 
 
 _encode_call = _worker.encode_call

@@ -209,7 +209,7 @@ class MapResult(ApplyResult):
     ) -> None:
         ApplyResult.__init__(self, pool, None, callback, error_callback)
         self._chunksize = chunksize
-        self._chunks: list[Any] = []
+        self._chunks: list[Any] | None = []  # None once done
         self._value = [None] * length
         self._left = -(-length // chunksize) if length else 0
         if not length:
@@ -217,7 +217,15 @@ class MapResult(ApplyResult):
 
     def _finish(self, ok: Any, value: Any) -> None:
         self._phase = DONE
+        # The chunks refer back to this result: dropping them breaks the
+        # cycle, so that a finished map is freed by its reference count,
+        # not by the cyclic GC (and costs one object while it is held).
+        self._chunks = None
         ApplyResult._on_result(self, ok, value)
+
+    def _on_cancel(self) -> None:
+        self._chunks = None
+        ApplyResult._on_cancel(self)
 
     def _set(self, index: Any, ok: Any, value: Any) -> None:
         if self._phase == DONE:
@@ -242,7 +250,7 @@ class MapResult(ApplyResult):
         if self._phase == DONE:
             return False
         engine = self._pool._engine
-        stopped = [engine.cancel(chunk) for chunk in self._chunks]
+        stopped = [engine.cancel(chunk) for chunk in self._chunks or ()]
         if not any(stopped) and not engine.kill_on_cancel:
             return False
         self._phase = DONE
