@@ -11,5 +11,6 @@
 #include <Python.h>
 
 extern PyType_Spec gipc_reader_spec;
+extern PyType_Spec gipc_fast_recv_spec;
 
 #endif /* GIPC_READER_H */

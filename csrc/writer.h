@@ -10,5 +10,6 @@
 #include <Python.h>
 
 extern PyType_Spec gipc_writer_spec;
+extern PyType_Spec gipc_fast_send_spec;
 
 #endif /* GIPC_WRITER_H */

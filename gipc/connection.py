@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import pickle
 import socket
 
 from multiprocessing import BufferTooShort
@@ -118,6 +119,47 @@ class Connection(Endpoint):
         if not self._writable:
             raise OSError("connection is read-only")
 
+    # -- fast calls -----------------------------------------------------------
+
+    def _fast_locks(self) -> dict[str, Any]:
+        locks = self._lock
+        fast: dict[str, Any] = {}
+        if self._writable:
+            fast.update(send=locks.write, send_bytes=locks.write)
+        if self._readable:
+            fast.update(recv=locks.read, recv_bytes=locks.read)
+        return fast
+
+    def _make_fast(self) -> dict[str, Any]:
+        locks = self._lock
+        fast: dict[str, Any] = {}
+        if self._writable:
+            send = functools.partial(_core.FastSend, self._wcore, self._gate,
+                                     locks.write)
+            fast["send_bytes"] = send(self._full("send_bytes"),
+                                      self._send_rest)
+            # Plain objects (see _core: the C Pickler writes them by exact
+            # type, whatever reducers are registered) pickle with
+            # pickle.dumps exactly as with ForkingPickler; the rest goes
+            # through ForkingPickler and its reducers.
+            fast["send"] = send(self._full("send"), self._send_rest,
+                                encoder=pickle.dumps,
+                                protocol=pickle.DEFAULT_PROTOCOL,
+                                fallback=ForkingPickler.dumps)
+        if self._readable:
+            recv = functools.partial(_core.FastRecv, self._core, self._gate,
+                                     locks.read)
+            fast["recv_bytes"] = recv(self._full("recv_bytes"))
+            fast["recv"] = recv(self._full("recv"), ForkingPickler.loads)
+        return fast
+
+    def _send_rest(self, data: Any, started: bool = False,
+                   error: BaseException | None = None) -> None:
+        """A send the Python way, from the turn on, of the encoded
+        ``data``; or (``started``) finish the frame the fast call began
+        (see :meth:`Endpoint._send_frame`)."""
+        self._send_frame(data, self._lock.write, self._wwaiter, started, error)
+
     # -- sending --------------------------------------------------------------
 
     def send_bytes(self, buf: Buffer, offset: int = 0,
@@ -202,6 +244,7 @@ class Connection(Endpoint):
         # As multiprocessing: the stream is out of sync for reading.
         if self._writable:
             self._readable = False
+            self._unbind_fast("recv", "recv_bytes")
         else:
             self.close()
         raise OSError("bad message length")

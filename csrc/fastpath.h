@@ -1,0 +1,108 @@
+/*
+ * The per-message fast paths: put()/get() of pipe handles and send()/
+ * recv() and their _bytes variants of Connections, each one C call when it
+ * need not wait.
+ *
+ * An endpoint (gipc/_stream.py) owns one Gate: whether this process may
+ * use it (the owner's pid while it is usable, else 0) and its fairness
+ * Turn.  Each fast call object (FastSend in writer.c, FastRecv in
+ * reader.c) is bound to one endpoint as the method of the same name; it
+ * holds the C Writer or Reader, the Gate, the lock of the direction and
+ * the Python method it stands for.  It runs in C while the Gate is open:
+ * the endpoint is usable here, the slice of its Turn is not over, and no
+ * greenlet holds the lock (the lock's counter is positive: its
+ * acquire(blocking=False) would succeed).  A call that must wait, or fails
+ * in a way that the Python layer turns into another error, goes to the
+ * Python method instead; so does every call whose arguments the fast path
+ * does not take.  Since nothing between the Gate check and the end of the
+ * C call can switch greenlets, the lock need not be taken by a call that
+ * ends in C.
+ */
+#ifndef GIPC_FASTPATH_H
+#define GIPC_FASTPATH_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* gipc._core's module state: its types (for type checks of arguments). */
+typedef struct {
+    PyTypeObject *turn_type;
+    PyTypeObject *gate_type;
+    PyTypeObject *reader_type;
+    PyTypeObject *writer_type;
+    PyTypeObject *fast_send_type;
+    PyTypeObject *fast_recv_type;
+} gipc_core_state;
+
+extern PyType_Spec gipc_gate_spec;
+
+/* The module state of a type created by gipc._core. */
+gipc_core_state *gipc_core_state_of(PyTypeObject *type);
+
+/* `obj` is an instance of `type` (a TypeError naming `what` if not). */
+int gipc_check_type(PyObject *obj, PyTypeObject *type, const char *what);
+
+/*
+ * 1 if a fast call on the endpoint of `gate` may run in C now: this
+ * process owns the endpoint and it is usable, its turn is not over, and
+ * `lock` is free.  0 if the call must go the Python way; -1 with an
+ * exception set.
+ */
+int gipc_gate_open(PyObject *gate, PyObject *lock);
+
+/* 1 if this process owns the endpoint of `gate` and it is usable, 0 if
+ * not, -1 with an exception set. */
+int gipc_gate_owned(PyObject *gate);
+
+/* gipc_gate_open() for a caller that checked gipc_gate_owned() and ran
+ * no Python code since. */
+int gipc_gate_ready(PyObject *gate, PyObject *lock);
+
+/* 1 if `lock` (a gevent Semaphore) is free, 0 if not, -1 with an
+ * exception set.  `gate` is the endpoint's. */
+int gipc_lock_free(PyObject *gate, PyObject *lock);
+
+/*
+ * 1 if `obj` is made only of objects that pickle's C Pickler writes by
+ * their exact type (None, bool, int, float, str, bytes, and tuples, lists
+ * and dicts of these, not too deep or large): such an object pickles the
+ * same whatever reducers a dispatch table registers, so pickle.dumps()
+ * gives what multiprocessing's ForkingPickler gives.  Never runs Python
+ * code.
+ */
+int gipc_plain_tree(PyObject *obj);
+
+/* Take the exception being raised (a new reference, normalised). */
+static inline PyObject *
+gipc_take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        (void)PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise `exc` again (taking the reference), as gipc_take_exception()
+ * gave it. */
+static inline void
+gipc_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+#endif
+}
+
+#endif /* GIPC_FASTPATH_H */
