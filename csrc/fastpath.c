@@ -170,6 +170,61 @@ gipc_gate_open(PyObject *gate, PyObject *lock)
     return rc <= 0 ? rc : gipc_gate_ready(gate, lock);
 }
 
+#if defined(__has_attribute)
+#if __has_attribute(no_sanitize_address)
+#define NOT_INSTRUMENTED __attribute__((no_sanitize_address, noinline))
+#endif
+#endif
+#ifndef NOT_INSTRUMENTED
+#define NOT_INSTRUMENTED
+#endif
+
+NOT_INSTRUMENTED PyObject *
+gipc_call2(PyObject *callable, PyObject *a, PyObject *b)
+{
+    PyObject *args[2] = {a, b};
+
+    return PyObject_Vectorcall(callable, args, 2, NULL);
+}
+
+NOT_INSTRUMENTED PyObject *
+gipc_call3(PyObject *callable, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *args[3] = {a, b, c};
+
+    return PyObject_Vectorcall(callable, args, 3, NULL);
+}
+
+PyObject *
+gipc_take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        (void)PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+void
+gipc_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+#endif
+}
+
 static int
 plain_walk(PyObject *obj, int depth, int *nodes)
 {

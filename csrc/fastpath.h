@@ -72,37 +72,24 @@ int gipc_lock_free(PyObject *gate, PyObject *lock);
  */
 int gipc_plain_tree(PyObject *obj);
 
-/* Take the exception being raised (a new reference, normalised). */
-static inline PyObject *
-gipc_take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
+/*
+ * Calls into Python from the fast calls.  Python code may switch
+ * greenlets, and greenlet saves a greenlet's stack by copying it, C frames
+ * included: a frame live across such a call must not hold locals whose
+ * address was taken (AddressSanitizer surrounds those with redzones, and
+ * reports greenlet's copy).  These helpers keep their argument arrays out
+ * of the callers' frames, in frames of their own that are not instrumented
+ * (they hold no logic).
+ */
+PyObject *gipc_call2(PyObject *callable, PyObject *a, PyObject *b);
+PyObject *gipc_call3(PyObject *callable, PyObject *a, PyObject *b,
+                     PyObject *c);
 
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (value != NULL && tb != NULL) {
-        (void)PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
+/* Take the exception being raised (a new reference, normalised). */
+PyObject *gipc_take_exception(void);
 
 /* Raise `exc` again (taking the reference), as gipc_take_exception()
  * gave it. */
-static inline void
-gipc_restore_exception(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
-                  PyException_GetTraceback(exc));
-#endif
-}
+void gipc_restore_exception(PyObject *exc);
 
 #endif /* GIPC_FASTPATH_H */

@@ -891,14 +891,39 @@ is_stream_error(void)
     return 0;
 }
 
+/* The next frame out of the reader, if it is at hand without a wait and
+ * without releasing the GIL: its payload as bytes, Py_None if the caller
+ * must wait (the part received stays in the reader), NULL with an error.
+ * (A frame of its own: see gipc_call2() in fastpath.h.) */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static PyObject *
+fast_take_frame(ReaderObject *r)
+{
+    PyObject *payload = NULL;
+    Py_ssize_t len;
+    int rc;
+
+    gipc_spin_start(&r->spin, 0);
+    r->busy = 1;
+    r->keep_gil = 1;
+    rc = next_frame(r, NULL, &payload, &len);
+    r->keep_gil = 0;
+    reader_leave(r);
+    if (rc == STEP_DONE) {
+        return payload;
+    }
+    return rc == STEP_ERROR ? NULL : Py_NewRef(Py_None);
+}
+
 static PyObject *
 fast_recv_call(FastRecvObject *self, PyObject *const *args, size_t nargsf,
                PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     ReaderObject *r = self->reader;
-    PyObject *payload = NULL;
-    Py_ssize_t len;
+    PyObject *payload;
     int rc;
 
     if (r == NULL) {
@@ -916,20 +941,16 @@ fast_recv_call(FastRecvObject *self, PyObject *const *args, size_t nargsf,
     if (rc == 0 || r->busy || r->fd < 0 || r->buf == NULL) {
         return PyObject_Vectorcall(self->full, NULL, 0, NULL);
     }
-    gipc_spin_start(&r->spin, 0);
-    r->busy = 1;
-    r->keep_gil = 1;
-    rc = next_frame(r, NULL, &payload, &len);
-    r->keep_gil = 0;
-    reader_leave(r);
-    if (rc == STEP_DONE) {
+    payload = fast_take_frame(r);
+    if (payload != NULL && payload != Py_None) {
         if (self->decoder == NULL) {
             return payload;
         }
         Py_SETREF(payload, PyObject_CallOneArg(self->decoder, payload));
         return payload;
     }
-    if (rc == STEP_WAIT || is_stream_error()) {
+    if (payload == Py_None || is_stream_error()) {
+        Py_XDECREF(payload);
         /* The part of a frame received so far stays in the reader. */
         return PyObject_Vectorcall(self->full, NULL, 0, NULL);
     }

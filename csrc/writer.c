@@ -391,16 +391,16 @@ typedef struct {
 static PyObject *
 fast_send_encode(FastSendObject *self, PyObject *obj)
 {
-    PyObject *args[2] = {obj, self->protocol};
-
     if (self->encoder == NULL) {
         return Py_NewRef(obj);
     }
     if (self->fallback != NULL && !gipc_plain_tree(obj)) {
         return PyObject_CallOneArg(self->fallback, obj);
     }
-    return PyObject_Vectorcall(self->encoder, args,
-                               self->protocol == NULL ? 1 : 2, NULL);
+    if (self->protocol == NULL) {
+        return PyObject_CallOneArg(self->encoder, obj);
+    }
+    return gipc_call2(self->encoder, obj, self->protocol);
 }
 
 /* Hand-overs of a pending frame tried before it is left to the next call
@@ -423,7 +423,6 @@ fast_send_encode(FastSendObject *self, PyObject *obj)
 static PyObject *
 fast_send_finish(FastSendObject *self, PyObject *data, PyObject *error)
 {
-    PyObject *args[3] = {data, Py_True, error != NULL ? error : Py_None};
     PyObject *result, *exc, *taken;
     int tries;
 
@@ -433,14 +432,14 @@ fast_send_finish(FastSendObject *self, PyObject *data, PyObject *error)
         return NULL;
     }
     Py_DECREF(taken);
-    result = PyObject_Vectorcall(self->slow, args, 3, NULL);
+    result = gipc_call3(self->slow, data, Py_True,
+                        error != NULL ? error : Py_None);
     for (tries = 1; result == NULL && self->writer->pending &&
          tries < HAND_OVER_TRIES; tries++) {
         exc = gipc_take_exception();
         if (exc == NULL) {
             break;
         }
-        args[2] = exc;
         if (gipc_lock_free(self->gate, self->lock) == 1) {
             /* The Python layer released the lock: take it again. */
             taken = PyObject_CallMethod(self->lock, "acquire", "O",
@@ -448,7 +447,7 @@ fast_send_finish(FastSendObject *self, PyObject *data, PyObject *error)
             Py_XDECREF(taken);
         }
         PyErr_Clear();
-        result = PyObject_Vectorcall(self->slow, args, 3, NULL);
+        result = gipc_call3(self->slow, data, Py_True, exc);
         Py_DECREF(exc);
     }
     return result;
