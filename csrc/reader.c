@@ -1041,6 +1041,23 @@ fast_recv_set_lock(FastRecvObject *self, PyObject *value,
     return 0;
 }
 
+/* What introspection asks (help(), inspect.signature()) is the Python
+ * method's. */
+static PyObject *
+fast_recv_get_wrapped(FastRecvObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->full != NULL ? self->full : Py_None);
+}
+
+static PyObject *
+fast_recv_get_doc(FastRecvObject *self, void *Py_UNUSED(closure))
+{
+    if (self->full == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyObject_GetAttrString(self->full, "__doc__");
+}
+
 static PyMemberDef fast_recv_members[] = {
     {"__vectorcalloffset__", T_PYSSIZET,
      offsetof(FastRecvObject, vectorcall), READONLY, NULL},
@@ -1050,6 +1067,9 @@ static PyMemberDef fast_recv_members[] = {
 static PyGetSetDef fast_recv_getset[] = {
     {"lock", (getter)fast_recv_get_lock, (setter)fast_recv_set_lock,
      PyDoc_STR("The lock of the direction."), NULL},
+    {"__wrapped__", (getter)fast_recv_get_wrapped, NULL,
+     PyDoc_STR("The Python method this call stands for."), NULL},
+    {"__doc__", (getter)fast_recv_get_doc, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 

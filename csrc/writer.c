@@ -642,6 +642,23 @@ fast_send_set_lock(FastSendObject *self, PyObject *value,
     return 0;
 }
 
+/* What introspection asks (help(), inspect.signature()) is the Python
+ * method's. */
+static PyObject *
+fast_send_get_wrapped(FastSendObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->full != NULL ? self->full : Py_None);
+}
+
+static PyObject *
+fast_send_get_doc(FastSendObject *self, void *Py_UNUSED(closure))
+{
+    if (self->full == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyObject_GetAttrString(self->full, "__doc__");
+}
+
 static PyMemberDef fast_send_members[] = {
     {"__vectorcalloffset__", T_PYSSIZET,
      offsetof(FastSendObject, vectorcall), READONLY, NULL},
@@ -651,6 +668,9 @@ static PyMemberDef fast_send_members[] = {
 static PyGetSetDef fast_send_getset[] = {
     {"lock", (getter)fast_send_get_lock, (setter)fast_send_set_lock,
      PyDoc_STR("The lock of the direction."), NULL},
+    {"__wrapped__", (getter)fast_send_get_wrapped, NULL,
+     PyDoc_STR("The Python method this call stands for."), NULL},
+    {"__doc__", (getter)fast_send_get_doc, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 

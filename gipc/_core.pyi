@@ -83,6 +83,8 @@ class FastSend:
     """put()/send()/send_bytes() as one C call when it need not wait."""
 
     lock: object
+    @property
+    def __wrapped__(self) -> Callable[..., None]: ...
     def __new__(
         cls,
         writer: Writer,
@@ -101,6 +103,8 @@ class FastRecv:
     """get()/recv()/recv_bytes() as one C call when a frame is at hand."""
 
     lock: object
+    @property
+    def __wrapped__(self) -> Callable[..., object]: ...
     def __new__(
         cls,
         reader: Reader,

@@ -594,3 +594,17 @@ def test_pickle_of_plain_objects_is_forkingpicklers():
     for obj in _OBJECTS[:13]:
         assert pickle.dumps(obj, pickle.DEFAULT_PROTOCOL) == bytes(
             ForkingPickler.dumps(obj)), obj
+
+
+def test_fast_calls_introspect_as_their_methods(raw, conns):
+    import inspect
+
+    r, w = raw
+    assert inspect.signature(w.put) == inspect.signature(
+        _GIPCWriter.put.__get__(w))
+    assert inspect.signature(r.get) == inspect.signature(
+        _GIPCReader.get.__get__(r))
+    assert w.put.__doc__ == _GIPCWriter.put.__doc__
+    a, _ = conns
+    assert a.recv_bytes.__doc__ == Connection.recv_bytes.__doc__
+    assert "maxlength" in inspect.signature(a.recv_bytes).parameters
