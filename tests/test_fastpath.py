@@ -608,3 +608,68 @@ def test_fast_calls_introspect_as_their_methods(raw, conns):
     a, _ = conns
     assert a.recv_bytes.__doc__ == Connection.recv_bytes.__doc__
     assert "maxlength" in inspect.signature(a.recv_bytes).parameters
+
+
+def _nearly_full_pipe():
+    """A raw pipe of 64 KiB holding 40,000 bytes: a put() of 40,000 more
+    writes a part of its frame, then must wait."""
+    r, w = gipc.pipe(encoder=None, decoder=None, pipe_size=65536)
+    w.put(b"a" * 40000)
+    return r, w
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_fast_put_that_must_wait_hands_its_frame_over(conns):
+    r, w = _nearly_full_pipe()
+    with r, w:
+        g = gevent.spawn(w.put, b"b" * 40000)
+        gevent.sleep(0)
+        # A part of the frame is in the pipe; the rest waits, under the lock.
+        assert not g.ready() and w._lock.locked()
+        with gevent.Timeout(WAIT):
+            assert r.get() == b"a" * 40000
+            assert r.get() == b"b" * 40000
+        g.get(timeout=WAIT)
+        assert not w._lock.locked() and w._broken is None
+
+
+def test_a_fast_put_cancelled_after_a_part_marks_broken():
+    r, w = _nearly_full_pipe()
+    with r, w:
+        with pytest.raises(gevent.Timeout):
+            with gevent.Timeout(0.05):
+                w.put(b"b" * 40000)
+        assert not w._lock.locked()
+        assert re.match(r"put\(\) was interrupted by Timeout after writing "
+                        r"\d+ of 40004 bytes", w._broken[1]), w._broken
+        with pytest.raises(GIPCProtocolError, match="unusable"):
+            w.put(b"x")
+
+
+def test_an_exception_before_the_hand_over_is_taken_marks_broken(
+        monkeypatch):
+    # As a signal handler raising at the entry of the Python layer's
+    # function, before its try statement took the frame over: the fast
+    # call hands the frame over again, with that exception.
+    r, w = _nearly_full_pipe()
+    with r, w:
+        send_frame = w._send_frame
+        raised = []
+
+        def interrupted_once(*args, **kwargs):
+            if not raised:
+                raised.append(True)
+                raise _Interrupt()
+            return send_frame(*args, **kwargs)
+
+        monkeypatch.setattr(w, "_send_frame", interrupted_once)
+        with pytest.raises(_Interrupt):
+            w.put(b"b" * 40000)
+        assert raised
+        assert not w._lock.locked()
+        assert "interrupted by _Interrupt" in w._broken[1]
+        with pytest.raises(GIPCProtocolError, match="unusable"):
+            w.put(b"x")
