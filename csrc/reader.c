@@ -859,6 +859,8 @@ typedef struct {
     PyObject *lock;         /* the lock of the direction (settable) */
     PyObject *full;         /* the Python method, for any other call */
     PyObject *decoder;      /* NULL: the payload is returned as bytes */
+    PyObject *wait;         /* NULL, or the rest after a spin, in Python */
+    long spin_us;           /* spin on an empty pipe before `wait` */
 } FastRecvObject;
 
 /* Whether the error set is one the Python layer turns into another (it
@@ -899,15 +901,15 @@ is_stream_error(void)
 __attribute__((noinline))
 #endif
 static PyObject *
-fast_take_frame(ReaderObject *r)
+fast_take_frame(ReaderObject *r, long spin_us, int keep_gil)
 {
     PyObject *payload = NULL;
     Py_ssize_t len;
     int rc;
 
-    gipc_spin_start(&r->spin, 0);
+    gipc_spin_start(&r->spin, spin_us);
     r->busy = 1;
-    r->keep_gil = 1;
+    r->keep_gil = keep_gil;
     rc = next_frame(r, NULL, &payload, &len);
     r->keep_gil = 0;
     reader_leave(r);
@@ -915,6 +917,36 @@ fast_take_frame(ReaderObject *r)
         return payload;
     }
     return rc == STEP_ERROR ? NULL : Py_NewRef(Py_None);
+}
+
+/* fast_take_frame() after a spin of up to spin_us on the empty pipe,
+ * under the lock (free: the Gate said so, and no Python code ran since). */
+static PyObject *
+fast_spin_frame(FastRecvObject *self)
+{
+    PyObject *payload, *done;
+    PyObject *exc = NULL;
+
+    done = PyObject_CallMethod(self->lock, "acquire", "O", Py_False);
+    if (done == NULL) {
+        return NULL;
+    }
+    Py_DECREF(done);
+    payload = fast_take_frame(self->reader, self->spin_us, 0);
+    if (payload == NULL) {
+        exc = gipc_take_exception();
+    }
+    done = PyObject_CallMethod(self->lock, "release", NULL);
+    if (done == NULL) {
+        Py_XDECREF(payload);
+        Py_XDECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(done);
+    if (exc != NULL) {
+        gipc_restore_exception(exc);
+    }
+    return payload;
 }
 
 static PyObject *
@@ -941,7 +973,19 @@ fast_recv_call(FastRecvObject *self, PyObject *const *args, size_t nargsf,
     if (rc == 0 || r->busy || r->fd < 0 || r->buf == NULL) {
         return PyObject_Vectorcall(self->full, NULL, 0, NULL);
     }
-    payload = fast_take_frame(r);
+    payload = fast_take_frame(r, 0, 1);
+    if (payload == Py_None && self->wait != NULL && r->payload == NULL &&
+        r->target_obj == NULL) {
+        /* The pipe is empty: spin on it under the lock (the GIL is
+         * released meanwhile), as the Python way would, before that way
+         * waits on the hub. */
+        Py_DECREF(payload);
+        payload = fast_spin_frame(self);
+        if (payload == Py_None) {
+            Py_DECREF(payload);
+            return PyObject_Vectorcall(self->wait, NULL, 0, NULL);
+        }
+    }
     if (payload != NULL && payload != Py_None) {
         if (self->decoder == NULL) {
             return payload;
@@ -961,14 +1005,16 @@ static PyObject *
 fast_recv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"reader", "gate", "lock", "full", "decoder",
-                             NULL};
+                             "wait", "spin_us", NULL};
     gipc_core_state *st = gipc_core_state_of(type);
     PyObject *reader, *gate, *lock, *full, *decoder = Py_None;
+    PyObject *wait = Py_None;
+    long spin_us = 0;
     FastRecvObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|O:FastRecv", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOl:FastRecv", kwlist,
                                      &reader, &gate, &lock, &full,
-                                     &decoder)) {
+                                     &decoder, &wait, &spin_us)) {
         return NULL;
     }
     if (st == NULL ||
@@ -986,6 +1032,8 @@ fast_recv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->lock = Py_NewRef(lock);
     self->full = Py_NewRef(full);
     self->decoder = decoder == Py_None ? NULL : Py_NewRef(decoder);
+    self->wait = wait == Py_None ? NULL : Py_NewRef(wait);
+    self->spin_us = spin_us;
     return (PyObject *)self;
 }
 
@@ -998,6 +1046,7 @@ fast_recv_traverse(FastRecvObject *self, visitproc visit, void *arg)
     Py_VISIT(self->lock);
     Py_VISIT(self->full);
     Py_VISIT(self->decoder);
+    Py_VISIT(self->wait);
     return 0;
 }
 
@@ -1009,6 +1058,7 @@ fast_recv_clear(FastRecvObject *self)
     Py_CLEAR(self->lock);
     Py_CLEAR(self->full);
     Py_CLEAR(self->decoder);
+    Py_CLEAR(self->wait);
     return 0;
 }
 

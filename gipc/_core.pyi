@@ -112,5 +112,7 @@ class FastRecv:
         lock: object,
         full: Callable[..., object],
         decoder: Callable[[bytes], object] | None = None,
+        wait: Callable[[], object] | None = None,
+        spin_us: int = 0,
     ) -> FastRecv: ...
     def __call__(self, *args: object, **kwargs: object) -> object: ...

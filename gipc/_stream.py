@@ -312,6 +312,19 @@ class Endpoint:
             lock.release()
         return result
 
+    def _receive_waiting(self, read: Any, lock: Any, waiter: Any) -> Any:
+        """The rest of a receive without timeout whose C fast call
+        (``_core.FastRecv``) found no whole message, even after spinning
+        on the empty pipe: enter the call, then wait on ``waiter`` and
+        ``read`` until the message is here (see :meth:`_receive`)."""
+        self._enter(lock)
+        try:
+            return self._wait_frame(read, waiter, spin=False)
+        except OSError as exc:
+            raise self._stream_error(exc)
+        finally:
+            lock.release()
+
     def _receive_late(self, read: Any, waiter: Any, timeout: Any, deadline: Any) -> Any:
         """The rest of a bounded receive whose first read found no whole
         message."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
-from ._stream import NO_LOCK, Endpoint
+from ._stream import NO_LOCK, SPIN_US, Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
@@ -148,10 +148,22 @@ class Connection(Endpoint):
                                 fallback=ForkingPickler.dumps)
         if self._readable:
             recv = functools.partial(_core.FastRecv, self._core, self._gate,
-                                     locks.read)
-            fast["recv_bytes"] = recv(self._full("recv_bytes"))
-            fast["recv"] = recv(self._full("recv"), ForkingPickler.loads)
+                                     locks.read, spin_us=SPIN_US)
+            fast["recv_bytes"] = recv(self._full("recv_bytes"),
+                                      wait=self._recv_bytes_rest)
+            fast["recv"] = recv(self._full("recv"), ForkingPickler.loads,
+                                wait=self._recv_rest)
         return fast
+
+    def _recv_bytes_rest(self) -> bytes:
+        """recv_bytes() the Python way once the fast call found no
+        message, even after spinning on the empty pipe."""
+        return self._receive_waiting(  # type: ignore[no-any-return]  # bytes
+            self._core.read_frame, self._lock.read, self._rwaiter)
+
+    def _recv_rest(self) -> Any:
+        """recv() the Python way, as :meth:`_recv_bytes_rest`."""
+        return ForkingPickler.loads(self._recv_bytes_rest())
 
     def _send_rest(self, data: Any, started: bool = False,
                    error: BaseException | None = None) -> None:

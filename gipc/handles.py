@@ -16,7 +16,7 @@ from typing import (
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
-from ._stream import Endpoint, unpicklable
+from ._stream import SPIN_US, Endpoint, unpicklable
 from .exceptions import GIPCClosed, GIPCLocked
 from types import TracebackType
 
@@ -115,8 +115,17 @@ class _GIPCReader(_GIPCHandle):
         return {"get": self._lock}
 
     def _make_fast(self) -> dict[str, Any]:
-        return {"get": _core.FastRecv(self._core, self._gate, self._lock,
-                                      self._full("get"), self._decoder)}
+        return {"get": _core.FastRecv(
+            self._core, self._gate, self._lock, self._full("get"),
+            self._decoder, self._get_rest, SPIN_US)}
+
+    def _get_rest(self) -> Any:
+        """get() the Python way once the fast call found no message, even
+        after spinning on the empty pipe."""
+        data = self._receive_waiting(self._core.read_frame, self._lock,
+                                     self._waiter)
+        decoder = self._decoder
+        return data if decoder is None else decoder(data)
 
     def get(self, timeout: float | None = None) -> Any:
         """Receive the next message, decode it and return it, waiting
