@@ -16,7 +16,10 @@
  * Python method instead; so does every call whose arguments the fast path
  * does not take.  Since nothing between the Gate check and the end of the
  * C call can switch greenlets, the lock need not be taken by a call that
- * ends in C.
+ * ends in C.  It is taken, in C, where the call hands over to Python a
+ * frame it began to write, and around a receive's spin on the empty pipe
+ * (the GIL is released then: another OS thread must find the lock held).
+ * Frames whose transfer releases the GIL go the Python way whole.
  */
 #ifndef GIPC_FASTPATH_H
 #define GIPC_FASTPATH_H

@@ -2,7 +2,8 @@
  * The Reader type (gipc._core.Reader): parses frames (see frame.h) from
  * the read end of a non-blocking pipe, many per read(), large payloads
  * straight into their final place, and keeps a frame only partly received
- * across calls.
+ * across calls; and FastRecv, the fast path of the receiving calls (see
+ * fastpath.h).
  */
 #ifndef GIPC_READER_H
 #define GIPC_READER_H
