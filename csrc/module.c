@@ -1,21 +1,22 @@
 /*
  * gipc._core: the C half of gipc.  Framed pipe I/O: the wire format
  * (frame.c), the Writer (writer.c), the Reader (reader.c) and its spinning
- * on an empty pipe (spin.c), and the fairness clock (turn.c).  Processes:
+ * on an empty pipe (spin.c), the fairness clock (turn.c) and the per-message fast paths (fastpath.c).  Processes:
  * the fork helper (fork.c), pidfds (pidfd.c), reaping one child (reap.c),
  * the SIGCHLD probe (sigchld.c) and type-cache warming (typecache.c).  It knows nothing of gevent: when a
  * descriptor would block it says so and the Python layer waits on the
  * hub.
  *
- * Multi-phase initialisation.  The module keeps no state of its own: the
- * Reader, Writer and Turn types are created per module object (heap types, from
- * their specs) and held by the module's dict only; no C code needs them
- * after that, since instances are only ever created from Python.  Every
- * other piece of state lives in the Reader and Writer objects.
+ * Multi-phase initialisation.  The types are created per module object
+ * (heap types, from their specs) and held by the module's dict and its
+ * state (gipc_core_state, fastpath.h: the fast calls check the types of
+ * their arguments against them).  Every other piece of state lives in the
+ * objects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "fastpath.h"
 #include "fork.h"
 #include "frame.h"
 #include "pidfd.h"
@@ -62,27 +63,72 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
-/* Create a type from its spec and add it to the module under `name`. */
+/* Create a type from its spec, add it to the module under `name` and keep
+ * it in *slot (the module state, a strong reference). */
 static int
-add_type(PyObject *module, const char *name, PyType_Spec *spec)
+add_type(PyObject *module, const char *name, PyType_Spec *spec,
+         PyTypeObject **slot)
 {
     PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
-    int rc;
 
     if (type == NULL) {
         return -1;
     }
-    rc = PyModule_AddObjectRef(module, name, type);
-    Py_DECREF(type);
-    return rc;
+    *slot = (PyTypeObject *)type;
+    return PyModule_AddObjectRef(module, name, type);
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    gipc_core_state *st = PyModule_GetState(module);
+
+    if (st != NULL) {
+        Py_VISIT(st->turn_type);
+        Py_VISIT(st->gate_type);
+        Py_VISIT(st->reader_type);
+        Py_VISIT(st->writer_type);
+        Py_VISIT(st->fast_send_type);
+        Py_VISIT(st->fast_recv_type);
+    }
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    gipc_core_state *st = PyModule_GetState(module);
+
+    if (st != NULL) {
+        Py_CLEAR(st->turn_type);
+        Py_CLEAR(st->gate_type);
+        Py_CLEAR(st->reader_type);
+        Py_CLEAR(st->writer_type);
+        Py_CLEAR(st->fast_send_type);
+        Py_CLEAR(st->fast_recv_type);
+    }
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    (void)core_clear((PyObject *)module);
 }
 
 static int
 core_exec(PyObject *module)
 {
-    if (add_type(module, "Reader", &gipc_reader_spec) < 0 ||
-        add_type(module, "Writer", &gipc_writer_spec) < 0 ||
-        add_type(module, "Turn", &gipc_turn_spec) < 0) {
+    gipc_core_state *st = PyModule_GetState(module);
+
+    if (add_type(module, "Reader", &gipc_reader_spec, &st->reader_type) < 0 ||
+        add_type(module, "Writer", &gipc_writer_spec, &st->writer_type) < 0 ||
+        add_type(module, "Turn", &gipc_turn_spec, &st->turn_type) < 0 ||
+        add_type(module, "Gate", &gipc_gate_spec, &st->gate_type) < 0 ||
+        add_type(module, "FastSend", &gipc_fast_send_spec,
+                 &st->fast_send_type) < 0 ||
+        add_type(module, "FastRecv", &gipc_fast_recv_spec,
+                 &st->fast_recv_type) < 0) {
         return -1;
     }
     /* On Linux a long is as wide as a Py_ssize_t. */
@@ -132,9 +178,12 @@ static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gipc._core",
     .m_doc = "C core of gipc: framed pipe I/O and the fork helper.",
-    .m_size = 0,
+    .m_size = sizeof(gipc_core_state),
     .m_methods = core_methods,
     .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
 };
 
 PyMODINIT_FUNC

@@ -11,11 +11,13 @@
  */
 #include "reader.h"
 
+#include "fastpath.h"
 #include "frame.h"
 #include "spin.h"
 
 #include <errno.h>
 #include <string.h>
+#include <structmember.h>
 #include <unistd.h>
 
 #define READ_BUFFER_DEFAULT (64 * 1024)
@@ -39,6 +41,7 @@ typedef struct {
     Py_ssize_t target_off;
     Py_ssize_t target_len;
     gipc_spin spin;         /* spinning on an empty pipe (spin.h) */
+    int keep_gil;           /* this call must not release the GIL */
 } ReaderObject;
 
 /* max_size bounds every announced length, so that no header length plus
@@ -150,15 +153,15 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
  * Read into dst, at most `want` bytes, retrying EINTR (and spinning on
  * EAGAIN while the reader's spin deadline allows).  Returns bytes read, 0 at
  * EOF, -1 with errno set (EAGAIN included), -2 if a signal handler raised.
- * Runs without the GIL when the read may be large.
+ * With `nogil`, runs without the GIL when the read may be large.
  */
 static ssize_t
-read_some(ReaderObject *self, char *dst, Py_ssize_t want)
+read_some(ReaderObject *self, char *dst, Py_ssize_t want, int nogil)
 {
     ssize_t n;
 
     for (;;) {
-        if (want >= GIPC_NOGIL_MIN) {
+        if (nogil && want >= GIPC_NOGIL_MIN) {
             Py_BEGIN_ALLOW_THREADS
             n = read(self->fd, dst, (size_t)want);
             Py_END_ALLOW_THREADS
@@ -232,7 +235,9 @@ fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
         Py_ssize_t want = len - *filled;
         ssize_t n;
 
-        if (*budget <= 0) {
+        if (*budget <= 0 || (self->keep_gil && want >= GIPC_NOGIL_MIN)) {
+            /* (A fast call stops before a read that releases the GIL: the
+             * Python way continues it under the lock.) */
             return STEP_WAIT;
         }
         if (want > *budget) {
@@ -241,7 +246,7 @@ fill_direct(ReaderObject *self, char *dst, Py_ssize_t len, Py_ssize_t *filled,
              * than the slice either. */
             want = *budget;
         }
-        n = read_some(self, dst + *filled, want);
+        n = read_some(self, dst + *filled, want, 1);
         if (n < 0) {
             return read_failed(n);
         }
@@ -272,7 +277,11 @@ fill_buffer(ReaderObject *self, Py_ssize_t *budget)
         self->end -= self->start;
         self->start = 0;
     }
-    n = read_some(self, self->buf + self->end, self->cap - self->end);
+    /* With the GIL: a read of a non-blocking pipe into the buffer (64 KiB
+     * at most) is quick, and releasing the GIL costs more than it does for
+     * the small messages that come this way.  Large payloads are read
+     * straight into place, without the GIL (fill_direct). */
+    n = read_some(self, self->buf + self->end, self->cap - self->end, 0);
     if (n < 0) {
         return read_failed(n);
     }
@@ -835,4 +844,300 @@ PyType_Spec gipc_reader_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = reader_slots,
+};
+
+
+/*
+ * FastRecv: get() of a read handle, recv()/recv_bytes() of a Connection,
+ * as one C call when a whole frame is at hand (see fastpath.h).
+ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    ReaderObject *reader;
+    PyObject *gate;
+    PyObject *lock;         /* the lock of the direction (settable) */
+    PyObject *full;         /* the Python method, for any other call */
+    PyObject *decoder;      /* NULL: the payload is returned as bytes */
+    PyObject *wait;         /* NULL, or the rest after a spin, in Python */
+    long spin_us;           /* spin on an empty pipe before `wait` */
+} FastRecvObject;
+
+/* Whether the error set is one the Python layer turns into another (it
+ * marks the endpoint broken): the full call then meets it again, since
+ * the reader keeps the state that caused it. */
+static int
+is_stream_error(void)
+{
+    PyObject *exc, *code;
+    long n = 0;
+
+    if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+        return 0;
+    }
+    exc = gipc_take_exception();
+    if (exc == NULL) {
+        return 0;
+    }
+    code = PyObject_GetAttrString(exc, "errno");
+    if (code != NULL && PyLong_Check(code)) {
+        n = PyLong_AsLong(code);
+    }
+    Py_XDECREF(code);
+    PyErr_Clear();
+    if (n == EPROTO || n == EMSGSIZE) {
+        Py_DECREF(exc);
+        return 1;
+    }
+    gipc_restore_exception(exc);
+    return 0;
+}
+
+/* The next frame out of the reader, if it is at hand without a wait and
+ * without releasing the GIL: its payload as bytes, Py_None if the caller
+ * must wait (the part received stays in the reader), NULL with an error.
+ * (A frame of its own: see gipc_call2() in fastpath.h.) */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static PyObject *
+fast_take_frame(ReaderObject *r, long spin_us, int keep_gil)
+{
+    PyObject *payload = NULL;
+    Py_ssize_t len;
+    int rc;
+
+    gipc_spin_start(&r->spin, spin_us);
+    r->busy = 1;
+    r->keep_gil = keep_gil;
+    rc = next_frame(r, NULL, &payload, &len);
+    r->keep_gil = 0;
+    reader_leave(r);
+    if (rc == STEP_DONE) {
+        return payload;
+    }
+    return rc == STEP_ERROR ? NULL : Py_NewRef(Py_None);
+}
+
+/* fast_take_frame() after a spin of up to spin_us on the empty pipe,
+ * under the lock (free: the Gate said so, and no Python code ran since). */
+static PyObject *
+fast_spin_frame(FastRecvObject *self)
+{
+    PyObject *payload, *done;
+    PyObject *exc = NULL;
+
+    done = PyObject_CallMethod(self->lock, "acquire", "O", Py_False);
+    if (done == NULL) {
+        return NULL;
+    }
+    Py_DECREF(done);
+    payload = fast_take_frame(self->reader, self->spin_us, 0);
+    if (payload == NULL) {
+        exc = gipc_take_exception();
+    }
+    done = PyObject_CallMethod(self->lock, "release", NULL);
+    if (done == NULL) {
+        Py_XDECREF(payload);
+        Py_XDECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(done);
+    if (exc != NULL) {
+        gipc_restore_exception(exc);
+    }
+    return payload;
+}
+
+static PyObject *
+fast_recv_call(FastRecvObject *self, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    ReaderObject *r = self->reader;
+    PyObject *payload;
+    int rc;
+
+    if (r == NULL) {
+        /* Cleared (a collected cycle): nothing left to call. */
+        PyErr_SetString(PyExc_ReferenceError, "the endpoint is gone");
+        return NULL;
+    }
+    if (nargs != 0 || kwnames != NULL) {
+        return PyObject_Vectorcall(self->full, args, nargs, kwnames);
+    }
+    rc = gipc_gate_open(self->gate, self->lock);
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == 0 || r->busy || r->fd < 0 || r->buf == NULL) {
+        return PyObject_Vectorcall(self->full, NULL, 0, NULL);
+    }
+    payload = fast_take_frame(r, 0, 1);
+    if (payload == Py_None && self->wait != NULL && r->payload == NULL &&
+        r->target_obj == NULL) {
+        /* The pipe is empty: spin on it under the lock (the GIL is
+         * released meanwhile), as the Python way would, before that way
+         * waits on the hub. */
+        Py_DECREF(payload);
+        payload = fast_spin_frame(self);
+        if (payload == Py_None) {
+            Py_DECREF(payload);
+            return PyObject_Vectorcall(self->wait, NULL, 0, NULL);
+        }
+    }
+    if (payload != NULL && payload != Py_None) {
+        if (self->decoder == NULL) {
+            return payload;
+        }
+        Py_SETREF(payload, PyObject_CallOneArg(self->decoder, payload));
+        return payload;
+    }
+    if (payload == Py_None || is_stream_error()) {
+        Py_XDECREF(payload);
+        /* The part of a frame received so far stays in the reader. */
+        return PyObject_Vectorcall(self->full, NULL, 0, NULL);
+    }
+    return NULL;
+}
+
+static PyObject *
+fast_recv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"reader", "gate", "lock", "full", "decoder",
+                             "wait", "spin_us", NULL};
+    gipc_core_state *st = gipc_core_state_of(type);
+    PyObject *reader, *gate, *lock, *full, *decoder = Py_None;
+    PyObject *wait = Py_None;
+    long spin_us = 0;
+    FastRecvObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|OOl:FastRecv", kwlist,
+                                     &reader, &gate, &lock, &full,
+                                     &decoder, &wait, &spin_us)) {
+        return NULL;
+    }
+    if (st == NULL ||
+        gipc_check_type(reader, st->reader_type, "reader") < 0 ||
+        gipc_check_type(gate, st->gate_type, "gate") < 0) {
+        return NULL;
+    }
+    self = (FastRecvObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)fast_recv_call;
+    self->reader = (ReaderObject *)Py_NewRef(reader);
+    self->gate = Py_NewRef(gate);
+    self->lock = Py_NewRef(lock);
+    self->full = Py_NewRef(full);
+    self->decoder = decoder == Py_None ? NULL : Py_NewRef(decoder);
+    self->wait = wait == Py_None ? NULL : Py_NewRef(wait);
+    self->spin_us = spin_us;
+    return (PyObject *)self;
+}
+
+static int
+fast_recv_traverse(FastRecvObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->reader);
+    Py_VISIT(self->gate);
+    Py_VISIT(self->lock);
+    Py_VISIT(self->full);
+    Py_VISIT(self->decoder);
+    Py_VISIT(self->wait);
+    return 0;
+}
+
+static int
+fast_recv_clear(FastRecvObject *self)
+{
+    Py_CLEAR(self->reader);
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->full);
+    Py_CLEAR(self->decoder);
+    Py_CLEAR(self->wait);
+    return 0;
+}
+
+static void
+fast_recv_dealloc(FastRecvObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    (void)fast_recv_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+fast_recv_get_lock(FastRecvObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->lock != NULL ? self->lock : Py_None);
+}
+
+static int
+fast_recv_set_lock(FastRecvObject *self, PyObject *value,
+                   void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete lock");
+        return -1;
+    }
+    Py_XSETREF(self->lock, Py_NewRef(value));
+    return 0;
+}
+
+/* What introspection asks (help(), inspect.signature()) is the Python
+ * method's. */
+static PyObject *
+fast_recv_get_wrapped(FastRecvObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->full != NULL ? self->full : Py_None);
+}
+
+static PyObject *
+fast_recv_get_doc(FastRecvObject *self, void *Py_UNUSED(closure))
+{
+    if (self->full == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyObject_GetAttrString(self->full, "__doc__");
+}
+
+static PyMemberDef fast_recv_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET,
+     offsetof(FastRecvObject, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyGetSetDef fast_recv_getset[] = {
+    {"lock", (getter)fast_recv_get_lock, (setter)fast_recv_set_lock,
+     PyDoc_STR("The lock of the direction."), NULL},
+    {"__wrapped__", (getter)fast_recv_get_wrapped, NULL,
+     PyDoc_STR("The Python method this call stands for."), NULL},
+    {"__doc__", (getter)fast_recv_get_doc, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot fast_recv_slots[] = {
+    {Py_tp_new, (void *)fast_recv_new},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_dealloc, (void *)fast_recv_dealloc},
+    {Py_tp_traverse, (void *)fast_recv_traverse},
+    {Py_tp_clear, (void *)fast_recv_clear},
+    {Py_tp_members, fast_recv_members},
+    {Py_tp_getset, fast_recv_getset},
+    {0, NULL}
+};
+
+PyType_Spec gipc_fast_recv_spec = {
+    .name = "gipc._core.FastRecv",
+    .basicsize = sizeof(FastRecvObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = fast_recv_slots,
 };

@@ -2,7 +2,8 @@
  * The Reader type (gipc._core.Reader): parses frames (see frame.h) from
  * the read end of a non-blocking pipe, many per read(), large payloads
  * straight into their final place, and keeps a frame only partly received
- * across calls.
+ * across calls; and FastRecv, the fast path of the receiving calls (see
+ * fastpath.h).
  */
 #ifndef GIPC_READER_H
 #define GIPC_READER_H
@@ -11,5 +12,6 @@
 #include <Python.h>
 
 extern PyType_Spec gipc_reader_spec;
+extern PyType_Spec gipc_fast_recv_spec;
 
 #endif /* GIPC_READER_H */

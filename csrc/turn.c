@@ -8,19 +8,8 @@
  */
 #include "turn.h"
 
-#include "clock.h"
-
-#include <stdint.h>
-
 /* Longest slice: an hour (keeps the arithmetic far from overflow). */
 #define TURN_SLICE_MAX_US (3600LL * 1000000)
-
-typedef struct {
-    PyObject_HEAD
-    clockid_t clock;
-    int64_t slice;      /* ns */
-    int64_t end;        /* clock value at which the slice is over */
-} TurnObject;
 
 static int
 turn_init(TurnObject *self, PyObject *args, PyObject *kwds)
@@ -57,7 +46,7 @@ turn_dealloc(TurnObject *self)
 static PyObject *
 turn_due(TurnObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(gipc_clock_ns(self->clock) >= self->end);
+    return PyBool_FromLong(gipc_turn_due(self));
 }
 
 /* restart() -> None */

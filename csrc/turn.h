@@ -10,6 +10,25 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "clock.h"
+
+#include <stdint.h>
+
+/* A Turn's state, read by the fast paths (fastpath.c) as well. */
+typedef struct {
+    PyObject_HEAD
+    clockid_t clock;
+    int64_t slice;      /* ns */
+    int64_t end;        /* clock value at which the slice is over */
+} TurnObject;
+
 extern PyType_Spec gipc_turn_spec;
+
+/* Whether the slice of `turn` is over (one cheap clock read). */
+static inline int
+gipc_turn_due(const TurnObject *turn)
+{
+    return gipc_clock_ns(turn->clock) >= turn->end;
+}
 
 #endif /* GIPC_TURN_H */

@@ -2,16 +2,23 @@
  * The Writer: frames out of a non-blocking descriptor (see writer.h).
  *
  * Header and payload leave with one writev(); no concatenated copy is ever
- * made.  A partial write reports how far it got, so the caller can wait
+ * made, but for a small frame (one write() of a copy on the stack).  A partial write reports how far it got, so the caller can wait
  * for writability and continue the very same frame.
  */
 #include "writer.h"
 
+#include "fastpath.h"
 #include "frame.h"
 
 #include <errno.h>
+#include <string.h>
+#include <structmember.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+/* Frames up to this size (header included) leave with one write() from a
+ * copy on the stack. */
+#define SMALL_FRAME 512
 
 /*
  * Write what is left of one frame, advancing *offset (bytes of header and
@@ -25,6 +32,28 @@ write_frame_part(int fd, const unsigned char *hdr, Py_ssize_t hdrlen,
 {
     Py_ssize_t total = hdrlen + len;
     Py_ssize_t written = 0;
+
+    if (*offset == 0 && total <= SMALL_FRAME) {
+        /* One copy into one write() costs less than a writev() of two
+         * pieces, for a frame this small. */
+        unsigned char frame[SMALL_FRAME];
+        ssize_t n;
+
+        memcpy(frame, hdr, (size_t)hdrlen);
+        if (len > 0) {
+            memcpy(frame + hdrlen, data, (size_t)len);
+        }
+        do {
+            n = write(fd, frame, (size_t)total);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+        }
+        *offset = n;
+        if (n == total) {
+            return 1;
+        }
+    }
 
     while (*offset < total && written < GIPC_IO_SLICE) {
         struct iovec iov[2];
@@ -337,4 +366,329 @@ PyType_Spec gipc_writer_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = writer_slots,
+};
+
+
+/*
+ * FastSend: put() of a write handle, send()/send_bytes() of a Connection,
+ * as one C call when the frame leaves whole (see fastpath.h).
+ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    WriterObject *writer;
+    PyObject *gate;
+    PyObject *lock;         /* the lock of the direction (settable) */
+    PyObject *full;         /* the Python method, for any other call */
+    PyObject *slow;         /* slow(data): the rest the Python way; and
+                             * slow(data, True, error), fast_send_finish */
+    PyObject *encoder;      /* NULL: the argument is sent raw */
+    PyObject *protocol;     /* NULL, or the encoder's second argument */
+    PyObject *fallback;     /* NULL, or the encoder of non-plain objects */
+} FastSendObject;
+
+/* The message of `obj`, encoded as the endpoint does (a new reference). */
+static PyObject *
+fast_send_encode(FastSendObject *self, PyObject *obj)
+{
+    if (self->encoder == NULL) {
+        return Py_NewRef(obj);
+    }
+    if (self->fallback != NULL && !gipc_plain_tree(obj)) {
+        return PyObject_CallOneArg(self->fallback, obj);
+    }
+    if (self->protocol == NULL) {
+        return PyObject_CallOneArg(self->encoder, obj);
+    }
+    return gipc_call2(self->encoder, obj, self->protocol);
+}
+
+/* Hand-overs of a pending frame tried before it is left to the next call
+ * (see fast_send_finish). */
+#define HAND_OVER_TRIES 3
+
+/*
+ * The frame of `data` is pending in the writer: take the lock (free: the
+ * Gate said so, and no Python code ran since) and let the Python layer
+ * complete the frame, slow(data, True, error) (`error`: the exception a
+ * write raised after a part of the frame left, or NULL), and release the
+ * lock.
+ *
+ * The Python layer takes the frame over inside a try statement.  An
+ * exception raised before it gets there (a signal handler runs at the
+ * entry of a Python function) leaves the frame pending, and the lock
+ * taken: then hand the frame over again, with that exception, so that it
+ * is abandoned and the endpoint marked broken if a part of it left.
+ */
+static PyObject *
+fast_send_finish(FastSendObject *self, PyObject *data, PyObject *error)
+{
+    PyObject *result, *exc, *taken;
+    int tries;
+
+    taken = PyObject_CallMethod(self->lock, "acquire", "O", Py_False);
+    if (taken == NULL) {
+        writer_drop_frame(self->writer);
+        return NULL;
+    }
+    Py_DECREF(taken);
+    result = gipc_call3(self->slow, data, Py_True,
+                        error != NULL ? error : Py_None);
+    for (tries = 1; result == NULL && self->writer->pending &&
+         tries < HAND_OVER_TRIES; tries++) {
+        exc = gipc_take_exception();
+        if (exc == NULL) {
+            break;
+        }
+        if (gipc_lock_free(self->gate, self->lock) == 1) {
+            /* The Python layer released the lock: take it again. */
+            taken = PyObject_CallMethod(self->lock, "acquire", "O",
+                                        Py_False);
+            Py_XDECREF(taken);
+        }
+        PyErr_Clear();
+        result = gipc_call3(self->slow, data, Py_True, exc);
+        Py_DECREF(exc);
+    }
+    return result;
+}
+
+/* Write the encoded `data` as one frame, or hand it to the slow path. */
+static PyObject *
+fast_send_data(FastSendObject *self, PyObject *data, PyObject *const *args,
+               Py_ssize_t nargs)
+{
+    WriterObject *w = self->writer;
+    PyObject *done, *exc;
+    /* An encoder is Python code: check again that the endpoint is
+     * usable.  (A raw message ran none since the check.) */
+    int rc = self->encoder == NULL ?
+             gipc_gate_ready(self->gate, self->lock) :
+             gipc_gate_open(self->gate, self->lock);
+
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == 0 || w->fd < 0 || w->busy || w->pending) {
+        goto python_way;
+    }
+    if (PyObject_GetBuffer(data, &w->view, PyBUF_C_CONTIGUOUS) < 0) {
+        /* The Python way gives the exact error of such an object. */
+        PyErr_Clear();
+        goto python_way;
+    }
+    if (w->view.len > GIPC_NOGIL_MIN - GIPC_LONG_HEADER) {
+        /* A frame this large leaves with the GIL released: under the lock
+         * (the Python way), so that a second OS thread waits for it rather
+         * than finding the writer busy.  (The copy costs more than that
+         * way, too.) */
+        PyBuffer_Release(&w->view);
+        goto python_way;
+    }
+    w->pending = 1;
+    w->offset = 0;
+    w->hdrlen = gipc_encode_header(w->hdr, (uint64_t)w->view.len);
+    done = writer_advance(w);
+    if (done == Py_True) {
+        Py_DECREF(done);
+        Py_RETURN_NONE;
+    }
+    if (done != NULL) {
+        Py_DECREF(done);
+        return fast_send_finish(self, data, NULL);
+    }
+    if (w->offset == 0) {
+        /* Nothing left: the error is the call's, the stream intact. */
+        writer_drop_frame(w);
+        return NULL;
+    }
+    exc = gipc_take_exception();
+    done = fast_send_finish(self, data, exc);
+    Py_XDECREF(exc);
+    return done;
+
+python_way:
+    /* A raw message goes the whole Python way: the method checks and
+     * converts its arguments itself (send_bytes()'s memoryview). */
+    if (self->encoder == NULL) {
+        return PyObject_Vectorcall(self->full, args, nargs, NULL);
+    }
+    return PyObject_CallOneArg(self->slow, data);
+}
+
+static PyObject *
+fast_send_call(FastSendObject *self, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *data, *result;
+    int rc;
+
+    if (self->writer == NULL) {
+        /* Cleared (a collected cycle): nothing left to call. */
+        PyErr_SetString(PyExc_ReferenceError, "the endpoint is gone");
+        return NULL;
+    }
+    if (nargs != 1 || kwnames != NULL) {
+        return PyObject_Vectorcall(self->full, args, nargs, kwnames);
+    }
+    /* The encoder never runs for an endpoint this process may not use. */
+    rc = gipc_gate_owned(self->gate);
+    if (rc <= 0) {
+        return rc < 0 ? NULL : PyObject_Vectorcall(self->full, args, nargs,
+                                                   NULL);
+    }
+    data = fast_send_encode(self, args[0]);
+    if (data == NULL) {
+        return NULL;
+    }
+    result = fast_send_data(self, data, args, nargs);
+    Py_DECREF(data);
+    return result;
+}
+
+static PyObject *
+fast_send_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"writer", "gate", "lock", "full", "slow",
+                             "encoder", "protocol", "fallback", NULL};
+    gipc_core_state *st = gipc_core_state_of(type);
+    PyObject *writer, *gate, *lock, *full, *slow;
+    PyObject *encoder = Py_None, *protocol = NULL, *fallback = Py_None;
+    FastSendObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|OOO:FastSend",
+                                     kwlist, &writer, &gate, &lock, &full,
+                                     &slow, &encoder, &protocol,
+                                     &fallback)) {
+        return NULL;
+    }
+    if (st == NULL ||
+        gipc_check_type(writer, st->writer_type, "writer") < 0 ||
+        gipc_check_type(gate, st->gate_type, "gate") < 0) {
+        return NULL;
+    }
+    self = (FastSendObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)fast_send_call;
+    self->writer = (WriterObject *)Py_NewRef(writer);
+    self->gate = Py_NewRef(gate);
+    self->lock = Py_NewRef(lock);
+    self->full = Py_NewRef(full);
+    self->slow = Py_NewRef(slow);
+    self->encoder = encoder == Py_None ? NULL : Py_NewRef(encoder);
+    self->protocol = protocol == NULL ? NULL : Py_NewRef(protocol);
+    self->fallback = fallback == Py_None ? NULL : Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int
+fast_send_traverse(FastSendObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->writer);
+    Py_VISIT(self->gate);
+    Py_VISIT(self->lock);
+    Py_VISIT(self->full);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->encoder);
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+fast_send_clear(FastSendObject *self)
+{
+    Py_CLEAR(self->writer);
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->full);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->encoder);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+fast_send_dealloc(FastSendObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    (void)fast_send_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+fast_send_get_lock(FastSendObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->lock != NULL ? self->lock : Py_None);
+}
+
+static int
+fast_send_set_lock(FastSendObject *self, PyObject *value,
+                   void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete lock");
+        return -1;
+    }
+    Py_XSETREF(self->lock, Py_NewRef(value));
+    return 0;
+}
+
+/* What introspection asks (help(), inspect.signature()) is the Python
+ * method's. */
+static PyObject *
+fast_send_get_wrapped(FastSendObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->full != NULL ? self->full : Py_None);
+}
+
+static PyObject *
+fast_send_get_doc(FastSendObject *self, void *Py_UNUSED(closure))
+{
+    if (self->full == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyObject_GetAttrString(self->full, "__doc__");
+}
+
+static PyMemberDef fast_send_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET,
+     offsetof(FastSendObject, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyGetSetDef fast_send_getset[] = {
+    {"lock", (getter)fast_send_get_lock, (setter)fast_send_set_lock,
+     PyDoc_STR("The lock of the direction."), NULL},
+    {"__wrapped__", (getter)fast_send_get_wrapped, NULL,
+     PyDoc_STR("The Python method this call stands for."), NULL},
+    {"__doc__", (getter)fast_send_get_doc, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot fast_send_slots[] = {
+    {Py_tp_new, (void *)fast_send_new},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_dealloc, (void *)fast_send_dealloc},
+    {Py_tp_traverse, (void *)fast_send_traverse},
+    {Py_tp_clear, (void *)fast_send_clear},
+    {Py_tp_members, fast_send_members},
+    {Py_tp_getset, fast_send_getset},
+    {0, NULL}
+};
+
+PyType_Spec gipc_fast_send_spec = {
+    .name = "gipc._core.FastSend",
+    .basicsize = sizeof(FastSendObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = fast_send_slots,
 };

@@ -1,6 +1,6 @@
 """Type stub for gipc._core, the C extension (csrc/module.c and friends)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, final
 
 from typing_extensions import Buffer
@@ -71,3 +71,50 @@ class Turn:
     def __init__(self, slice_us: int = 1000) -> None: ...
     def due(self) -> bool: ...
     def restart(self) -> None: ...
+
+@final
+class Gate:
+    """What the fast calls of one endpoint check before they run in C."""
+
+    ok_pid: int
+    turn: Turn
+    def __init__(self, turn: Turn, ownership: dict[str, object]) -> None: ...
+
+@final
+class FastSend:
+    """put()/send()/send_bytes() as one C call when it need not wait."""
+
+    lock: object
+    @property
+    def __wrapped__(self) -> Callable[..., None]: ...
+    def __new__(
+        cls,
+        writer: Writer,
+        gate: Gate,
+        lock: object,
+        full: Callable[..., None],
+        slow: Callable[..., None],
+        encoder: Callable[..., object] | None = None,
+        protocol: object = ...,
+        fallback: Callable[[object], object] | None = None,
+    ) -> FastSend: ...
+    def __call__(self, *args: object, **kwargs: object) -> None: ...
+
+@final
+class FastRecv:
+    """get()/recv()/recv_bytes() as one C call when a frame is at hand."""
+
+    lock: object
+    @property
+    def __wrapped__(self) -> Callable[..., object]: ...
+    def __new__(
+        cls,
+        reader: Reader,
+        gate: Gate,
+        lock: object,
+        full: Callable[..., object],
+        decoder: Callable[[bytes], object] | None = None,
+        wait: Callable[[], object] | None = None,
+        spin_us: int = 0,
+    ) -> FastRecv: ...
+    def __call__(self, *args: object, **kwargs: object) -> object: ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
+import types
 from typing import Any, Callable, NoReturn
 
 import gevent
@@ -84,6 +85,7 @@ class Endpoint:
     _close_locks: Callable[[], tuple[tuple[Any, str | None], ...]]
     _fd: int  # None once closed, and only read while open
     _ok_pid: int | None
+    _gate: Any
     _broken: tuple[int, str | None] | None
     _loop_epoch: Any
 
@@ -103,17 +105,73 @@ class Endpoint:
         self._fd = fd
         self._lock = self._make_lock()
         self._legit_pid = _ownership.pid
-        # Equals the owner's pid while the endpoint is usable; None once it
-        # is closed or broken.  One comparison guards every call.
-        self._ok_pid = self._legit_pid
+        # What the C fast calls check (see _bind_fast): the usable pid
+        # below and the fairness turn.
+        self._gate = _core.Gate(_core.Turn(FAIRNESS_SLICE_US),
+                                _ownership.__dict__)
+        self._set_ok_pid(self._legit_pid)
         self._closed = False
         self._broken = None
-        self._turn = _core.Turn(FAIRNESS_SLICE_US)
         self._loop_epoch = None
         # The first time a send finds the pipe full, try to grow it once.
         self._may_grow = True
         self._grew_pipe = False
+        self._bind_fast()
         _ownership.register(self)
+
+    def _bind_fast(self) -> None:
+        """Bind the endpoint's C fast calls (``_core.FastSend`` /
+        ``_core.FastRecv``, made by :meth:`_make_fast`) as instance
+        attributes named as the methods they stand for; once bound, give
+        them the current locks instead (in a child, see
+        :meth:`_take_over`: copies of them may be held elsewhere, e.g. by
+        a duplex handle).  Each runs in one C call when it need not wait
+        and calls the method of the class otherwise."""
+        bound = self.__dict__
+        locks = self._fast_locks()
+        if any(name in bound for name in locks):
+            for name, lock in locks.items():
+                if name in bound:
+                    bound[name].lock = lock
+            return
+        for name, fast in self._make_fast().items():
+            setattr(self, name, fast)
+
+    def _fast_locks(self) -> dict[str, Any]:
+        """The lock of each fast call the endpoint has, by name."""
+        return {}
+
+    def _make_fast(self) -> dict[str, Any]:
+        """The endpoint's fast calls, by name."""
+        return {}
+
+    def _full(self, name: str) -> Any:
+        """The method ``name`` of the class, bound: what a fast call does
+        the Python way."""
+        return types.MethodType(getattr(type(self), name), self)
+
+    def _unbind_fast(self, *names: str) -> None:
+        """Drop fast calls (all of them by default): the methods of the
+        class answer again (e.g. with the error of a closed endpoint), and
+        the reference cycle through the fast calls is gone."""
+        for name in names or tuple(self._fast_locks()):
+            self.__dict__.pop(name, None)
+
+    def _set_ok_pid(self, pid: int | None) -> None:
+        # Equals the owner's pid while the endpoint is usable; None once it
+        # is closed or broken.  One comparison guards every call; the Gate
+        # keeps the same for the C fast calls (0: unusable).
+        self._ok_pid = pid
+        self._gate.ok_pid = 0 if pid is None else pid
+
+    @property
+    def _turn(self) -> Any:
+        """The fairness clock (a ``_core.Turn``), kept by the Gate."""
+        return self._gate.turn
+
+    @_turn.setter
+    def _turn(self, turn: Any) -> None:
+        self._gate.turn = turn
 
     # -- state ------------------------------------------------------------
 
@@ -152,7 +210,7 @@ class Endpoint:
     def _mark_broken(self, code: int, reason: str | None) -> None:
         _log.debug("%r marked broken: %s", self, reason)
         self._broken = (code, reason)
-        self._ok_pid = None
+        self._set_ok_pid(None)
 
     def _stream_error(self, exc: OSError) -> BaseException:
         """Turn an OSError of the core into the error to raise, marking the
@@ -254,6 +312,19 @@ class Endpoint:
             lock.release()
         return result
 
+    def _receive_waiting(self, read: Any, lock: Any, waiter: Any) -> Any:
+        """The rest of a receive without timeout whose C fast call
+        (``_core.FastRecv``) found no whole message, even after spinning
+        on the empty pipe: enter the call, then wait on ``waiter`` and
+        ``read`` until the message is here (see :meth:`_receive`)."""
+        self._enter(lock)
+        try:
+            return self._wait_frame(read, waiter, spin=False)
+        except OSError as exc:
+            raise self._stream_error(exc)
+        finally:
+            lock.release()
+
     def _receive_late(self, read: Any, waiter: Any, timeout: Any, deadline: Any) -> Any:
         """The rest of a bounded receive whose first read found no whole
         message."""
@@ -308,17 +379,28 @@ class Endpoint:
 
     # -- sending ----------------------------------------------------------
 
-    def _send_frame(self, data: Any, lock: Any, waiter: Any) -> None:
+    def _send_frame(self, data: Any, lock: Any, waiter: Any,
+                    started: bool = False,
+                    error: BaseException | None = None) -> None:
         """Write ``data`` as one frame through the C writer ``self._wcore``:
         enter the call (see :meth:`_enter`) under the write ``lock``, and
         wait on ``waiter`` while the descriptor is full.  If anything
         interrupts the frame half-way, the endpoint is marked broken (the
         writer, not this frame of Python, knows how far the frame got, so
-        no interruption can hide it)."""
-        self._enter(lock)
+        no interruption can hide it).
+
+        ``started``: a C fast call (``_core.FastSend``) began the frame of
+        ``data`` and it must wait, or writing a part of it raised
+        ``error``; the fast call took ``lock`` for this call (and hands
+        the frame over again if anything raises before the try statement
+        below took it over)."""
+        if not started:
+            self._enter(lock)
         writer = self._wcore
         try:
-            done = writer.send(data)
+            if error is not None:
+                raise error
+            done = False if started else writer.send(data)
             if not done and self._may_grow:
                 self._may_grow = False
                 self._grew_pipe = _pipesize.grow(self._fd)
@@ -376,7 +458,8 @@ class Endpoint:
             _pipesize.release()
         self._fd = None  # type: ignore[assignment]  # closed: never read again
         self._closed = True
-        self._ok_pid = None
+        self._set_ok_pid(None)
+        self._unbind_fast()
         _ownership.unregister(self)
 
     def _take_over(self) -> tuple[Any, ...]:
@@ -389,8 +472,10 @@ class Endpoint:
                 core.after_fork()  # a parent thread inside means nothing here
         self._legit_pid = _ownership.pid
         if not self._closed and self._broken is None:
-            self._ok_pid = self._legit_pid
+            self._set_ok_pid(self._legit_pid)
         self._lock = self._make_lock()
+        if not self._closed:
+            self._bind_fast()
         # methodcaller: no Python frame of its own on the child's path.
         return tuple(map(_forget, self._waiters))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import pickle
 import socket
 
 from multiprocessing import BufferTooShort
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore, close_fd
-from ._stream import NO_LOCK, Endpoint
+from ._stream import NO_LOCK, SPIN_US, Endpoint
 from .exceptions import GIPCLocked
 from .handles import DEFAULT_MAX_MESSAGE_SIZE
 from .pipe import _os_pipe
@@ -117,6 +118,59 @@ class Connection(Endpoint):
         if not self._writable:
             raise OSError("connection is read-only")
 
+    # -- fast calls -----------------------------------------------------------
+
+    def _fast_locks(self) -> dict[str, Any]:
+        locks = self._lock
+        fast: dict[str, Any] = {}
+        if self._writable:
+            fast.update(send=locks.write, send_bytes=locks.write)
+        if self._readable:
+            fast.update(recv=locks.read, recv_bytes=locks.read)
+        return fast
+
+    def _make_fast(self) -> dict[str, Any]:
+        locks = self._lock
+        fast: dict[str, Any] = {}
+        if self._writable:
+            send = functools.partial(_core.FastSend, self._wcore, self._gate,
+                                     locks.write)
+            fast["send_bytes"] = send(self._full("send_bytes"),
+                                      self._send_rest)
+            # Plain objects (see _core: the C Pickler writes them by exact
+            # type, whatever reducers are registered) pickle with
+            # pickle.dumps exactly as with ForkingPickler; the rest goes
+            # through ForkingPickler and its reducers.
+            fast["send"] = send(self._full("send"), self._send_rest,
+                                encoder=pickle.dumps,
+                                protocol=pickle.DEFAULT_PROTOCOL,
+                                fallback=ForkingPickler.dumps)
+        if self._readable:
+            recv = functools.partial(_core.FastRecv, self._core, self._gate,
+                                     locks.read, spin_us=SPIN_US)
+            fast["recv_bytes"] = recv(self._full("recv_bytes"),
+                                      wait=self._recv_bytes_rest)
+            fast["recv"] = recv(self._full("recv"), ForkingPickler.loads,
+                                wait=self._recv_rest)
+        return fast
+
+    def _recv_bytes_rest(self) -> bytes:
+        """recv_bytes() the Python way once the fast call found no
+        message, even after spinning on the empty pipe."""
+        return self._receive_waiting(  # type: ignore[no-any-return]  # bytes
+            self._core.read_frame, self._lock.read, self._rwaiter)
+
+    def _recv_rest(self) -> Any:
+        """recv() the Python way, as :meth:`_recv_bytes_rest`."""
+        return ForkingPickler.loads(self._recv_bytes_rest())
+
+    def _send_rest(self, data: Any, started: bool = False,
+                   error: BaseException | None = None) -> None:
+        """A send the Python way, from the turn on, of the encoded
+        ``data``; or (``started``) finish the frame the fast call began
+        (see :meth:`Endpoint._send_frame`)."""
+        self._send_frame(data, self._lock.write, self._wwaiter, started, error)
+
     # -- sending --------------------------------------------------------------
 
     def send_bytes(self, buf: Buffer, offset: int = 0,
@@ -201,6 +255,7 @@ class Connection(Endpoint):
         # As multiprocessing: the stream is out of sync for reading.
         if self._writable:
             self._readable = False
+            self._unbind_fast("recv", "recv_bytes")
         else:
             self.close()
         raise OSError("bad message length")

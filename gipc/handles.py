@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from multiprocessing import BufferTooShort
 from typing import (
     TYPE_CHECKING, Any, Callable, Iterable, Iterator, NoReturn, TypeVar)
 
 from . import _core, _ownership
 from ._cooperate import READ, WRITE, FdWaiter, Semaphore
-from ._stream import Endpoint, unpicklable
+from ._stream import SPIN_US, Endpoint, unpicklable
 from .exceptions import GIPCClosed, GIPCLocked
 from types import TracebackType
 
@@ -110,6 +111,22 @@ class _GIPCReader(_GIPCHandle):
     def max_message_size(self, value: int) -> None:
         self._core.max_size = _check_size(value)
 
+    def _fast_locks(self) -> dict[str, Any]:
+        return {"get": self._lock}
+
+    def _make_fast(self) -> dict[str, Any]:
+        return {"get": _core.FastRecv(
+            self._core, self._gate, self._lock, self._full("get"),
+            self._decoder, self._get_rest, SPIN_US)}
+
+    def _get_rest(self) -> Any:
+        """get() the Python way once the fast call found no message, even
+        after spinning on the empty pipe."""
+        data = self._receive_waiting(self._core.read_frame, self._lock,
+                                     self._waiter)
+        decoder = self._decoder
+        return data if decoder is None else decoder(data)
+
     def get(self, timeout: float | None = None) -> Any:
         """Receive the next message, decode it and return it, waiting
         cooperatively until it is here.
@@ -170,6 +187,21 @@ class _GIPCWriter(_GIPCHandle):
         self._waiters = (self._waiter,)
         self._encoder = encoder
         _GIPCHandle.__init__(self, fd)
+
+    def _fast_locks(self) -> dict[str, Any]:
+        return {"put": self._lock}
+
+    def _make_fast(self) -> dict[str, Any]:
+        return {"put": _core.FastSend(
+            self._wcore, self._gate, self._lock, self._full("put"),
+            self._put_rest, **_fast_encoder(self._encoder))}
+
+    def _put_rest(self, data: Any, started: bool = False,
+                   error: BaseException | None = None) -> None:
+        """put() the Python way, from the turn on, of the encoded ``data``;
+        or (``started``) finish the frame the fast call began (see
+        :meth:`Endpoint._send_frame`)."""
+        self._send_frame(data, self._lock, self._waiter, started, error)
 
     def put(self, o: object) -> None:
         """Encode ``o`` and write it as one message, waiting cooperatively
@@ -262,6 +294,17 @@ class _GIPCDuplexHandle(_PairContext["_GIPCReader", "_GIPCWriter"]):
         return "<%s(%r, %s)>" % (type(self).__name__, self._reader, self._writer)
 
     __str__ = __repr__
+
+
+def _fast_encoder(encoder: Callable[[Any], Any] | None) -> dict[str, Any]:
+    """How a ``_core.FastSend`` calls ``encoder``: pickle's own dumps with
+    the protocol as second argument for the default encoder (a partial of
+    it with only a protocol), the encoder itself otherwise."""
+    if (isinstance(encoder, functools.partial) and encoder.func is pickle.dumps
+            and not encoder.args and list(encoder.keywords) == ["protocol"]):
+        return {"encoder": pickle.dumps,
+                "protocol": encoder.keywords["protocol"]}
+    return {"encoder": encoder}
 
 
 def _check_size(value: object) -> int:
