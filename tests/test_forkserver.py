@@ -13,7 +13,7 @@ import pytest
 import gipc
 from gipc import _forkserver
 from start_support import put_pid, wait_for_message
-from support import GIPC_PATH, end
+from support import SCRIPT_CWD, end, script_env
 
 JOIN = 10
 
@@ -124,7 +124,7 @@ def test_server_dies_with_its_parent_even_with_fork_children_alive():
     parent = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+        cwd=SCRIPT_CWD, env=script_env())
     try:
         server, forked = map(int, parent.stdout.readline().split())
         parent.kill()

@@ -17,7 +17,7 @@ from gipc import _popen, _popen_fork, context
 from gipc._spawn import StartError
 from start_support import (
     Reporter, put, put_pid, report_conn, report_world, return_value, send)
-from support import GIPC_PATH, children, end
+from support import SCRIPT_CWD, children, end, script_env
 
 JOIN = 10
 PICKLING = ("spawn", "forkserver")
@@ -258,7 +258,7 @@ def test_target_from_a_main_the_child_cannot_import(tmp_path):
     """)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,
-        timeout=60, env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+        timeout=60, cwd=SCRIPT_CWD, env=script_env())
     assert out.returncode == 0, out.stderr
     assert "refused:" in out.stdout
     assert "defined in __main__" in out.stdout
@@ -286,7 +286,7 @@ def test_target_in_a_main_script_runs_and_the_main_block_does_not(tmp_path):
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True,
         timeout=60, cwd=str(tmp_path),
-        env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+        env=script_env())
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines.count("top level ran as __main__") == 1
@@ -361,7 +361,7 @@ def test_popen_classes_load_on_first_use():
             "'gipc._forkserver' in sys.modules)")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,
-        timeout=60, env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+        timeout=60, cwd=SCRIPT_CWD, env=script_env())
     assert out.stdout.split() == ["False", "False"], out.stderr
     assert _popen.popen_class("spawn").method == "spawn"
 
@@ -382,7 +382,7 @@ def test_a_start_while_the_child_imports_main_is_refused(tmp_path):
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True,
         timeout=60, cwd=str(tmp_path),
-        env=dict(os.environ, PYTHONPATH=GIPC_PATH))
+        env=script_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["exit 1"]
     assert "if __name__ == \"__main__\":" in out.stderr
