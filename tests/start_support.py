@@ -56,6 +56,13 @@ def put_pid(writer):
     writer.put(os.getpid())
 
 
+def put_pid_then_wait(writer, reader):
+    """Report the pid, then live until told to exit (so that the parent
+    can look at the living child)."""
+    writer.put(os.getpid())
+    reader.get()
+
+
 def echo_once(reader, writer):
     writer.put(("echo", reader.get()))
 

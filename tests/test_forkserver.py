@@ -12,7 +12,7 @@ import pytest
 
 import gipc
 from gipc import _forkserver
-from start_support import put_pid, wait_for_message
+from start_support import put_pid, put_pid_then_wait, wait_for_message
 from support import SCRIPT_CWD, end, script_env
 
 JOIN = 10
@@ -44,11 +44,16 @@ def test_children_are_forked_by_the_server():
     _start_and_check()
     server = _server_pid()
     r, w = gipc.pipe()
-    with r:
-        p = gipc.start_process(put_pid, args=(w,), start_method="forkserver")
+    exit_r, exit_w = gipc.pipe()
+    with r, exit_w:
+        # The child lives until told to exit: its /proc entry is read while
+        # it runs.
+        p = gipc.start_process(put_pid_then_wait, args=(w, exit_r),
+                               start_method="forkserver")
         pid = r.get(timeout=JOIN)
         with open("/proc/%d/stat" % pid) as f:
             ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        exit_w.put("exit")
         assert ppid == server
         assert end(p) == 0
     assert _server_pid() == server  # one server for every start
