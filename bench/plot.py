@@ -11,7 +11,8 @@ import sys
 
 #: The peers gipc is compared with, in the order the bars are drawn.
 PEERS = [("mp", "multiprocessing"), ("pyref", "Python reference"),
-         ("cref", "C reference"), ("gipc18", "gipc 1.8")]
+         ("cref", "C reference"), ("crefspin", "C reference, spinning"),
+         ("gipc18", "gipc 1.8")]
 
 
 def speedups(records):
@@ -55,7 +56,10 @@ def draw(records, path, title="gipc relative to its peers"):
     peers = [(key, name) for key, name in PEERS
              if any(key in bars for _, bars in rows)]
     height = 0.8 / len(peers)
-    fig, ax = pyplot.subplots(figsize=(9, 0.55 * len(rows) * len(peers) + 1.5))
+    # A row per metric, as tall as its bars need (about 0.13 inch each).
+    bar_inches = 0.13
+    fig, ax = pyplot.subplots(
+        figsize=(9, bar_inches * len(rows) * len(peers) + 1.5))
     for k, (key, name) in enumerate(peers):
         ys = [i + k * height for i in range(len(rows))]
         values = [bars.get(key, 0) for _, bars in rows]
