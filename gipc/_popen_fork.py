@@ -39,16 +39,29 @@ def _check_can_fork() -> Any:
     if sys.is_finalizing():
         raise GIPCError("cannot start a child process during interpreter "
                         "shutdown")
-    if threading.current_thread() is not threading.main_thread():
+    hub = gevent.get_hub()
+    # Under monkey-patching, threading.current_thread() in a greenlet other
+    # than the main one is a dummy thread of that greenlet: gevent's hub
+    # knows whether this is the main OS thread.
+    if (threading.current_thread() is not threading.main_thread()
+            and not hub.main_hub):
         raise GIPCError("gipc starts child processes from the main thread "
                         "only (the child's fresh gevent hub needs it)")
-    hub = gevent.get_hub()
     if gevent.getcurrent() is hub:
         raise GIPCError("cannot start a child process from the gevent hub "
                         "greenlet (e.g. in a watcher callback); spawn a "
                         "greenlet for it")
-    if not _warned_threads and threading.active_count() > 1:
+    if (not _warned_threads and threading.active_count() > 1
+            and not _threads_are_greenlets()):
         _warn_about_threads()
+
+
+def _threads_are_greenlets() -> bool:
+    """Whether gevent monkey-patched threading: then every thread that
+    threading knows of is a greenlet of this OS thread (nothing a fork
+    leaves behind), and threading knows of no real one."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
 def _warn_about_threads() -> None:

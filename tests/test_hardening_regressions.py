@@ -322,3 +322,34 @@ def test_close_under_patch_all_releases_descriptors_at_once():
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_patch_all_children_start_from_any_greenlet_without_a_warning():
+    # Under patch_all, threading.current_thread() in a spawned greenlet is
+    # a dummy thread, and every threading.Thread is a greenlet: neither
+    # means another OS thread.  (A pool under patch_all replaces its
+    # workers from its reader greenlets.)
+    from support import run_script
+    done = run_script("""
+        import warnings
+        warnings.simplefilter("error")
+        from gevent import monkey
+        monkey.patch_all()
+        import threading
+        import gevent, gipc
+
+        def child():
+            pass
+
+        def start():
+            p = gipc.start_process(child)
+            p.join(10)
+            return p.exitcode
+
+        sleeper = threading.Thread(target=gevent.sleep, args=(0.2,))
+        sleeper.start()
+        print(gevent.spawn(start).get(timeout=10), start())
+        sleeper.join()
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0 0"
