@@ -335,3 +335,300 @@ PyType_Spec gipc_gate_spec = {
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = gate_slots,
 };
+
+/*
+ * The pickle of a small plain object, written here rather than by pickle's
+ * C Pickler, whose every call builds a Pickler, a memo table and a 4 KiB
+ * output buffer: for a message of a few dozen bytes that is most of the
+ * cost of put().  The bytes are exactly those of pickle.dumps(obj,
+ * protocol) for protocols 4 and 5 (the same opcodes, memo entries and
+ * frame), so a peer cannot tell.  Anything outside the subset below
+ * (another type, an int beyond 32 bits, a str with lone surrogates, a
+ * deep, wide or repetitive tree, a pickle beyond PICKLE_OUT_MAX) is left
+ * to pickle.
+ */
+#define PICKLE_OUT_MAX 4096
+#define PICKLE_MEMO_MAX 32
+#define FRAME_HEADER 9  /* FRAME and its 8-byte length */
+#define FRAME_MIN 4     /* shorter frames are left out, as pickle does */
+
+typedef struct {
+    unsigned char out[PICKLE_OUT_MAX];
+    Py_ssize_t len;
+    int nodes;          /* objects the walk may still visit */
+    int n_memo;
+    PyObject *memo[PICKLE_MEMO_MAX];  /* borrowed: no Python code runs */
+} PlainPickler;
+
+static int
+pp_write(PlainPickler *p, const void *data, Py_ssize_t n)
+{
+    if (n > PICKLE_OUT_MAX - p->len) {
+        return 0;
+    }
+    memcpy(p->out + p->len, data, (size_t)n);
+    p->len += n;
+    return 1;
+}
+
+static int
+pp_op(PlainPickler *p, unsigned char op)
+{
+    return pp_write(p, &op, 1);
+}
+
+static void
+pp_le32(unsigned char *dst, uint64_t value)
+{
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        dst[i] = (unsigned char)(value >> (8 * i));
+    }
+}
+
+/* An opcode and a length (one byte below 256 if `short_op`, else four),
+ * then `n` bytes of `data`. */
+static int
+pp_sized(PlainPickler *p, int short_op, int long_op, const char *data,
+         Py_ssize_t n)
+{
+    unsigned char head[5];
+
+    if (n < 256 && short_op >= 0) {
+        head[0] = (unsigned char)short_op;
+        head[1] = (unsigned char)n;
+        if (!pp_write(p, head, 2)) {
+            return 0;
+        }
+    }
+    else {
+        head[0] = (unsigned char)long_op;
+        pp_le32(head + 1, (uint64_t)n);
+        if (!pp_write(p, head, 5)) {
+            return 0;
+        }
+    }
+    return pp_write(p, data, n);
+}
+
+/* MEMOIZE, as pickle does after each str, bytes, tuple, list and dict. */
+static int
+pp_memoize(PlainPickler *p, PyObject *obj)
+{
+    if (p->n_memo == PICKLE_MEMO_MAX) {
+        return 0;
+    }
+    p->memo[p->n_memo++] = obj;
+    return pp_op(p, 0x94);
+}
+
+static int pp_save(PlainPickler *p, PyObject *obj, int depth);
+
+static int
+pp_save_long(PlainPickler *p, PyObject *obj)
+{
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(obj, &overflow);
+    unsigned char data[5];
+
+    if (overflow || value > 0x7fffffffL || value < -0x7fffffffL - 1) {
+        return 0;  /* LONG1: pickle's */
+    }
+    pp_le32(data + 1, (uint64_t)value);
+    if (data[4] != 0 || data[3] != 0) {
+        data[0] = 'J';  /* BININT */
+        return pp_write(p, data, 5);
+    }
+    if (data[2] != 0) {
+        data[0] = 'M';  /* BININT2 */
+        return pp_write(p, data, 3);
+    }
+    data[0] = 'K';  /* BININT1 */
+    return pp_write(p, data, 2);
+}
+
+static int
+pp_save_float(PlainPickler *p, PyObject *obj)
+{
+    /* BINFLOAT: the IEEE 754 double, big-endian (PyFloat_Pack8's bytes on
+     * every platform CPython builds on with IEEE doubles). */
+    double value = PyFloat_AS_DOUBLE(obj);
+    uint64_t bits;
+    unsigned char data[9];
+    int i;
+
+    memcpy(&bits, &value, sizeof(bits));
+    data[0] = 'G';
+    for (i = 0; i < 8; i++) {
+        data[1 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    }
+    return pp_write(p, data, 9);
+}
+
+static int
+pp_save_items(PlainPickler *p, PyObject *const *items, Py_ssize_t n,
+              int depth)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < n; i++) {
+        if (!pp_save(p, items[i], depth)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+pp_save_tuple(PlainPickler *p, PyObject *obj, int depth)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(obj);
+
+    if (n == 0) {
+        return pp_op(p, ')');  /* EMPTY_TUPLE, never memoized */
+    }
+    if (n > 3 && !pp_op(p, '(')) {  /* MARK */
+        return 0;
+    }
+    if (!pp_save_items(p, PySequence_Fast_ITEMS(obj), n, depth)) {
+        return 0;
+    }
+    /* TUPLE1, TUPLE2, TUPLE3 or TUPLE */
+    if (!pp_op(p, n <= 3 ? (unsigned char)(0x84 + n) : 't')) {
+        return 0;
+    }
+    return pp_memoize(p, obj);
+}
+
+static int
+pp_save_list(PlainPickler *p, PyObject *obj, int depth)
+{
+    Py_ssize_t n = PyList_GET_SIZE(obj);
+
+    if (!pp_op(p, ']') || !pp_memoize(p, obj)) {  /* EMPTY_LIST */
+        return 0;
+    }
+    if (n == 0) {
+        return 1;
+    }
+    if (n == 1) {
+        return pp_save(p, PyList_GET_ITEM(obj, 0), depth) &&
+               pp_op(p, 'a');  /* APPEND */
+    }
+    /* One batch: the node bound keeps n below pickle's batch size. */
+    return pp_op(p, '(') &&
+           pp_save_items(p, PySequence_Fast_ITEMS(obj), n, depth) &&
+           pp_op(p, 'e');  /* APPENDS */
+}
+
+static int
+pp_save_dict(PlainPickler *p, PyObject *obj, int depth)
+{
+    Py_ssize_t pos = 0, n = PyDict_GET_SIZE(obj);
+    PyObject *key, *value;
+
+    if (!pp_op(p, '}') || !pp_memoize(p, obj)) {  /* EMPTY_DICT */
+        return 0;
+    }
+    if (n == 0) {
+        return 1;
+    }
+    if (n > 1 && !pp_op(p, '(')) {
+        return 0;
+    }
+    while (PyDict_Next(obj, &pos, &key, &value)) {
+        if (!pp_save(p, key, depth) || !pp_save(p, value, depth)) {
+            return 0;
+        }
+    }
+    return pp_op(p, n == 1 ? 's' : 'u');  /* SETITEM or SETITEMS */
+}
+
+static int
+pp_save(PlainPickler *p, PyObject *obj, int depth)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    const char *utf8;
+    Py_ssize_t n;
+    int i;
+
+    if (--p->nodes < 0) {
+        return 0;
+    }
+    /* Atoms pickle never memoizes, in pickle's order of checks. */
+    if (obj == Py_None) {
+        return pp_op(p, 'N');
+    }
+    if (obj == Py_True || obj == Py_False) {
+        return pp_op(p, obj == Py_True ? 0x88 : 0x89);  /* NEWTRUE/FALSE */
+    }
+    if (type == &PyLong_Type) {
+        return pp_save_long(p, obj);
+    }
+    if (type == &PyFloat_Type) {
+        return pp_save_float(p, obj);
+    }
+    /* An object met before is a reference to its memo entry (BINGET). */
+    for (i = 0; i < p->n_memo; i++) {
+        if (p->memo[i] == obj) {
+            unsigned char get[2] = {'h', (unsigned char)i};
+
+            return pp_write(p, get, 2);
+        }
+    }
+    if (type == &PyBytes_Type) {
+        /* SHORT_BINBYTES or BINBYTES */
+        return pp_sized(p, 'C', 'B', PyBytes_AS_STRING(obj),
+                        PyBytes_GET_SIZE(obj)) && pp_memoize(p, obj);
+    }
+    if (type == &PyUnicode_Type) {
+        utf8 = PyUnicode_AsUTF8AndSize(obj, &n);
+        if (utf8 == NULL) {
+            PyErr_Clear();  /* lone surrogates: pickle's surrogatepass */
+            return 0;
+        }
+        /* SHORT_BINUNICODE or BINUNICODE */
+        return pp_sized(p, 0x8c, 'X', utf8, n) && pp_memoize(p, obj);
+    }
+    if (depth <= 0) {
+        return 0;
+    }
+    if (type == &PyTuple_Type) {
+        return pp_save_tuple(p, obj, depth - 1);
+    }
+    if (type == &PyList_Type) {
+        return pp_save_list(p, obj, depth - 1);
+    }
+    if (type == &PyDict_Type) {
+        return pp_save_dict(p, obj, depth - 1);
+    }
+    return 0;
+}
+
+PyObject *
+gipc_plain_pickle(PyObject *obj, int protocol)
+{
+    PlainPickler p;
+    Py_ssize_t frame;
+
+    p.nodes = PLAIN_NODES;
+    p.n_memo = 0;
+    p.out[0] = 0x80;  /* PROTO */
+    p.out[1] = (unsigned char)protocol;
+    p.len = 2 + FRAME_HEADER;
+    if (!pp_save(&p, obj, PLAIN_DEPTH) || !pp_op(&p, '.')) {  /* STOP */
+        return NULL;
+    }
+    frame = p.len - 2 - FRAME_HEADER;
+    if (frame >= FRAME_MIN) {
+        p.out[2] = 0x95;  /* FRAME, its length in 8 bytes little-endian */
+        pp_le32(p.out + 3, (uint64_t)frame);
+        memset(p.out + 7, 0, 4);
+    }
+    else {
+        memmove(p.out + 2, p.out + 2 + FRAME_HEADER, (size_t)frame);
+        p.len -= FRAME_HEADER;
+    }
+    return PyBytes_FromStringAndSize((const char *)p.out, p.len);
+}

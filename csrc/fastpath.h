@@ -76,6 +76,15 @@ int gipc_lock_free(PyObject *gate, PyObject *lock);
 int gipc_plain_tree(PyObject *obj);
 
 /*
+ * pickle.dumps(obj, protocol) for protocol 4 or 5, written without a
+ * Pickler when `obj` is a small plain object (see fastpath.c): a new
+ * bytes object; NULL with no exception set where it is left to pickle;
+ * NULL with an exception set on a failure (out of memory).  Never runs
+ * Python code.
+ */
+PyObject *gipc_plain_pickle(PyObject *obj, int protocol);
+
+/*
  * Calls into Python from the fast calls.  Python code may switch
  * greenlets, and greenlet saves a greenlet's stack by copying it, C frames
  * included: a frame live across such a call must not hold locals whose

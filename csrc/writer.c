@@ -385,14 +385,27 @@ typedef struct {
     PyObject *encoder;      /* NULL: the argument is sent raw */
     PyObject *protocol;     /* NULL, or the encoder's second argument */
     PyObject *fallback;     /* NULL, or the encoder of non-plain objects */
+    int plain_protocol;     /* 4 or 5 where the encoder is pickle.dumps
+                             * with that protocol (gipc_plain_pickle), else
+                             * 0 */
 } FastSendObject;
 
 /* The message of `obj`, encoded as the endpoint does (a new reference). */
 static PyObject *
 fast_send_encode(FastSendObject *self, PyObject *obj)
 {
+    PyObject *data;
+
     if (self->encoder == NULL) {
         return Py_NewRef(obj);
+    }
+    if (self->plain_protocol != 0) {
+        /* The bytes of pickle.dumps() (and of the fallback, for a plain
+         * object), or NULL without an error: pickle's to write. */
+        data = gipc_plain_pickle(obj, self->plain_protocol);
+        if (data != NULL || PyErr_Occurred()) {
+            return data;
+        }
     }
     if (self->fallback != NULL && !gipc_plain_tree(obj)) {
         return PyObject_CallOneArg(self->fallback, obj);
@@ -547,6 +560,35 @@ fast_send_call(FastSendObject *self, PyObject *const *args, size_t nargsf,
     return result;
 }
 
+/* The protocol gipc_plain_pickle() may write for `encoder` called with
+ * `protocol`: 4 or 5 if the encoder is pickle's own dumps (the C one,
+ * _pickle.dumps) and the protocol one of those, else 0. */
+static int
+plain_protocol_of(PyObject *encoder, PyObject *protocol)
+{
+    PyObject *module;
+    long value;
+    int is_dumps;
+
+    if (protocol == NULL || !PyLong_CheckExact(protocol) ||
+        !PyCFunction_Check(encoder)) {
+        return 0;
+    }
+    value = PyLong_AsLong(protocol);
+    if (value != 4 && value != 5) {
+        PyErr_Clear();
+        return 0;
+    }
+    module = PyCFunction_GET_SELF(encoder);
+    is_dumps = strcmp(((PyCFunctionObject *)encoder)->m_ml->ml_name,
+                      "dumps") == 0 && module != NULL &&
+               PyModule_Check(module) &&
+               strcmp(PyModule_GetName(module) != NULL ?
+                      PyModule_GetName(module) : "", "_pickle") == 0;
+    PyErr_Clear();
+    return is_dumps ? (int)value : 0;
+}
+
 static PyObject *
 fast_send_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -581,6 +623,7 @@ fast_send_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->encoder = encoder == Py_None ? NULL : Py_NewRef(encoder);
     self->protocol = protocol == NULL ? NULL : Py_NewRef(protocol);
     self->fallback = fallback == Py_None ? NULL : Py_NewRef(fallback);
+    self->plain_protocol = plain_protocol_of(encoder, protocol);
     return (PyObject *)self;
 }
 

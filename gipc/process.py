@@ -24,6 +24,10 @@ from ._inherit import check_close_fds, check_pass_fds
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import check_method, popen_class
 
+# The default of ``pass_fds`` (the empty tuple is a singleton: a caller's
+# ``()`` is this object too).
+_NO_FDS: tuple[int, ...] = ()
+
 
 class Process(mp_context.Process):
     """A child process with the exact ``multiprocessing.Process`` API
@@ -71,7 +75,7 @@ class Process(mp_context.Process):
                  name: str | None = None, args: Iterable[Any] = (),
                  kwargs: Mapping[str, Any] = {}, *,
                  daemon: bool | None = None, close_fds: bool = False,
-                 pass_fds: Iterable[int] = ()) -> None:
+                 pass_fds: Iterable[int] = _NO_FDS) -> None:
         """As ``multiprocessing.Process``, plus ``close_fds`` (keep only
         the descriptors listed above in the child) and ``pass_fds`` (more
         descriptors the child keeps).
@@ -80,6 +84,13 @@ class Process(mp_context.Process):
             an iterable of ints.
         :raises ValueError: a number in ``pass_fds`` is negative.
         """
+        if close_fds is False and pass_fds is _NO_FDS:
+            # The usual start: the class defaults hold (two more instance
+            # attributes and the checks' allocations are pages written on
+            # every start).
+            super().__init__(group, target, name, args, kwargs,
+                             daemon=daemon)
+            return
         close = check_close_fds(close_fds)
         passed = check_pass_fds(pass_fds)
         super().__init__(group, target, name, args, kwargs, daemon=daemon)
@@ -174,7 +185,7 @@ def start_process(target: Callable[..., object], args: tuple[Any, ...] = (),
                   kwargs: dict[str, Any] = {},
                   daemon: bool | None = None,
                   name: str | None = None, *, close_fds: bool = False,
-                  pass_fds: Iterable[int] = (),
+                  pass_fds: Iterable[int] = _NO_FDS,
                   start_method: str | None = None) -> _GProcess:
     """Start a child process running ``target(*args, **kwargs)`` and return
     its :class:`_GProcess` (the ``multiprocessing.Process`` API, started).

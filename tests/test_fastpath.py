@@ -673,3 +673,107 @@ def test_an_exception_before_the_hand_over_is_taken_marks_broken(
         assert "interrupted by _Interrupt" in w._broken[1]
         with pytest.raises(GIPCProtocolError, match="unusable"):
             w.put(b"x")
+
+
+# What the fast put()/send() pickle without pickle's Pickler (see
+# gipc_plain_pickle in csrc/fastpath.c), and what lies just outside it
+# (left to pickle): the bytes must be pickle's in both cases.
+_SHARED_STR = "shared-" + "x" * 3
+_SHARED_LIST = [1, 2]
+_PLAIN_PICKLES = [
+    None, True, False, 0, 1, 255, 256, 65535, 65536, -1, -256,
+    2 ** 31 - 1, -2 ** 31, 2 ** 31, -2 ** 31 - 1, 2 ** 64, -2 ** 100,
+    0.0, -0.0, 2.5, float("inf"), float("-inf"), 1e308, 5e-324,
+    "", "a", "three", "é", "😀" * 3, "x" * 255, "x" * 256, "x" * 5000,
+    "lone \ud800 surrogate",
+    b"", b"\x00", b"y" * 255, b"y" * 256, b"y" * 5000,
+    (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), ((),), ((), ()),
+    [], [1], [1, 2], [[]], [[], []], {}, {"a": 1}, {"a": 1, "b": [2]},
+    {1: None, 2.5: (), "k": b"v"},
+    (12345, 2.5, "three"),
+    [_SHARED_STR, _SHARED_STR, (_SHARED_STR,)],
+    [_SHARED_LIST, _SHARED_LIST],
+    [{"key": i, "value": str(i)} for i in range(3)],
+    [{"key": i} for i in range(40)],  # more memo entries than it keeps
+    list(range(300)),  # more objects than it visits
+    [[[[[[[[[1]]]]]]]]],  # deeper than it goes
+    [[[[[[[1]]]]]]],
+    (1, [2, {3: (4, 5.5)}], "six", b"seven", None, True),
+    [1, object],  # a type it never writes
+    [1, frozenset([2])],
+]
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+@pytest.mark.parametrize("obj", _PLAIN_PICKLES, ids=repr)
+def test_fast_put_pickles_as_pickle_dumps(obj, protocol):
+    r, w = gipc.pipe(encoder=functools.partial(pickle.dumps,
+                                               protocol=protocol),
+                     decoder=None)
+    with r, w:
+        try:
+            expected = pickle.dumps(obj, protocol)
+        except pickle.PicklingError:
+            with pytest.raises(pickle.PicklingError):
+                w.put(obj)
+            return
+        w.put(obj)
+        assert r.get() == expected
+
+
+@pytest.mark.parametrize("obj", _PLAIN_PICKLES, ids=repr)
+def test_fast_send_pickles_as_forkingpickler_too(conns, obj):
+    a, b = conns
+    try:
+        expected = bytes(ForkingPickler.dumps(obj))
+    except pickle.PicklingError:
+        with pytest.raises(pickle.PicklingError):
+            a.send(obj)
+        return
+    a.send(obj)
+    assert b.recv_bytes() == expected
+
+
+def test_fast_put_of_the_default_encoder_roundtrips(pickled):
+    r, w = pickled
+    for obj in _PLAIN_PICKLES:
+        w.put(obj)
+        assert r.get() == obj
+    # Identity within a message survives, as with pickle.
+    w.put([_SHARED_LIST, _SHARED_LIST])
+    got = r.get()
+    assert got[0] is got[1]
+
+
+def test_an_encoder_like_pickle_dumps_is_called_as_it_is():
+    calls = []
+
+    def dumps(obj, protocol=None):
+        calls.append(protocol)
+        return pickle.dumps(obj, protocol)
+
+    r, w = gipc.pipe(encoder=functools.partial(dumps, protocol=5),
+                     decoder=pickle.loads)
+    with r, w:
+        w.put((1, "a"))
+        assert r.get() == (1, "a")
+    assert calls == [5]
+
+
+def test_plain_pickle_loop_leaks_nothing(pickled):
+    r, w = pickled
+    obj = [{"key": 1, "value": "é"}, (2.5, b"x"), None]
+
+    def loop(n):
+        for _ in range(n):
+            w.put(obj)
+            r.get()
+
+    rounds = 2000
+    tracemalloc.start()
+    try:
+        traced, objects = _growth(loop, rounds)
+    finally:
+        tracemalloc.stop()
+    assert traced < 8 * rounds, "%d bytes more" % traced
+    assert objects < rounds // 10, "%d more objects" % objects
