@@ -27,6 +27,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from ._cooperate import close_fd
+from ._sync import Block
 from .exceptions import GIPCError
 
 #: The child's descriptor list begins with these (then the passed ones):
@@ -86,6 +87,9 @@ class _Pickler(ForkingPickler):
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self._kept = kept
         self._fds = fds
+        self._shared_seen: dict[int, Any] = {}
+        ctypes_module = sys.modules.get(__package__ + ".sharedctypes")
+        self._ctypes_memory = getattr(ctypes_module, "memory_file_of", None)
 
     def _fd_index(self, fd: int) -> int:
         if fd not in self._fds:
@@ -108,10 +112,37 @@ class _Pickler(ForkingPickler):
                     "argument of its own" % (obj,))
             return ("endpoint", self._fd_index(obj._fd), _recipe(obj))
         if isinstance(obj, SharedObject):
-            raise StartError(
-                "%s objects can be passed to fork children only (not yet "
-                "to spawn or forkserver children)" % type(obj).__qualname__)
+            return self._shared(obj)
+        if type(obj) is Block:
+            return ("block", obj.bells, obj.capacity,
+                    [self._fd_index(fd) for fd in obj.fds()])
+        if self._ctypes_memory is not None:
+            memory = self._ctypes_memory(obj)
+            if memory is not None:
+                recipe, fd, size = memory
+                return ("ctypes", recipe, self._fd_index(fd), size)
         return None
+
+    def _shared(self, obj: Any) -> Any:
+        """A queue, lock or shared value: its state, whose memory and bells
+        travel as descriptors (the child maps the same memory)."""
+        from . import _shared
+        key = id(obj)
+        if key in self._shared_seen:
+            return ("shared-again", key)
+        given = _shared._given
+        if given is not None and key not in given:
+            # As under fork, where such an object is disowned in the child.
+            raise StartError(
+                "%r is not passed to the child directly (in args, kwargs, "
+                "a list, tuple, set or dict there, or as a Process "
+                "attribute), so a spawn or forkserver child cannot get it; "
+                "pass it as an argument of its own" % (obj,))
+        if isinstance(obj.__dict__.get("_block"), _shared._Unusable):
+            raise StartError("%r cannot be sent to a child: it is closed or "
+                             "not usable in this process" % (obj,))
+        self._shared_seen[key] = obj  # alive (its id unique) until done
+        return ("shared", key, type(obj), dict(vars(obj)))
 
 
 def _recipe(endpoint: Any) -> Any:
@@ -258,18 +289,46 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file: Any, fds: list[int]) -> None:
         super().__init__(file)
         self._fds = fds
-        self._made: dict[int, Any] = {}
+        self._made: dict[Any, Any] = {}
+        self._taken: set[int] = set()
 
     def persistent_load(self, pid: Any) -> Any:
-        if pid[0] == "duplex":
+        kind = pid[0]
+        if kind == "duplex":
             from .handles import _GIPCDuplexHandle
             return _GIPCDuplexHandle((self.persistent_load(pid[1]),
                                       self.persistent_load(pid[2])))
+        if kind == "shared":
+            _, key, cls, state = pid
+            obj = cls.__new__(cls)
+            obj.__dict__.update(state)
+            obj._register()
+            self._made[("shared", key)] = obj
+            return obj
+        if kind == "shared-again":
+            return self._made[("shared", pid[1])]
+        if kind == "block":
+            _, bells, capacity, indices = pid
+            return Block._attach(bells, capacity,
+                                 [self._take(i) for i in indices])
+        if kind == "ctypes":
+            from .sharedctypes import attach
+            _, type_, index, size = pid
+            return attach(type_, self._take(index), size)
         _, index, recipe = pid
         made = self._made.get(index)
         if made is None:
             made = self._made[index] = _rebuild(self._fds[index], recipe)
         return made
+
+    def _take(self, index: int) -> int:
+        """The descriptor at ``index``, for an object that owns it from now
+        on (a duplicate if another one took it already)."""
+        fd = self._fds[index]
+        if index in self._taken:
+            return os.dup(fd)
+        self._taken.add(index)
+        return fd
 
 
 def _rebuild(fd: int, recipe: Any) -> Any:

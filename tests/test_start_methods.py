@@ -331,12 +331,17 @@ def test_handle_hidden_in_an_object_raises_under_pickling_methods(method):
 
 
 @pytest.mark.parametrize("method", PICKLING)
-def test_shared_objects_are_refused_clearly(method, shared):
+def test_shared_object_hidden_in_an_object_is_refused_clearly(method, shared):
+    # Under fork such a queue is disowned in the child.
     queue = shared(gipc.Queue)
     before = children()
-    with pytest.raises(StartError, match="fork children only"):
-        gipc.start_process(put, args=(queue, 1), start_method=method)
+    with pytest.raises(StartError, match="not passed to the child "
+                                         "directly"):
+        gipc.start_process(put, args=(_Holder(queue), 1),
+                           start_method=method)
     assert children() == before
+    queue.put("still usable")
+    assert queue.get(timeout=JOIN) == "still usable"
 
 
 @pytest.mark.parametrize("method", PICKLING)
