@@ -293,7 +293,9 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->rfd[i] = self->wfd[i] = -1;
     }
     self->memfd = open_memory_file();
-    if (self->memfd < 0 || set_size(self->memfd, HEADER_BYTES) < 0) {
+    /* With a ring, the file gets its size once, below. */
+    if (self->memfd < 0
+            || (ring_bytes == 0 && set_size(self->memfd, HEADER_BYTES) < 0)) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto error;
     }

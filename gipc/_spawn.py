@@ -27,7 +27,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from ._cooperate import close_fd
-from ._sync import Block
+from ._sync import Block, Memory
 from .exceptions import GIPCError
 
 #: The child's descriptor list begins with these (then the passed ones):
@@ -64,17 +64,18 @@ def _main_module_info() -> Any:
     return ("path", os.path.abspath(path))
 
 
-def _check_importable(target: Any) -> None:
-    """A target defined in a ``__main__`` the child cannot import again
-    (an interactive session, ``python -c``) pickles fine but cannot be
-    found in the child: refuse it here, before any child exists."""
+def check_importable(target: Any, what: str = "target") -> None:
+    """A target (or a function for a pool's workers: ``what``) defined in
+    a ``__main__`` the child cannot import again (an interactive session,
+    ``python -c``) pickles fine but cannot be found in the child: refuse
+    it here, before any child or task exists."""
     if getattr(target, "__module__", None) == "__main__" and \
             _main_module_info() is None:
         raise StartError(
-            "the target %r is defined in __main__, which a spawn or "
+            "the %s %r is defined in __main__, which a spawn or "
             "forkserver child cannot import (the program runs "
             "interactively or from -c); define it in a module"
-            % (getattr(target, "__qualname__", target),))
+            % (what, getattr(target, "__qualname__", target)))
 
 
 class _Pickler(ForkingPickler):
@@ -89,7 +90,7 @@ class _Pickler(ForkingPickler):
         self._fds = fds
         self._shared_seen: dict[int, Any] = {}
         ctypes_module = sys.modules.get(__package__ + ".sharedctypes")
-        self._ctypes_memory = getattr(ctypes_module, "memory_file_of", None)
+        self._ctypes_memory = getattr(ctypes_module, "reduce_for_child", None)
 
     def _fd_index(self, fd: int) -> int:
         if fd not in self._fds:
@@ -116,11 +117,15 @@ class _Pickler(ForkingPickler):
         if type(obj) is Block:
             return ("block", obj.bells, obj.capacity,
                     [self._fd_index(fd) for fd in obj.fds()])
+        if type(obj) is Memory:
+            if obj.fd < 0:
+                raise StartError("shared memory closed in this process "
+                                 "cannot be sent to a child")
+            return ("memory", self._fd_index(obj.fd), obj.size)
         if self._ctypes_memory is not None:
-            memory = self._ctypes_memory(obj)
-            if memory is not None:
-                recipe, fd, size = memory
-                return ("ctypes", recipe, self._fd_index(fd), size)
+            shared = self._ctypes_memory(obj)
+            if shared is not None:
+                return ("ctypes", *shared)  # the Memory: see above
         return None
 
     def _shared(self, obj: Any) -> Any:
@@ -187,7 +192,7 @@ def build_payload(process_obj: Any, kept: Any, popen: Any,
     """
     target = getattr(process_obj, "_target", None)
     if target is not None:
-        _check_importable(target)
+        check_importable(target)
     fds: list[int] = popen._passed
     # The descriptors of ``pass_fds`` (gipc.Process's ``_pass_fds``) go
     # first, each to be open under its own number in the child.
@@ -311,10 +316,11 @@ class _Unpickler(pickle.Unpickler):
             _, bells, capacity, indices = pid
             return Block._attach(bells, capacity,
                                  [self._take(i) for i in indices])
+        if kind == "memory":
+            return Memory._attach(self._take(pid[1]), pid[2])
         if kind == "ctypes":
             from .sharedctypes import attach
-            _, type_, index, size = pid
-            return attach(type_, self._take(index), size)
+            return attach(pid[1], pid[2])
         _, index, recipe = pid
         made = self._made.get(index)
         if made is None:

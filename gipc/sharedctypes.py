@@ -70,16 +70,14 @@ def _memory_of(obj: Any) -> Optional[Memory]:
     return memory if type(memory) is Memory else None
 
 
-def memory_file_of(obj: Any) -> Optional[Tuple[Any, int, int]]:
+def reduce_for_child(obj: Any) -> Optional[Tuple[Any, Memory]]:
     """How to send the shared ctypes object ``obj`` to a child: its type
-    (picklable: an array type as its item type and length), memory file
-    and size; None if it is not one (for ``_spawn``)."""
+    (picklable: an array type as its item type and length) and its
+    Memory; None if it is not one (for ``_spawn``)."""
     memory = _memory_of(obj)
     if memory is None:
         return None
-    if memory.fd < 0:
-        raise ValueError("%r was closed in this process" % (obj,))
-    return (_type_recipe(type(obj)), memory.fd, memory.size)
+    return (_type_recipe(type(obj)), memory)
 
 
 def _type_recipe(type_: Any) -> Any:
@@ -95,11 +93,10 @@ def _type_of(recipe: Any) -> Any:
     return recipe
 
 
-def attach(recipe: Any, fd: int, size: int) -> Any:
-    """The shared ctypes object over the memory file ``fd`` received from
-    another process (owned from now on), of the type ``recipe`` describes
-    (for ``_spawn``)."""
-    return _type_of(recipe).from_buffer(Memory._attach(fd, size))
+def attach(recipe: Any, memory: Memory) -> Any:
+    """The shared ctypes object over ``memory`` (received from another
+    process) of the type ``recipe`` describes (for ``_spawn``)."""
+    return _type_of(recipe).from_buffer(memory)
 
 
 def RawValue(typecode_or_type: Union[str, type], *args: Any) -> Any:

@@ -52,8 +52,9 @@ def test_contexts_follow_multiprocessing_s_shape():
     assert gipc.get_context("fork").Pool is gipc.Pool
     assert gipc.get_context("fork").ProcessPoolExecutor is \
         gipc.ProcessPoolExecutor
-    with pytest.raises(AttributeError, match="forks its workers"):
-        gipc.get_context("spawn").Pool
+    spawn_pool = gipc.get_context("spawn").Pool
+    assert spawn_pool.func is gipc.Pool
+    assert spawn_pool.keywords == {"context": gipc.get_context("spawn")}
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         gipc.get_context("spawn").nothing
     assert isinstance(gipc.get_context("spawn"), context.BaseContext)

@@ -1,0 +1,100 @@
+"""Queues, locks and shared values given to spawn and forkserver children:
+the child maps the same memory (its memory file travels as a descriptor,
+with the bells'), so everything behaves as with a fork child."""
+import pytest
+
+import gipc
+from gipc._spawn import StartError
+from spawn_sync_support import (
+    echo_queues, fork_grandchild, hold_and_die, use_primitives)
+from support import children, end
+
+JOIN = 30
+PICKLING = ("spawn", "forkserver")
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_queues_carry_items_both_ways(method, shared):
+    inbox = shared(gipc.JoinableQueue)
+    outbox = shared(gipc.Queue)
+    simple = shared(gipc.SimpleQueue)
+    p = gipc.start_process(echo_queues, args=(inbox, outbox, simple),
+                           start_method=method)
+    inbox.put(21)
+    assert outbox.get(timeout=JOIN) == ("from child", 21, p.pid)
+    assert simple.get() == 42
+    assert end(p) == 0
+    assert inbox._block.load(67) == 0  # unfinished tasks: task_done() seen
+    assert outbox.empty() and inbox.empty()
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_locks_held_by_a_dead_child_are_recovered_as_under_fork(
+        method, shared):
+    lock = shared(gipc.Lock)
+    rlock = shared(gipc.RLock)
+    held = shared(gipc.Event)
+    p = gipc.start_process(hold_and_die, args=(lock, rlock, held),
+                           start_method=method)
+    assert held.wait(JOIN)
+    assert lock.locked()
+    pid = p.pid
+    assert end(p) == 0
+    for dead_held in (lock, rlock):
+        with pytest.raises(gipc.OwnerDiedError, match="process %d died"
+                                                      % pid):
+            dead_held.acquire(timeout=JOIN)
+        assert dead_held.acquire(timeout=JOIN)
+        dead_held.release()
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_values_arrays_and_primitives_are_shared(method, shared):
+    lock = shared(gipc.RLock)
+    value = shared(gipc.Value, "i", 2, lock=lock)
+    array = shared(gipc.Array, "i", 3)
+    text = shared(gipc.Array, "c", 8)
+    raw = gipc.RawValue("q", 0)
+    semaphore = shared(gipc.Semaphore, 0)
+    cond = shared(gipc.Condition)
+    barrier = shared(gipc.Barrier, 2)
+    started = shared(gipc.Event)
+    done = shared(gipc.Event)
+    with cond:
+        p = gipc.start_process(
+            use_primitives, start_method=method,
+            args=(value, array, text, raw, semaphore, cond, barrier, started,
+                  done, lock))
+        # The child's set() wakes this wait, and its notify this one.
+        assert started.wait(JOIN)
+        assert cond.wait(JOIN)
+    assert semaphore.acquire(timeout=JOIN)
+    assert barrier.wait(timeout=JOIN) in (0, 1)
+    assert value.value == 42
+    assert array[:] == [0, 7, 0]
+    assert text.value == b"child"
+    assert raw.value == 99
+    done.set()
+    assert end(p) == 0
+
+
+def test_a_spawn_child_forks_its_own_child_with_the_queue(shared):
+    queue = shared(gipc.Queue)
+    p = gipc.start_process(fork_grandchild, args=(queue,),
+                           start_method="spawn")
+    assert queue.get(timeout=JOIN) == "from grandchild"
+    assert queue.get(timeout=JOIN) == 0
+    assert end(p) == 0
+
+
+def test_closed_objects_are_refused_before_any_child_exists(shared):
+    queue = shared(gipc.Queue)
+    value = shared(gipc.Value, "i", 0)
+    queue.close()
+    value.close()
+    before = children()
+    for closed in (queue, value):
+        with pytest.raises(StartError, match="closed"):
+            gipc.start_process(echo_queues, args=(closed, None, None),
+                               start_method="spawn")
+    assert not children() - before
