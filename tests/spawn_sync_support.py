@@ -50,3 +50,24 @@ def fork_grandchild(queue):
 
 def put(queue, item):
     queue.put(item)
+
+
+marker = None
+
+
+def set_marker(value):
+    """A pool initializer: what the tasks of this worker see."""
+    global marker
+    marker = value
+
+
+def read_marker():
+    return marker, os.getpid()
+
+
+def square(x):
+    return x * x
+
+
+def die():
+    os._exit(3)

@@ -1,12 +1,19 @@
 """Queues, locks and shared values given to spawn and forkserver children:
 the child maps the same memory (its memory file travels as a descriptor,
-with the bells'), so everything behaves as with a fork child."""
+with the bells'), so everything behaves as with a fork child; and pools
+whose workers start by those methods."""
+import os
+from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
+
 import pytest
 
 import gipc
 from gipc._spawn import StartError
 from spawn_sync_support import (
-    echo_queues, fork_grandchild, hold_and_die, use_primitives)
+    die, echo_queues, fork_grandchild, hold_and_die, read_marker,
+    set_marker, square, use_primitives)
+from pool_support import WAIT, alive, sleep_then, wait_until
 from support import children, end
 
 JOIN = 30
@@ -98,3 +105,69 @@ def test_closed_objects_are_refused_before_any_child_exists(shared):
             gipc.start_process(echo_queues, args=(closed, None, None),
                                start_method="spawn")
     assert not children() - before
+
+
+# --- pools on spawn and forkserver ----------------------------------------
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_pool_runs_initializer_map_apply_and_replaces_a_dead_worker(method):
+    ctx = gipc.get_context(method)
+    with ctx.Pool(1, initializer=set_marker, initargs=("ready",)) as pool:
+        assert pool.map(square, range(6)) == [0, 1, 4, 9, 16, 25]
+        marker, first_pid = pool.apply(read_marker)
+        assert marker == "ready"
+        assert first_pid != os.getpid()
+        with pytest.raises(gipc.WorkerLostError):
+            pool.apply(die)  # killed mid-task: only that task fails
+        marker, second_pid = pool.apply(read_marker)
+        assert (marker, second_pid != first_pid) == ("ready", True)
+        pool.close()
+        pool.join()
+
+
+@pytest.mark.parametrize("method", PICKLING)
+def test_executor_on_a_context_submits_maps_and_survives_a_dead_worker(
+        method):
+    ctx = gipc.get_context(method)
+    with gipc.ProcessPoolExecutor(1, mp_context=ctx,
+                                  initializer=set_marker,
+                                  initargs=(method,)) as executor:
+        assert executor.submit(square, 7).result(timeout=JOIN) == 49
+        assert list(executor.map(square, [1, 2, 3], timeout=JOIN)) == \
+            [1, 4, 9]
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(die).result(timeout=JOIN)
+        assert executor.submit(read_marker).result(timeout=JOIN)[0] == \
+            method
+
+
+def test_terminate_ends_a_spawn_pool_s_busy_worker():
+    pool = gipc.get_context("spawn").Pool(1)
+    running = pool.apply_async(sleep_then, (WAIT, 1))
+    wait_until(lambda: pool._engine.workers
+               and pool._engine.workers[0].window)
+    worker = pool._engine.workers[0].process.pid
+    pool.terminate()
+    pool.join()
+    with pytest.raises(CancelledError):
+        running.get(0)
+    assert not alive(worker)
+
+
+def test_functions_a_spawn_worker_cannot_import_are_refused_early():
+    def local_main_function():
+        return 1
+
+    local_main_function.__module__ = "__main__"  # pytest's, not importable
+    ctx = gipc.get_context("spawn")
+    before = children()
+    with pytest.raises(StartError, match="defined in __main__"):
+        ctx.Pool(1, initializer=local_main_function)
+    with ctx.Pool(1) as pool:
+        with pytest.raises(StartError, match="function .*defined in "
+                                             "__main__"):
+            pool.apply_async(local_main_function)
+    with ctx.ProcessPoolExecutor(1) as executor:
+        with pytest.raises(StartError, match="defined in __main__"):
+            executor.submit(local_main_function)
+    assert not children() - before  # no worker was needed
