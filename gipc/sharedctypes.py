@@ -54,7 +54,7 @@ def _new_shared(type_: Any) -> Any:
     return type_.from_buffer(Memory(max(ctypes.sizeof(type_), 1)))
 
 
-_CData = ctypes.c_int.__mro__[-2]  # the base of every ctypes type
+_CData: type = ctypes.c_int.__mro__[-2]  # the base of every ctypes type
 
 
 def _memory_of(obj: Any) -> Optional[Memory]:
@@ -63,7 +63,7 @@ def _memory_of(obj: Any) -> Optional[Memory]:
         return None
     # from_buffer() keeps a view of the buffer in _objects (an aggregate
     # keeps it in a dict there, under the key of index -1).
-    view = obj._objects
+    view = getattr(obj, "_objects", None)
     if isinstance(view, dict):
         view = view.get("ffffffff")
     memory = getattr(view, "obj", None)
