@@ -186,10 +186,16 @@ class SynchronizedBase(SharedObject):
         file's (the memory itself stays mapped while the object lives; it
         can no longer be sent to a spawn or forkserver child) (gipc
         extension)."""
+        self._close_shared()
+
+    def _release_shared(self, error: Any, message: Any,
+                        wake: Any = True) -> None:
+        # Closed, or not given to this (fork) child: the memory file goes
+        # too, as a queue's or a lock's does.
         memory = _memory_of(self._obj)
         if memory is not None:
             memory.close_fd()
-        self._close_shared()
+        super()._release_shared(error, message, wake)
 
     def __repr__(self) -> str:
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)

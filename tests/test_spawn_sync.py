@@ -10,6 +10,7 @@ import pytest
 
 import gipc
 from gipc._spawn import StartError
+from gipc.sharedctypes import _memory_of
 from spawn_sync_support import (
     die, echo_queues, fork_grandchild, hold_and_die, read_marker,
     set_marker, square, use_primitives)
@@ -171,3 +172,18 @@ def test_functions_a_spawn_worker_cannot_import_are_refused_early():
         with pytest.raises(StartError, match="defined in __main__"):
             executor.submit(local_main_function)
     assert not children() - before  # no worker was needed
+
+
+
+def test_a_fork_child_not_given_a_value_closes_its_memory_file(shared):
+    given = shared(gipc.Value, "i", 1)
+    not_given = shared(gipc.Value, "i", 2)
+    out = shared(gipc.Queue)
+
+    def child(value, out):
+        out.put((_memory_of(value.get_obj()).fd >= 0,
+                 _memory_of(not_given.get_obj()).fd))
+
+    p = gipc.start_process(child, args=(given, out))
+    assert out.get(timeout=JOIN) == (True, -1)
+    assert end(p) == 0
