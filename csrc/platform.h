@@ -24,6 +24,12 @@
 /* /proc/self/status tells the size of the descriptor table (FDSize):
  * a child started with close_fds probes the numbers below it only. */
 #define GIPC_HAVE_PROC_FDSIZE 1
+/* memfd_create(2) (Linux 3.17, glibc 2.27): shared memory behind a
+ * descriptor with no name to clean up (else shm_open + shm_unlink). */
+#include <sys/mman.h>
+#ifdef MFD_CLOEXEC
+#define GIPC_HAVE_MEMFD 1
+#endif
 #endif
 
 /* dladdr(3) (POSIX only since 2024): glibc and macOS have it. */

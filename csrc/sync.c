@@ -2,11 +2,16 @@
  * gipc._sync: shared-memory words and a byte ring for gipc's queues and
  * locks (gipc/synchronize.py, gipc/queues.py).
  *
- * A Block is a page of 64-bit words in a MAP_SHARED|MAP_ANONYMOUS mapping,
- * made before the fork and so shared with every child, plus "bells": pipes
+ * A Block is a page of 64-bit words in a shared mapping of a memory file
+ * (memfd_create, or shm_open unlinked at once where there is none), made
+ * before the fork and so shared with every child, plus "bells": pipes
  * whose write end is rung when a waiter may proceed.  Optionally it carries
  * a data ring (a second, much larger mapping reserved with MAP_NORESERVE:
- * only the pages in use cost memory).  Every operation here is an atomic
+ * only the pages in use cost memory; it lies in the same file, after the
+ * header).  The memory file's descriptor is kept (close-on-exec), so that
+ * a spawn or forkserver child, which inherits no mapping, can be given it
+ * with the bells' descriptors and map the same memory (Block._attach).
+ * Every operation here is an atomic
  * step that never waits: the uncontended lock, the queue's put and get
  * move no byte through the kernel.  When a step cannot proceed it says so
  * and the Python layer waits on a bell with a gevent watcher.
@@ -32,11 +37,16 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "platform.h"
+
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_NORESERVE
@@ -74,6 +84,7 @@ typedef struct {
     int64_t *words;
     char *data;
     uint64_t capacity;
+    int memfd;          /* the memory file of words and ring, or -1 */
     int nbells;
     int rfd[MAX_BELLS];
     int wfd[MAX_BELLS];
@@ -127,6 +138,7 @@ block_release(BlockObject *self)
         munmap(self->data, (size_t)self->capacity);
         self->data = NULL;
     }
+    close_fd(&self->memfd);
     for (int i = 0; i < MAX_BELLS; i++) {
         close_fd(&self->rfd[i]);
         close_fd(&self->wfd[i]);
@@ -176,11 +188,86 @@ make_bell(BlockObject *self, int b)
 }
 
 static void *
-map_shared(size_t size, int noreserve)
+map_shared(int fd, off_t offset, size_t size, int noreserve)
 {
-    int flags = MAP_SHARED | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    int flags = MAP_SHARED | (noreserve ? MAP_NORESERVE : 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, offset);
     return p == MAP_FAILED ? NULL : p;
+}
+
+static int
+set_size(int fd, off_t size)
+{
+    int rc;
+    do {
+        rc = ftruncate(fd, size);
+    } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+/* A new, empty, close-on-exec memory file that only descriptors name;
+ * -1 with errno set on failure. */
+static int
+open_memory_file(void)
+{
+#ifdef GIPC_HAVE_MEMFD
+    return memfd_create("gipc-shared", MFD_CLOEXEC);
+#else
+    /* A unique name, unlinked at once: nothing is left behind even if
+     * this process is killed right after.  shm_open sets FD_CLOEXEC. */
+    char name[32];
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    unsigned long salt = (unsigned long)now.tv_nsec ^ (unsigned long)&now;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        /* Short: macOS allows 31 bytes. */
+        (void)snprintf(name, sizeof(name), "/gipc.%lx.%lx",
+                       (unsigned long)getpid() & 0xffffffUL,
+                       (salt + (unsigned long)attempt * 7919UL)
+                       & 0xffffffffUL);
+        int fd;
+        do {
+            fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        } while (fd < 0 && errno == EINTR);
+        if (fd >= 0) {
+            (void)shm_unlink(name);
+            return fd;
+        }
+        if (errno != EEXIST) {
+            return -1;
+        }
+    }
+    errno = EEXIST;
+    return -1;
+#endif
+}
+
+/* Where the ring starts in the memory file: after the header, on a page
+ * boundary (mmap's offsets must be). */
+static off_t
+ring_offset(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > HEADER_BYTES ? (off_t)page : (off_t)HEADER_BYTES;
+}
+
+/* Map the header and (if capacity) the ring of self->memfd. */
+static int
+map_block(BlockObject *self, uint64_t capacity)
+{
+    self->words = map_shared(self->memfd, 0, HEADER_BYTES, 0);
+    if (self->words == NULL) {
+        return -1;
+    }
+    if (capacity > 0) {
+        self->data = map_shared(self->memfd, ring_offset(),
+                                (size_t)capacity, 1);
+        if (self->data == NULL) {
+            return -1;
+        }
+        self->capacity = capacity;
+    }
+    return 0;
 }
 
 static PyObject *
@@ -201,10 +288,18 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    self->memfd = -1;
     for (int i = 0; i < MAX_BELLS; i++) {
         self->rfd[i] = self->wfd[i] = -1;
     }
-    self->words = map_shared(HEADER_BYTES, 0);
+    self->memfd = open_memory_file();
+    /* With a ring, the file gets its size once, below. */
+    if (self->memfd < 0
+            || (ring_bytes == 0 && set_size(self->memfd, HEADER_BYTES) < 0)) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    self->words = map_shared(self->memfd, 0, HEADER_BYTES, 0);
     if (self->words == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto error;
@@ -223,8 +318,13 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         while (size < ring_bytes && size < ((uint64_t)1 << 40)) {
             size <<= 1;
         }
+        off_t offset = ring_offset();
         for (;;) {
-            self->data = map_shared((size_t)size, 1);
+            /* The file is sparse: its size costs no memory. */
+            if (set_size(self->memfd, offset + (off_t)size) == 0) {
+                self->data = map_shared(self->memfd, offset, (size_t)size,
+                                        1);
+            }
             if (self->data != NULL || size <= ((uint64_t)1 << 26)) {
                 break;
             }
@@ -241,6 +341,108 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 error:
     block_release(self);
     Py_DECREF(self);
+    return NULL;
+}
+
+static int
+int_arg(PyObject *arg, int *out)
+{
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value out of range");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Block._attach(bells, capacity, fds): the block whose memory file and
+ * bells are ``fds`` (as fds() lists them), received from the process that
+ * made it.  The new block owns them from then on (also on failure). */
+static PyObject *
+block_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fds[1 + 2 * MAX_BELLS];
+    int nbells, nfds = 0;
+    unsigned long long capacity;
+    PyObject *seq = NULL;
+    BlockObject *self = NULL;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_attach(bells, capacity, fds)");
+        return NULL;
+    }
+    if (int_arg(args[0], &nbells) < 0) {
+        return NULL;
+    }
+    capacity = PyLong_AsUnsignedLongLong(args[1]);
+    if (capacity == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (nbells < 0 || nbells > MAX_BELLS
+            || (capacity & (capacity - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "bad block description");
+        return NULL;
+    }
+    seq = PySequence_Fast(args[2], "fds must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    if (PySequence_Fast_GET_SIZE(seq) != 1 + 2 * nbells) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError,
+                        "fds must hold the memory file and both ends of "
+                        "each bell");
+        return NULL;
+    }
+    for (; nfds < 1 + 2 * nbells; nfds++) {
+        if (int_arg(PySequence_Fast_GET_ITEM(seq, nfds), &fds[nfds]) < 0) {
+            goto error;
+        }
+        if (fds[nfds] < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative descriptor");
+            goto error;
+        }
+    }
+    Py_CLEAR(seq);
+    self = (BlockObject *)((PyTypeObject *)type)->tp_alloc(
+        (PyTypeObject *)type, 0);
+    if (self == NULL) {
+        goto error;
+    }
+    self->memfd = fds[0];
+    for (int i = 0; i < MAX_BELLS; i++) {
+        self->rfd[i] = i < nbells ? fds[1 + 2 * i] : -1;
+        self->wfd[i] = i < nbells ? fds[2 + 2 * i] : -1;
+    }
+    nfds = 0;  /* owned by self now */
+    self->nbells = nbells;
+    for (int i = 0; i < 1 + 2 * nbells; i++) {
+        int fd = i == 0 ? self->memfd
+                 : (i % 2 ? self->rfd[(i - 1) / 2] : self->wfd[(i - 1) / 2]);
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto error;
+        }
+    }
+    if (map_block(self, (uint64_t)capacity) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    return (PyObject *)self;
+
+error:
+    Py_XDECREF(seq);
+    for (int i = 0; i < nfds; i++) {
+        close_fd(&fds[i]);
+    }
+    if (self != NULL) {
+        block_release(self);
+        Py_DECREF(self);
+    }
     return NULL;
 }
 
@@ -428,8 +630,9 @@ block_bell_fd(BlockObject *self, PyObject *arg)
     return PyLong_FromLong(self->rfd[b]);
 }
 
-/* Every descriptor of the block (both ends of each bell), for a child
- * started with close_fds=True, which must keep them. */
+/* Every descriptor of the block: its memory file, then both ends of each
+ * bell.  A child started with close_fds=True must keep them; a spawn or
+ * forkserver child receives them (Block._attach). */
 static PyObject *
 block_fds(BlockObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -437,6 +640,15 @@ block_fds(BlockObject *self, PyObject *Py_UNUSED(ignored))
 
     if (fds == NULL) {
         return NULL;
+    }
+    if (self->memfd >= 0) {
+        PyObject *fd = PyLong_FromLong(self->memfd);
+        if (fd == NULL || PyList_Append(fds, fd) < 0) {
+            Py_XDECREF(fd);
+            Py_DECREF(fds);
+            return NULL;
+        }
+        Py_DECREF(fd);
     }
     for (int b = 0; b < self->nbells; b++) {
         int ends[2] = {self->rfd[b], self->wfd[b]};
@@ -737,6 +949,12 @@ block_get_closed(BlockObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+block_get_nbells(BlockObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->nbells);
+}
+
+static PyObject *
 block_get_capacity(BlockObject *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLongLong(self->capacity);
@@ -778,6 +996,11 @@ static PyMethodDef block_methods[] = {
                "room, 2 busy, 3 maxsize reached, 4 larger than the ring).")},
     {"get", (PyCFunction)block_get, METH_O,
      PyDoc_STR("get(pid) -> bytes, or 1 (empty) or 2 (busy).")},
+    {"_attach", (PyCFunction)(void (*)(void))block_attach,
+     METH_FASTCALL | METH_CLASS,
+     PyDoc_STR("_attach(bells, capacity, fds) -> Block: map the block "
+               "whose descriptors (as fds() lists them) this process "
+               "received; it owns them from now on.")},
     {"close", (PyCFunction)block_close, METH_NOARGS,
      PyDoc_STR("close(): unmap the memory and close the bells here.")},
     {NULL, NULL, 0, NULL}
@@ -788,6 +1011,8 @@ static PyGetSetDef block_getset[] = {
      PyDoc_STR("True once close() was called."), NULL},
     {"capacity", (getter)block_get_capacity, NULL,
      PyDoc_STR("Bytes of the ring (0: none)."), NULL},
+    {"bells", (getter)block_get_nbells, NULL,
+     PyDoc_STR("How many bells the block has."), NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
@@ -808,16 +1033,198 @@ static PyType_Spec block_spec = {
     .slots = block_slots,
 };
 
-static int
-sync_exec(PyObject *module)
+/* Memory: bytes in a shared mapping of a memory file, with the buffer
+ * protocol (for gipc.sharedctypes: ctypes objects from_buffer() it).
+ * Unlike mmap.mmap, it keeps the descriptor it was given rather than a
+ * duplicate, and says which (a spawn child is sent it). */
+typedef struct {
+    PyObject_HEAD
+    char *addr;
+    Py_ssize_t size;
+    int fd;
+} MemoryObject;
+
+static MemoryObject *
+memory_map(PyTypeObject *type, int fd, Py_ssize_t size)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, &block_spec, NULL);
+    MemoryObject *self = (MemoryObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        close_fd(&fd);
+        return NULL;
+    }
+    self->fd = fd;
+    self->size = size;
+    self->addr = map_shared(fd, 0, (size_t)size, 0);
+    if (self->addr == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
+
+static int
+size_arg(PyObject *arg, Py_ssize_t *size)
+{
+    *size = PyLong_AsSsize_t(arg);
+    if (*size == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (*size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be > 0");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+memory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"size", NULL};
+    PyObject *size_obj;
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &size_obj)
+            || size_arg(size_obj, &size) < 0) {
+        return NULL;
+    }
+    int fd = open_memory_file();
+    if (fd < 0 || set_size(fd, (off_t)size) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (fd >= 0) {
+            close_fd(&fd);
+        }
+        return NULL;
+    }
+    return (PyObject *)memory_map(type, fd, size);
+}
+
+/* Memory._attach(fd, size): map a memory file received from another
+ * process; the new object owns fd (also on failure). */
+static PyObject *
+memory_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_ssize_t size;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_attach(fd, size)");
+        return NULL;
+    }
+    if (int_arg(args[0], &fd) < 0) {
+        return NULL;
+    }
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative descriptor");
+        return NULL;
+    }
+    if (size_arg(args[1], &size) < 0
+            || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        close_fd(&fd);
+        return NULL;
+    }
+    return (PyObject *)memory_map((PyTypeObject *)type, fd, size);
+}
+
+static void
+memory_dealloc(MemoryObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->addr != NULL) {
+        munmap(self->addr, (size_t)self->size);
+    }
+    close_fd(&self->fd);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+memory_getbuffer(MemoryObject *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->addr,
+                             self->size, 0, flags);
+}
+
+static void
+memory_releasebuffer(MemoryObject *Py_UNUSED(self),
+                     Py_buffer *Py_UNUSED(view))
+{
+}
+
+static PyObject *
+memory_close_fd(MemoryObject *self, PyObject *Py_UNUSED(ignored))
+{
+    close_fd(&self->fd);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+memory_get_fd(MemoryObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyObject *
+memory_get_size(MemoryObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyMethodDef memory_methods[] = {
+    {"_attach", (PyCFunction)(void (*)(void))memory_attach,
+     METH_FASTCALL | METH_CLASS,
+     PyDoc_STR("_attach(fd, size) -> Memory: map the memory file fd "
+               "received from another process; it owns fd from now on.")},
+    {"close_fd", (PyCFunction)memory_close_fd, METH_NOARGS,
+     PyDoc_STR("close_fd(): close the descriptor (the mapping stays).")},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef memory_getset[] = {
+    {"fd", (getter)memory_get_fd, NULL,
+     PyDoc_STR("The memory file's descriptor (-1 once closed)."), NULL},
+    {"size", (getter)memory_get_size, NULL,
+     PyDoc_STR("Bytes mapped."), NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot memory_slots[] = {
+    {Py_tp_new, memory_new},
+    {Py_tp_dealloc, memory_dealloc},
+    {Py_tp_methods, memory_methods},
+    {Py_tp_getset, memory_getset},
+    {Py_bf_getbuffer, memory_getbuffer},
+    {Py_bf_releasebuffer, memory_releasebuffer},
+    {Py_tp_doc, (void *)PyDoc_STR(
+        "Memory(size): size zeroed bytes shared with every child.")},
+    {0, NULL}
+};
+
+static PyType_Spec memory_spec = {
+    .name = "gipc._sync.Memory",
+    .basicsize = sizeof(MemoryObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = memory_slots,
+};
+
+static int
+add_type(PyObject *module, PyType_Spec *spec, const char *name)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
     if (type == NULL) {
         return -1;
     }
-    int rc = PyModule_AddObjectRef(module, "Block", type);
+    int rc = PyModule_AddObjectRef(module, name, type);
     Py_DECREF(type);
-    if (rc < 0) {
+    return rc;
+}
+
+static int
+sync_exec(PyObject *module)
+{
+    if (add_type(module, &block_spec, "Block") < 0
+            || add_type(module, &memory_spec, "Memory") < 0) {
         return -1;
     }
     if (PyModule_AddIntConstant(module, "HEADER_WORDS", HEADER_WORDS) < 0) {

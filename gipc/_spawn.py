@@ -27,6 +27,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from ._cooperate import close_fd
+from ._sync import Block, Memory
 from .exceptions import GIPCError
 
 #: The child's descriptor list begins with these (then the passed ones):
@@ -63,17 +64,18 @@ def _main_module_info() -> Any:
     return ("path", os.path.abspath(path))
 
 
-def _check_importable(target: Any) -> None:
-    """A target defined in a ``__main__`` the child cannot import again
-    (an interactive session, ``python -c``) pickles fine but cannot be
-    found in the child: refuse it here, before any child exists."""
+def check_importable(target: Any, what: str = "target") -> None:
+    """A target (or a function for a pool's workers: ``what``) defined in
+    a ``__main__`` the child cannot import again (an interactive session,
+    ``python -c``) pickles fine but cannot be found in the child: refuse
+    it here, before any child or task exists."""
     if getattr(target, "__module__", None) == "__main__" and \
             _main_module_info() is None:
         raise StartError(
-            "the target %r is defined in __main__, which a spawn or "
+            "the %s %r is defined in __main__, which a spawn or "
             "forkserver child cannot import (the program runs "
             "interactively or from -c); define it in a module"
-            % (getattr(target, "__qualname__", target),))
+            % (what, getattr(target, "__qualname__", target)))
 
 
 class _Pickler(ForkingPickler):
@@ -86,6 +88,9 @@ class _Pickler(ForkingPickler):
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self._kept = kept
         self._fds = fds
+        self._shared_seen: dict[int, Any] = {}
+        ctypes_module = sys.modules.get(__package__ + ".sharedctypes")
+        self._ctypes_memory = getattr(ctypes_module, "reduce_for_child", None)
 
     def _fd_index(self, fd: int) -> int:
         if fd not in self._fds:
@@ -108,10 +113,41 @@ class _Pickler(ForkingPickler):
                     "argument of its own" % (obj,))
             return ("endpoint", self._fd_index(obj._fd), _recipe(obj))
         if isinstance(obj, SharedObject):
-            raise StartError(
-                "%s objects can be passed to fork children only (not yet "
-                "to spawn or forkserver children)" % type(obj).__qualname__)
+            return self._shared(obj)
+        if type(obj) is Block:
+            return ("block", obj.bells, obj.capacity,
+                    [self._fd_index(fd) for fd in obj.fds()])
+        if type(obj) is Memory:
+            if obj.fd < 0:
+                raise StartError("shared memory closed in this process "
+                                 "cannot be sent to a child")
+            return ("memory", self._fd_index(obj.fd), obj.size)
+        if self._ctypes_memory is not None:
+            shared = self._ctypes_memory(obj)
+            if shared is not None:
+                return ("ctypes", *shared)  # the Memory: see above
         return None
+
+    def _shared(self, obj: Any) -> Any:
+        """A queue, lock or shared value: its state, whose memory and bells
+        travel as descriptors (the child maps the same memory)."""
+        from . import _shared
+        key = id(obj)
+        if key in self._shared_seen:
+            return ("shared-again", key)
+        given = _shared._given
+        if given is not None and key not in given:
+            # As under fork, where such an object is disowned in the child.
+            raise StartError(
+                "%r is not passed to the child directly (in args, kwargs, "
+                "a list, tuple, set or dict there, or as a Process "
+                "attribute), so a spawn or forkserver child cannot get it; "
+                "pass it as an argument of its own" % (obj,))
+        if isinstance(obj.__dict__.get("_block"), _shared._Unusable):
+            raise StartError("%r cannot be sent to a child: it is closed or "
+                             "not usable in this process" % (obj,))
+        self._shared_seen[key] = obj  # alive (its id unique) until done
+        return ("shared", key, type(obj), dict(vars(obj)))
 
 
 def _recipe(endpoint: Any) -> Any:
@@ -156,7 +192,7 @@ def build_payload(process_obj: Any, kept: Any, popen: Any,
     """
     target = getattr(process_obj, "_target", None)
     if target is not None:
-        _check_importable(target)
+        check_importable(target)
     fds: list[int] = popen._passed
     # The descriptors of ``pass_fds`` (gipc.Process's ``_pass_fds``) go
     # first, each to be open under its own number in the child.
@@ -258,18 +294,47 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file: Any, fds: list[int]) -> None:
         super().__init__(file)
         self._fds = fds
-        self._made: dict[int, Any] = {}
+        self._made: dict[Any, Any] = {}
+        self._taken: set[int] = set()
 
     def persistent_load(self, pid: Any) -> Any:
-        if pid[0] == "duplex":
+        kind = pid[0]
+        if kind == "duplex":
             from .handles import _GIPCDuplexHandle
             return _GIPCDuplexHandle((self.persistent_load(pid[1]),
                                       self.persistent_load(pid[2])))
+        if kind == "shared":
+            _, key, cls, state = pid
+            obj = cls.__new__(cls)
+            obj.__dict__.update(state)
+            obj._register()
+            self._made[("shared", key)] = obj
+            return obj
+        if kind == "shared-again":
+            return self._made[("shared", pid[1])]
+        if kind == "block":
+            _, bells, capacity, indices = pid
+            return Block._attach(bells, capacity,
+                                 [self._take(i) for i in indices])
+        if kind == "memory":
+            return Memory._attach(self._take(pid[1]), pid[2])
+        if kind == "ctypes":
+            from .sharedctypes import attach
+            return attach(pid[1], pid[2])
         _, index, recipe = pid
         made = self._made.get(index)
         if made is None:
             made = self._made[index] = _rebuild(self._fds[index], recipe)
         return made
+
+    def _take(self, index: int) -> int:
+        """The descriptor at ``index``, for an object that owns it from now
+        on (a duplicate if another one took it already)."""
+        fd = self._fds[index]
+        if index in self._taken:
+            return os.dup(fd)
+        self._taken.add(index)
+        return fd
 
 
 def _rebuild(fd: int, recipe: Any) -> Any:

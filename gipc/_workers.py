@@ -36,6 +36,7 @@ from gevent.hub import Waiter, get_hub
 import gipc
 
 from . import _worker
+from ._sync import Memory
 from ._worker import COUNT, FAILED, INIT_FAILED, OK, READY, SKIP, TASKS
 
 PENDING = 0   # queued in the parent
@@ -276,8 +277,12 @@ class WorkerSet:
     def __init__(self, size: Any, initializer: Any, initargs: Any,
                  max_tasks: Any, max_memory: Any, idle_timeout: Any,
                  kill_on_cancel: Any, lost_error: Any, init_error: Any,
-                 name: Any = "gipc-pool") -> None:
+                 name: Any = "gipc-pool", start_method: str = "fork",
+                 ) -> None:
         self.size = size
+        self.start_method = start_method
+        if initializer is not None:
+            self.check_function(initializer)
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.max_tasks = max_tasks
@@ -392,6 +397,17 @@ class WorkerSet:
                 # worker's reader sends (see _read_loop).
                 (best.wake if best.window else best.activity).set()
 
+    def check_function(self, func: Any) -> None:
+        """Raise before a task exists if ``func`` cannot reach a spawn or
+        forkserver worker (a function defined in a ``__main__`` that the
+        worker cannot import).
+
+        :raises gipc.StartError: (a ``pickle.PicklingError``) it cannot.
+        """
+        if self.start_method != "fork":
+            from ._spawn import check_importable
+            check_importable(func, "function")
+
     def _start_worker(self) -> bool:
         """Start one worker; False if that cannot be done now (the queued
         tasks fail if no worker is left to run them)."""
@@ -400,7 +416,12 @@ class WorkerSet:
             gevent.spawn(self.dispatch)
             return False
         ends: list[Any] = []
-        progress = mmap.mmap(-1, _PROGRESS.size)
+        progress: Any
+        if self.start_method == "fork":
+            progress = mmap.mmap(-1, _PROGRESS.size)  # inherited as it is
+        else:
+            # A memory file, whose descriptor the worker is sent.
+            progress = Memory(_PROGRESS.size)
         try:
             # Two one-way pipes: tasks to the worker, answers back.
             ends.extend(gipc.pipe(encoder=None, decoder=None))
@@ -412,7 +433,7 @@ class WorkerSet:
                                      self.initializer, self.initargs,
                                      self.max_memory),
                 daemon=True, name="%s-worker-%d" % (self.name, self.spawned),
-                start_method="fork")  # whatever gipc's default method
+                start_method=self.start_method)
         except BaseException as exc:
             for end in ends:
                 if not end.closed:
@@ -421,6 +442,8 @@ class WorkerSet:
                 self._fail_queue(exc)
                 return False
             raise
+        if not isinstance(progress, mmap.mmap):
+            progress.close_fd()  # the worker has its own now
         worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
         self.workers.append(worker)
         worker.sender = gevent.spawn(self._send_loop, worker)

@@ -8,11 +8,13 @@ do not depend on the method).  ``gipc.get_context()`` is the default
 context, whose start method :func:`set_start_method` chooses: gipc's
 default only, ``multiprocessing``'s is never touched.
 
-The pools (``Pool``, ``ProcessPoolExecutor``) fork their workers: they are
-offered by the fork context only.
+The pools of a context (``ctx.Pool(...)``, ``ctx.ProcessPoolExecutor(...)``)
+start their workers by its method; ``gipc.Pool`` itself forks them unless
+given ``context=``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from . import _popen
@@ -61,7 +63,9 @@ class BaseContext:
         "Event", "Condition", "Barrier", "Value", "Array", "RawValue",
         "RawArray", "GIPCError", "GIPCClosed", "GIPCLocked",
         "GIPCProtocolError"})
-    _FORK_ONLY_NAMES = frozenset({"Pool", "ProcessPoolExecutor"})
+    # Offered with this context's start method bound (as their context=,
+    # mp_context= argument).
+    _POOL_NAMES = {"Pool": "context", "ProcessPoolExecutor": "mp_context"}
 
     def get_start_method(self, allow_none: bool = False) -> str:
         """This context's start method."""
@@ -97,15 +101,16 @@ class BaseContext:
                              start_method=self._method())
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._FORK_ONLY_NAMES:
-            if self._method() != "fork":
-                raise AttributeError(
-                    "gipc's %s forks its workers: use it from the fork "
-                    "context (gipc.get_context('fork').%s)" % (name, name))
-        elif name not in self._SHARED_NAMES:
+        import gipc
+        keyword = self._POOL_NAMES.get(name)
+        if keyword is not None:
+            pool_class = getattr(gipc, name)
+            if self._method() == "fork":
+                return pool_class  # gipc 1.8's Pool: forked workers
+            return functools.partial(pool_class, **{keyword: self})
+        if name not in self._SHARED_NAMES:
             raise AttributeError("%s has no attribute %r"
                                  % (type(self).__name__, name))
-        import gipc
         return getattr(gipc, name)
 
     def __repr__(self) -> str:
@@ -196,3 +201,21 @@ def get_all_start_methods() -> list[str]:
     """The start methods gipc has, the default first."""
     return _popen.start_methods()
 
+
+
+def pool_start_method(context: Any, argument: str) -> str:
+    """The start method of a pool's workers given its ``context`` argument
+    (``argument`` names it in errors): a gipc context, a
+    ``multiprocessing`` one (the gipc method of the same name), or None
+    ("fork", as gipc 1.8's pools)."""
+    if context is None:
+        return "fork"
+    get_method = getattr(context, "get_start_method", None)
+    if get_method is None:
+        raise TypeError("%s must be a gipc or multiprocessing context, not "
+                        "%r" % (argument, context))
+    method = get_method()
+    if method not in _popen.START_METHODS:
+        raise ValueError("%s: gipc has no start method %r" % (argument,
+                                                             method))
+    return method  # type: ignore[no-any-return]

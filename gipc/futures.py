@@ -295,8 +295,11 @@ class ProcessPoolExecutor(_cf.Executor):
 
     :arg max_workers: number of workers (default: the CPU count); they
         start lazily, when there is work for them.
-    :arg mp_context: accepted for the stdlib's signature: None or a
-        ``multiprocessing`` context of the fork method (gipc forks).
+    :arg mp_context: how the workers start: None (forked), a gipc context
+        (``gipc.get_context("spawn")``) or a ``multiprocessing`` one (the
+        gipc method of that name).  Under "spawn" and "forkserver" the
+        functions submitted, their arguments and the initializer travel
+        pickled: they must be importable in the workers.
     :arg initializer, initargs: run in each worker when it starts; if it
         raises, the executor is broken (``BrokenProcessPool``), as in the
         stdlib.
@@ -324,11 +327,8 @@ class ProcessPoolExecutor(_cf.Executor):
                             % type(max_workers).__name__)
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
-        if mp_context is not None and \
-                getattr(mp_context, "get_start_method", lambda: None)() \
-                != "fork":
-            raise ValueError("gipc workers are forked: mp_context must be "
-                             "None or a fork context")
+        from .context import pool_start_method
+        start_method = pool_start_method(mp_context, "mp_context")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None:
@@ -343,7 +343,8 @@ class ProcessPoolExecutor(_cf.Executor):
             max_workers, initializer, initargs, max_tasks_per_child, None,
             None, kill_on_cancel,
             lambda message, code: BrokenWorkerError(message, code),
-            self._broken_by, name="gipc-executor")
+            self._broken_by, name="gipc-executor",
+            start_method=start_method)
 
     @staticmethod
     def _broken_by(exc: Any) -> Any:
@@ -372,6 +373,7 @@ class ProcessPoolExecutor(_cf.Executor):
             self._check_open()  # raises the error
         if not callable(fn):
             raise TypeError("%r object is not callable" % type(fn).__name__)
+        engine.check_function(fn)
         future = Future(engine, _encode_call(fn, args, kwargs))
         engine.submit(future)
         return future
@@ -392,6 +394,7 @@ class ProcessPoolExecutor(_cf.Executor):
             raise TypeError("%r object is not callable" % type(fn).__name__)
         end = None if timeout is None else time.monotonic() + timeout
         engine = self._engine
+        engine.check_function(fn)
         arguments = zip(*iterables)
         futures = []
         while True:

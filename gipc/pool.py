@@ -395,6 +395,12 @@ class Pool:
         tasks fail with its error (no worker is restarted in a loop) and so
         does every later task.
     :arg maxtasksperchild: a worker is replaced after this many tasks.
+    :arg context: how the workers start, as multiprocessing's ``context``:
+        None (forked, as gipc 1.8's), a gipc context
+        (``gipc.get_context("spawn")``, or use ``ctx.Pool(...)``) or a
+        ``multiprocessing`` one (the gipc method of that name).  Under
+        "spawn" and "forkserver" the functions, their arguments and the
+        initializer travel pickled: they must be importable in the workers.
     :arg kill_on_cancel: stop a task whose caller stops waiting (see the
         module docstring); False keeps the stdlib behaviour (it runs on,
         its result dropped).
@@ -407,7 +413,8 @@ class Pool:
     def __init__(self, processes: Optional[int] = None,
                  initializer: Optional[Callable[..., Any]] = None,
                  initargs: Iterable[Any] = (),
-                 maxtasksperchild: Optional[int] = None, *,
+                 maxtasksperchild: Optional[int] = None,
+                 context: Any = None, *,
                  kill_on_cancel: bool = True,
                  max_memory_per_child: Optional[int] = None,
                  idle_timeout: Optional[float] = None) -> None:
@@ -437,6 +444,8 @@ class Pool:
                 or not idle_timeout > 0):
             raise ValueError("idle_timeout must be a positive number of "
                              "seconds or None")
+        from .context import pool_start_method
+        start_method = pool_start_method(context, "context")
         self._processes = processes
         self._state = RUN
         self._feeders: set[Any] = set()
@@ -444,7 +453,7 @@ class Pool:
             processes, initializer, initargs, maxtasksperchild,
             max_memory_per_child, idle_timeout, kill_on_cancel,
             lambda message, code: WorkerLostError(message, code),
-            lambda exc: exc, name="gipc-pool")
+            lambda exc: exc, name="gipc-pool", start_method=start_method)
 
     # -- submitting ----------------------------------------------------
 
@@ -465,6 +474,7 @@ class Pool:
         collects results: they must not block for long)."""
         self._check_running()
         _check_callable(func)
+        self._engine.check_function(func)
         result = ApplyResult(self, _encode_call(func, tuple(args), dict(kwds)),
                              callback, error_callback)
         self._engine.submit(result)
@@ -489,6 +499,7 @@ class Pool:
                    callback: Any, error_callback: Any, star: bool) -> MapResult:
         self._check_running()
         _check_callable(func)
+        self._engine.check_function(func)
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
@@ -556,6 +567,7 @@ class Pool:
               chunksize: Any, star: bool = False) -> _IMap:
         self._check_running()
         _check_callable(func)
+        self._engine.check_function(func)
         _check_chunksize(chunksize)
         result = cls(self, chunksize)
         feeder = gevent.spawn(result._feed, self._engine, func, iterable,

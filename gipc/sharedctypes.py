@@ -2,19 +2,21 @@
 ``multiprocessing.sharedctypes``: ``Value``, ``Array``, ``RawValue`` and
 ``RawArray``.
 
-The memory is an anonymous shared mapping made before the fork, so the
-parent and every child see the same bytes.  ``Value`` and ``Array`` wrap
+The memory is a shared mapping of a memory file (``memfd_create``, or
+``shm_open`` unlinked at once) made before the fork, so the parent and
+every child see the same bytes; a spawn or forkserver child is given the
+file's descriptor and maps it too.  ``Value`` and ``Array`` wrap
 the object with a gipc lock (an ``RLock`` unless told otherwise), whose
 waits are cooperative; ``get_lock()`` returns it.  The wrappers follow the
 sharing rules of gipc's locks (given to a child as a ``Process`` argument
 or attribute; not picklable).  The raw objects are plain ctypes objects:
-inherited by every child, with no checks.
+shared with every child they reach, with no checks.
 """
 import ctypes
-import mmap
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 from ._shared import SharedObject
+from ._sync import Memory
 from .synchronize import Lock, RLock
 
 __all__ = ["RawValue", "RawArray", "Value", "Array", "Synchronized",
@@ -48,9 +50,53 @@ def _ctype(typecode_or_type: Any) -> Any:
 
 
 def _new_shared(type_: Any) -> Any:
-    size = ctypes.sizeof(type_)
-    memory = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
-    return type_.from_buffer(memory)  # keeps the mapping alive, zeroed
+    # Memory keeps the mapping alive as long as the object is.
+    return type_.from_buffer(Memory(max(ctypes.sizeof(type_), 1)))
+
+
+_CData: type = ctypes.c_int.__mro__[-2]  # the base of every ctypes type
+
+
+def _memory_of(obj: Any) -> Optional[Memory]:
+    """The Memory a shared ctypes object is made over, or None."""
+    if not isinstance(obj, _CData):
+        return None
+    # from_buffer() keeps a view of the buffer in _objects (an aggregate
+    # keeps it in a dict there, under the key of index -1).
+    view = getattr(obj, "_objects", None)
+    if isinstance(view, dict):
+        view = view.get("ffffffff")
+    memory = getattr(view, "obj", None)
+    return memory if type(memory) is Memory else None
+
+
+def reduce_for_child(obj: Any) -> Optional[Tuple[Any, Memory]]:
+    """How to send the shared ctypes object ``obj`` to a child: its type
+    (picklable: an array type as its item type and length) and its
+    Memory; None if it is not one (for ``_spawn``)."""
+    memory = _memory_of(obj)
+    if memory is None:
+        return None
+    return (_type_recipe(type(obj)), memory)
+
+
+def _type_recipe(type_: Any) -> Any:
+    # ctypes makes array types on the fly: pickle cannot find them by name.
+    if issubclass(type_, ctypes.Array):
+        return ("array", _type_recipe(type_._type_), type_._length_)
+    return type_
+
+
+def _type_of(recipe: Any) -> Any:
+    if isinstance(recipe, tuple):
+        return _type_of(recipe[1]) * recipe[2]
+    return recipe
+
+
+def attach(recipe: Any, memory: Memory) -> Any:
+    """The shared ctypes object over ``memory`` (received from another
+    process) of the type ``recipe`` describes (for ``_spawn``)."""
+    return _type_of(recipe).from_buffer(memory)
 
 
 def RawValue(typecode_or_type: Union[str, type], *args: Any) -> Any:
@@ -136,8 +182,20 @@ class SynchronizedBase(SharedObject):
         return self._lock
 
     def close(self) -> None:
-        """Release this process's lock descriptors (gipc extension)."""
+        """Release this process's descriptors: the lock's, and the memory
+        file's (the memory itself stays mapped while the object lives; it
+        can no longer be sent to a spawn or forkserver child) (gipc
+        extension)."""
         self._close_shared()
+
+    def _release_shared(self, error: Any, message: Any,
+                        wake: Any = True) -> None:
+        # Closed, or not given to this (fork) child: the memory file goes
+        # too, as a queue's or a lock's does.
+        memory = _memory_of(self._obj)
+        if memory is not None:
+            memory.close_fd()
+        super()._release_shared(error, message, wake)
 
     def __repr__(self) -> str:
         return "<%s wrapper for %s>" % (type(self).__name__, self._obj)

@@ -1,9 +1,10 @@
 """Locks, semaphores, events, conditions and barriers shared by processes,
 with the ``multiprocessing.synchronize`` API and cooperative waits.
 
-Each primitive lives in a page of shared memory (``_sync.Block``) made
-before the fork; the uncontended paths are one atomic operation there, with
-no system call.  A waiter sleeps on a pipe through a gevent watcher, so the
+Each primitive lives in a page of shared memory (``_sync.Block``, in a
+memory file that a spawn or forkserver child is sent) made before the
+fork; the uncontended paths are one atomic operation there, with no
+system call.  A waiter sleeps on a pipe through a gevent watcher, so the
 event loop runs on in every process; ``timeout=`` and ``gevent.Timeout``
 end a wait and leave the primitive as it was.
 
