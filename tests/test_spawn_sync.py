@@ -3,6 +3,8 @@ the child maps the same memory (its memory file travels as a descriptor,
 with the bells'), so everything behaves as with a fork child; and pools
 whose workers start by those methods."""
 import os
+import sys
+import types
 from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 
@@ -155,11 +157,17 @@ def test_terminate_ends_a_spawn_pool_s_busy_worker():
     assert not alive(worker)
 
 
-def test_functions_a_spawn_worker_cannot_import_are_refused_early():
+def test_functions_a_spawn_worker_cannot_import_are_refused_early(
+        monkeypatch):
     def local_main_function():
         return 1
 
-    local_main_function.__module__ = "__main__"  # pytest's, not importable
+    # A __main__ with neither a file nor a module name, as under
+    # ``python -c``: a spawn child cannot import it again.  (pytest's own
+    # __main__ is its script when run as ``pytest``: importable.)
+    monkeypatch.setitem(sys.modules, "__main__",
+                        types.ModuleType("__main__"))
+    local_main_function.__module__ = "__main__"
     ctx = gipc.get_context("spawn")
     before = children()
     with pytest.raises(StartError, match="defined in __main__"):
