@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _forkserver, _log, _spawn
@@ -38,12 +37,10 @@ class Popen(BasePopen):
 
     method = "forkserver"
     DupFd = _DupFd
+    _passed: list[int]
 
     def __init__(self, process_obj: Any, kept: Any = ()) -> None:
-        _spawn.check_can_start()
-        self._passed: list[int] = []
-        payload, passed = _spawn.build_payload(process_obj, kept, self)
-        _flush_std_streams()
+        payload, passed = _spawn.start_payload(process_obj, kept, self)
         self._forked = [0, -1]
         status_r, status_w = os.pipe()
         data_r, data_w = os.pipe()
@@ -74,9 +71,7 @@ class Popen(BasePopen):
     def duplicate_for_child(self, fd: int) -> int:
         """multiprocessing's seam: ``fd`` goes to the child; returns its
         index among the descriptors the child receives."""
-        if fd not in self._passed:
-            self._passed.append(fd)
-        return _spawn.FIRST_PASSED + self._passed.index(fd)
+        return _spawn.FIRST_PASSED + _spawn.record_passed(self, fd)
 
     def _poll(self, spin_us: Any) -> Any:
         if self.returncode is None and self.sentinel is not None and \

@@ -12,7 +12,6 @@ parent's own child, through its pidfd or a sentinel pipe.
 from __future__ import annotations
 
 import os
-from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _core, _popen_base, _spawn, _spawnc
@@ -78,14 +77,12 @@ class Popen(BasePopen):
 
     method = "spawn"
     DupFd = _DupFd
+    _passed: list[int]
 
     def __init__(self, process_obj: Any, kept: Any = ()) -> None:
-        _spawn.check_can_start()
-        self._passed: list[int] = []
         # Everything that can fail for a bad target or argument fails here,
         # before the child exists.
-        payload, passed = _spawn.build_payload(process_obj, kept, self)
-        _flush_std_streams()
+        payload, passed = _spawn.start_payload(process_obj, kept, self)
         watch_status = libev_reaps_children()
         self._forked = [0, -1]
         data_r, data_w = os.pipe()
@@ -123,8 +120,7 @@ class Popen(BasePopen):
     def duplicate_for_child(self, fd: int) -> int:
         """multiprocessing's seam: ``fd`` goes to the child, under the
         same number."""
-        if fd not in self._passed:
-            self._passed.append(fd)
+        _spawn.record_passed(self, fd)
         return fd
 
 

@@ -24,6 +24,7 @@ import sys
 from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
 from multiprocessing.reduction import ForkingPickler
+from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
 from typing import Any
 
 from ._cooperate import close_fd
@@ -179,6 +180,29 @@ def preparation(process_obj: Any = None) -> dict[str, Any]:
         "main": _main_module_info(),
         "start_method": getattr(process_obj, "_start_method", None),
     }
+
+
+def start_payload(process_obj: Any, kept: Any,
+                  popen: Any) -> tuple[bytes, list[int]]:
+    """What a pickling start method (spawn, forkserver) does before its
+    child exists: refuse a start where none may happen, pickle the child's
+    payload (:func:`build_payload`: every failure for a bad target or
+    argument raises here), and flush the standard streams, which the child
+    would otherwise write again."""
+    check_can_start()
+    popen._passed = []
+    payload = build_payload(process_obj, kept, popen)
+    _flush_std_streams()
+    return payload
+
+
+def record_passed(popen: Any, fd: int) -> int:
+    """Record ``fd`` as one of the descriptors ``popen``'s child receives
+    (multiprocessing's ``duplicate_for_child`` seam); its index among
+    them."""
+    if fd not in popen._passed:
+        popen._passed.append(fd)
+    return int(popen._passed.index(fd))
 
 
 def build_payload(process_obj: Any, kept: Any, popen: Any,
