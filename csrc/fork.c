@@ -74,7 +74,7 @@ fds_from_sequence(PyObject *seq, int *fds)
 {
     PyObject *fast = PySequence_Fast(seq, "close_in_child must be a "
                                      "sequence of descriptors");
-    Py_ssize_t i, n;
+    Py_ssize_t n;
 
     if (fast == NULL) {
         return -1;
@@ -86,20 +86,9 @@ fds_from_sequence(PyObject *seq, int *fds)
                      "descriptors", CLOSE_IN_CHILD_MAX);
         return -1;
     }
-    for (i = 0; i < n; i++) {
-        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
-
-        if (fd == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        if (fd < 0 || fd > INT_MAX) {
-            Py_DECREF(fast);
-            PyErr_Format(PyExc_ValueError, "close_in_child: %ld is not a "
-                         "descriptor", fd);
-            return -1;
-        }
-        fds[i] = (int)fd;
+    if (gipc_fds_from_fast(fast, n, fds, "close_in_child") < 0) {
+        Py_DECREF(fast);
+        return -1;
     }
     Py_DECREF(fast);
     return (int)n;

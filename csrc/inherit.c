@@ -85,13 +85,34 @@ gipc_inherit_release(GipcInherit *inherit)
     inherit->report[0] = inherit->report[1] = -1;
 }
 
+int
+gipc_fds_from_fast(PyObject *fast, Py_ssize_t n, int *fds, const char *what)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < n; i++) {
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s: %ld is not a descriptor",
+                         what, fd);
+            return -1;
+        }
+        fds[i] = (int)fd;
+    }
+    return 0;
+}
+
 /* The descriptors to keep, sorted (the child searches them). */
 static int
 keep_from_sequence(PyObject *seq, GipcInherit *inherit)
 {
     PyObject *fast = PySequence_Fast(seq, "keep_fds must be a sequence of "
                                      "descriptors");
-    Py_ssize_t i, n;
+    Py_ssize_t n;
 
     if (fast == NULL) {
         return -1;
@@ -104,20 +125,9 @@ keep_from_sequence(PyObject *seq, GipcInherit *inherit)
         PyErr_NoMemory();
         return -1;
     }
-    for (i = 0; i < n; i++) {
-        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
-
-        if (fd == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        if (fd < 0 || fd > INT_MAX) {
-            Py_DECREF(fast);
-            PyErr_Format(PyExc_ValueError, "keep_fds: %ld is not a "
-                         "descriptor", fd);
-            return -1;
-        }
-        inherit->keep[i] = (int)fd;
+    if (gipc_fds_from_fast(fast, n, inherit->keep, "keep_fds") < 0) {
+        Py_DECREF(fast);
+        return -1;
     }
     Py_DECREF(fast);
     inherit->n_keep = n;

@@ -30,6 +30,12 @@ typedef struct {
     int bound;          /* probe descriptors below this (no /proc) */
 } GipcInherit;
 
+/* The n items of ``fast`` (a PySequence_Fast result) as descriptors into
+ * fds; ``what`` names the argument in the ValueError of one that is not
+ * a descriptor.  Returns 0, or -1 with an exception set. */
+int gipc_fds_from_fast(PyObject *fast, Py_ssize_t n, int *fds,
+                       const char *what);
+
 /* In the parent, before the fork: keep_fds is a sequence of descriptors,
  * report the tuple (read end, write end) of the caller's report pipe.
  * Returns 0, or -1 with an exception set (nothing left to release). */
