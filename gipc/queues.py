@@ -24,10 +24,9 @@ import queue
 import time
 from typing import Any, Optional
 
-from gevent import get_hub
-
 from . import _ownership
 from ._bells import Deadline, process_is_dead, wait_until
+from ._cooperate import yield_to_loop
 from ._shared import SharedObject
 from ._sync import Block
 
@@ -51,17 +50,9 @@ _due = 0.0
 
 def _yield_to_loop() -> None:
     global _due
-    # A timer due at once: the loop polls without blocking, then runs what
-    # is due.  Not sleep(0), which runs the ready greenlets but may leave
-    # the timers for several ms; not a short sleep, which polls for at
-    # least 1 ms; not idle(), which waits for ever while another greenlet
-    # keeps yielding with sleep(0).
-    hub = get_hub()
-    timer = hub.loop.timer(0.0)
     try:
-        hub.wait(timer)
+        yield_to_loop()
     finally:
-        timer.close()
         # From now: a yield that took long (other greenlets ran) must not
         # make the next call yield at once.
         _due = _clock() + _YIELD_EVERY
