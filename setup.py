@@ -23,7 +23,7 @@ from setuptools import Extension, setup  # noqa: E402
 # csrc/: a .c with its .h per topic (module.c has no header).
 _C_MODULES = ["module", "frame", "writer", "reader", "spin", "fork", "pidfd",
               "reap", "sigchld", "typecache", "turn", "inherit",
-              "fastpath"]
+              "fastpath", "gctrack"]
 
 extra_compile_args = ["-Wall", "-Wextra", "-std=c11"]
 extra_link_args = []

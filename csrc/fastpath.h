@@ -27,7 +27,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* gipc._core's module state: its types (for type checks of arguments). */
+/* gipc._core's module state: its types (for type checks of arguments),
+ * and the deallocator of classes defined in Python (gctrack.c: set once,
+ * when the module is made). */
 typedef struct {
     PyTypeObject *turn_type;
     PyTypeObject *gate_type;
@@ -35,6 +37,7 @@ typedef struct {
     PyTypeObject *writer_type;
     PyTypeObject *fast_send_type;
     PyTypeObject *fast_recv_type;
+    destructor python_class_dealloc;
 } gipc_core_state;
 
 extern PyType_Spec gipc_gate_spec;

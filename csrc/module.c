@@ -3,7 +3,8 @@
  * (frame.c), the Writer (writer.c), the Reader (reader.c) and its spinning
  * on an empty pipe (spin.c), the fairness clock (turn.c) and the per-message fast paths (fastpath.c).  Processes:
  * the fork helper (fork.c), pidfds (pidfd.c), reaping one child (reap.c),
- * the SIGCHLD probe (sigchld.c) and type-cache warming (typecache.c).  It knows nothing of gevent: when a
+ * the SIGCHLD probe (sigchld.c), type-cache warming (typecache.c) and
+ * leaving objects out of the cyclic GC (gctrack.c).  It knows nothing of gevent: when a
  * descriptor would block it says so and the Python layer waits on the
  * hub.
  *
@@ -19,6 +20,7 @@
 #include "fastpath.h"
 #include "fork.h"
 #include "frame.h"
+#include "gctrack.h"
 #include "pidfd.h"
 #include "platform.h"
 #include "reader.h"
@@ -60,6 +62,12 @@ static PyMethodDef core_methods[] = {
                "Look each name up on each type of the flat tuple (type, "
                "name, ...), so that CPython's type lookup cache holds the "
                "answers (a child's misses there copy the cache's pages).")},
+    {"set_gc_tracked", (PyCFunction)(void (*)(void))gipc_set_gc_tracked,
+     METH_FASTCALL,
+     PyDoc_STR("set_gc_tracked(obj, tracked) -> None\n\n"
+               "Put an instance of a class defined in Python under the "
+               "cyclic garbage collector, or take it out (the caller "
+               "vouches that it is in no reference cycle meanwhile).")},
     {NULL, NULL, 0, NULL}
 };
 
@@ -129,6 +137,9 @@ core_exec(PyObject *module)
                  &st->fast_send_type) < 0 ||
         add_type(module, "FastRecv", &gipc_fast_recv_spec,
                  &st->fast_recv_type) < 0) {
+        return -1;
+    }
+    if (gipc_gctrack_init(st) < 0) {
         return -1;
     }
     /* On Linux a long is as wide as a Py_ssize_t. */

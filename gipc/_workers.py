@@ -35,7 +35,7 @@ from gevent.hub import Waiter, get_hub
 
 import gipc
 
-from . import _worker
+from . import _core, _worker
 from ._sync import Memory
 from ._worker import COUNT, FAILED, INIT_FAILED, OK, READY, SKIP, TASKS
 
@@ -76,6 +76,7 @@ _PROGRESS = _worker.PROGRESS
 _dumps = _worker._dumps
 _PROTOCOL = _worker._PROTOCOL
 _perf_counter = time.perf_counter
+_set_gc_tracked = _core.set_gc_tracked
 
 # This process's pid, kept up to date across forks: a pool checks it on
 # every call (os.getpid() is a system call).
@@ -128,6 +129,19 @@ class Task:
     # (__weakref__: results can be weakly referenced, as the stdlib's can;
     # the cyclic GC does not visit it.)
     #
+    # A program may hold a great many tasks, pending or done, and every
+    # full collection of the cyclic GC would visit each one: a subclass
+    # leaves its tasks out of the collector (_set_gc_tracked) while they
+    # can be in no reference cycle the collector would have to break.
+    # What they refer to for the engine does not count: the engine's
+    # references to a task (queue, window) and the task's to the engine's
+    # objects (pool, worker) make cycles, but they live only while the
+    # engine's greenlets keep it alive, and the engine lets go of a task
+    # when the task is done.  What the program gives or gets does count:
+    # callbacks, waiting greenlets (_sleepers), a value the collector
+    # tracks.  So a task waited on is tracked again (_wait), and a done one
+    # is left out only if its outcome is untracked.
+    #
     # No slot for the task's number in its worker's window: it follows
     # from the task's place there (see _Worker.seq_of), and a slot would
     # hold a distinct int per task for the GC to visit.
@@ -174,6 +188,7 @@ class Task:
         sleepers = self._sleepers
         if sleepers is None:
             sleepers = self._sleepers = []
+            _set_gc_tracked(self, True)  # its waiter leads back to it
         sleepers.append(waiter)
         timer = None if timeout is None else Timeout.start_new(timeout)
         try:

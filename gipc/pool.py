@@ -17,6 +17,7 @@ Beyond the stdlib:
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 from collections import deque
@@ -31,7 +32,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from . import _worker
+from . import _core, _worker
 from ._workers import DONE, MAX_WINDOW, RemoteTraceback, Task, WorkerSet
 from .exceptions import WorkerLostError
 from types import TracebackType
@@ -50,6 +51,8 @@ TERMINATE = "TERMINATE"
 # The pickled task, made in the caller: an unpicklable function or argument
 # raises here, before anything is sent.
 _encode_call = _worker.encode_call
+_set_gc_tracked = _core.set_gc_tracked
+_is_tracked = gc.is_tracked
 _encode_chunk = _worker.encode_chunk
 
 
@@ -100,8 +103,12 @@ class ApplyResult(Task):
         self._pool = pool
         self._ok = None
         self._value = None
-        self._callbacks = None if callback is None and error_callback is \
-            None else (callback, error_callback)
+        if callback is None and error_callback is None:
+            self._callbacks = None
+            if type(self) is ApplyResult:  # see Task (a map has its chunks)
+                _set_gc_tracked(self, False)
+        else:
+            self._callbacks = (callback, error_callback)
 
     def ready(self) -> bool:
         """True once the task is done (or cancelled)."""
@@ -159,8 +166,9 @@ class ApplyResult(Task):
         self._value = value
         self._wake()
         callbacks = self._callbacks
+        self._callbacks = None
+        self._settle()
         if callbacks is not None:
-            self._callbacks = None
             callback = callbacks[0] if ok else callbacks[1]
             if callback is not None:
                 _run_callback(callback, value)
@@ -170,6 +178,14 @@ class ApplyResult(Task):
         self._value = _CANCELLED
         self._callbacks = None
         self._wake()
+        self._settle()
+
+    def _settle(self) -> None:
+        # Done: out of the cyclic GC unless the value may lead back here
+        # (see Task).  Not a subclass of the program's: its own attributes
+        # may.
+        if type(self) in _OWN_RESULTS:
+            _set_gc_tracked(self, _is_tracked(self._value))
 
     def __repr__(self) -> str:
         state = ("pending" if self._phase != DONE else "cancelled"
@@ -256,6 +272,9 @@ class MapResult(ApplyResult):
         self._phase = DONE
         self._on_cancel()
         return True
+
+
+_OWN_RESULTS = (ApplyResult, MapResult)
 
 
 class IMapIterator:

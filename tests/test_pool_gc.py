@@ -2,10 +2,14 @@
 
 A program may hold a great many results (issue 11's stall case holds
 100,000), and every full collection of the cyclic GC visits each of them,
-and each object they refer to.  So a result is one GC-tracked object, it
-refers to nothing of its own but its outcome (no pickles, no callbacks, no
-waiter, no per-task number), and it is in no reference cycle: dropping it
-frees it at once, without the GC.
+and each object they refer to.  So a result refers to nothing of its own
+but its outcome (no pickles, no callbacks, no waiter, no per-task number),
+and it is in no reference cycle: dropping it frees it at once, without the
+GC.  A pool's result (``ApplyResult``) is also left out of the collector
+while it can be in no cycle the collector would have to break (see
+``gipc._workers.Task``): pending or done, unless it has callbacks, a
+waiting greenlet or an outcome the collector tracks.  A future stays one
+tracked object: it takes attributes of the program's (its ``__dict__``).
 
 The counts are deterministic: objects are counted with ``gc.get_objects()``
 over 1000 results, not timed.
@@ -15,12 +19,14 @@ import weakref
 from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION
 
+import gevent
 import pytest
 
 import gipc
+from gipc import _core
 from gipc.futures import Future
 from gipc.pool import _CANCELLED, ApplyResult, MapResult
-from pool_support import WAIT, fail, sleep_then, square
+from pool_support import WAIT, echo, fail, sleep_then, square
 
 COUNT = 1000
 
@@ -93,7 +99,7 @@ def describe(objects):
 
 # -- one object per result ---------------------------------------------
 
-def test_finished_async_results_are_one_gc_object_each(pool):
+def test_finished_async_results_are_left_out_of_the_gc(pool):
     def make():
         results = [pool.apply_async(square, (i,)) for i in range(COUNT)]
         assert [r.get(timeout=WAIT) for r in results] == [
@@ -101,8 +107,8 @@ def test_finished_async_results_are_one_gc_object_each(pool):
         return results
 
     results, objects = new_tracked(make)
-    assert len(objects) <= COUNT + SLACK, describe(objects)
-    assert sum(type(o) is ApplyResult for o in objects) == COUNT
+    assert len(objects) <= SLACK, describe(objects)
+    assert not any(gc.is_tracked(r) for r in results)
 
 
 def test_finished_futures_are_one_gc_object_each(executor):
@@ -185,6 +191,99 @@ def test_cancelled_results_drop_their_pickles():
     for result in [running] + queued:
         assert result.cancelled()
         assert own_referents(result, shared=(pool, _CANCELLED)) == []
+
+
+# -- left out of the collector while in no cycle ------------------------
+
+@pytest.fixture
+def busy_pool():
+    """A pool of one worker running a long task: what is submitted next
+    stays queued until the test cancels it."""
+    p = gipc.Pool(1)
+    running = p.apply_async(sleep_then, (WAIT, 1))
+    yield p
+    running.cancel()
+    p.terminate()
+
+
+def test_queued_results_are_left_out_of_the_gc(busy_pool):
+    queued = [busy_pool.apply_async(square, (i,)) for i in range(COUNT)]
+    assert not any(r.ready() or gc.is_tracked(r) for r in queued)
+    assert not any(type(o) is ApplyResult for o in gc.get_objects())
+    for result in queued:
+        assert result.cancel()
+    assert not any(gc.is_tracked(r) for r in queued)
+
+
+def test_results_with_callbacks_are_tracked_until_done(busy_pool, pool):
+    # A callback may lead back to its result (a closure, a bound method).
+    queued = busy_pool.apply_async(square, (2,), callback=Payload())
+    errors = busy_pool.apply_async(square, (2,), error_callback=Payload())
+    assert gc.is_tracked(queued) and gc.is_tracked(errors)
+    assert queued.cancel() and errors.cancel()
+    assert not gc.is_tracked(queued) and not gc.is_tracked(errors)
+    done = pool.apply_async(square, (3,), callback=Payload())
+    assert done.get(timeout=WAIT) == 9
+    assert not gc.is_tracked(done)
+
+
+def test_a_result_waited_on_is_tracked(busy_pool):
+    # The waiting greenlet may refer to the result.
+    result = busy_pool.apply_async(square, (2,))
+    assert not gc.is_tracked(result)
+    assert not result.wait(0.001) and not result.ready()
+    assert gc.is_tracked(result)
+    assert result.cancel()
+    assert not gc.is_tracked(result)
+
+
+def test_results_with_a_tracked_outcome_stay_tracked(pool):
+    values = pool.apply_async(echo, (1,))
+    error = pool.apply_async(fail, ("x",))
+    number = pool.apply_async(square, (3,))
+    assert values.get(timeout=WAIT) == ((1,), {})
+    error.wait(WAIT)
+    assert number.get(timeout=WAIT) == 9
+    assert gc.is_tracked(values) and gc.is_tracked(error)
+    assert not gc.is_tracked(number)
+
+
+def test_a_failed_result_in_a_cycle_through_its_traceback_is_collected(
+        pool):
+    # result -> exception -> traceback -> this frame -> result: only the
+    # cyclic GC frees it, so the result must be tracked.
+    def catch():
+        result = pool.apply_async(fail, ("x",))
+        try:
+            result.get(timeout=WAIT)
+        except ValueError:
+            pass
+        return weakref.ref(result)
+
+    gc.disable()
+    try:
+        ref = catch()
+        assert ref() is not None  # the cycle holds it
+    finally:
+        gc.enable()
+    gc.collect()
+    assert ref() is None
+
+
+def test_set_gc_tracked_takes_only_instances_of_python_classes():
+    instance = Payload()
+    _core.set_gc_tracked(instance, False)
+    assert not gc.is_tracked(instance)
+    _core.set_gc_tracked(instance, False)  # twice is fine
+    _core.set_gc_tracked(instance, True)
+    _core.set_gc_tracked(instance, True)
+    assert gc.is_tracked(instance)
+    # Built-in and C types may rely on being tracked.
+    for obj in ([], {}, (1, [2]), gevent.get_hub().loop, _core.Turn):
+        with pytest.raises(TypeError, match="class defined in Python"):
+            _core.set_gc_tracked(obj, False)
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        _core.set_gc_tracked(instance)
 
 
 # -- nothing kept alive, no cycle ----------------------------------------
