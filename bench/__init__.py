@@ -13,13 +13,15 @@ Every case runs a real parent and a real child process for each
 implementation side by side: gipc (this tree), multiprocessing.Pipe +
 Process (fork context), a C reference (bench/cref.c, compiled with gcc -O2
 into bench/out/ at run time), a Python reference (os.fork + os.pipe,
-blocking I/O) and optionally gipc 1.8.  Each (case, repetition,
+blocking I/O), gipc with its fairness slice off (gipcgreedy: the
+throughput reference of the loop-stall cases) and optionally gipc 1.8.
+Each (case, repetition,
 implementation) runs in a fresh worker process (bench/worker.py) under a
 timeout that kills its whole process group; implementations are
 interleaved within each repetition.  Every message is checked (count, size,
 content); a transfer that is not intact, a crash or a timeout makes the run
-exit with status 1.  The targets of issue 4 are reported as MET / MISSED
-and never enforced.
+exit with status 1.  The targets of issues 4 and 12 are reported as MET /
+MISSED and never enforced.
 
 Every Python worker imports gevent and starts its hub before its case, the
 blocking implementations too: that is the process a gevent application

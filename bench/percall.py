@@ -76,6 +76,30 @@ def _pairs(stack):
     return pairs
 
 
+def _verdicts(pairs):
+    """[(target, measured, met)] for issue 12's per-call targets."""
+    syscall, raw, pickled, conn_raw, conn_pickled = (
+        {"write": _quartiles(p.write_ns)[1], "read": _quartiles(p.read_ns)[1]}
+        for p in pairs)
+    out = []
+    ratio = raw["write"] / syscall["write"]
+    out.append(("put() of 64 B <= 1.25 x os.write", "%.2fx" % ratio,
+                ratio <= 1.25))
+    out.append(("get() of a buffered 64 B message <= 150 ns",
+                "%.0f ns" % raw["read"], raw["read"] <= 150))
+    for name, conn, handle in (("send_bytes", conn_raw["write"],
+                                raw["write"]),
+                               ("recv_bytes", conn_raw["read"], raw["read"]),
+                               ("send", conn_pickled["write"],
+                                pickled["write"]),
+                               ("recv", conn_pickled["read"],
+                                pickled["read"])):
+        ratio = conn / handle
+        out.append(("Connection.%s within 10 %% of the handle's call" % name,
+                    "%.2fx" % ratio, ratio <= 1.10))
+    return out
+
+
 def _stable(pairs, reps):
     if reps < MIN_REPS:
         return False
@@ -111,6 +135,11 @@ def main(argv=None):
                 q1, med, q3 = _quartiles(series)
                 print("  %-34s %-5s %7.0f [%4.0f-%4.0f]  %5.2fx" % (
                     p.name, side, med, q1, q3, med / refv))
+        print()
+        print("targets of issue 12 (reported, never enforced):")
+        for text, value, met in _verdicts(pairs):
+            print("  %-7s %-56s %s" % ("MET" if met else "MISSED", text,
+                                        value))
     finally:
         for close in reversed(stack):
             close()

@@ -13,6 +13,9 @@ MARK = "BENCHRESULT "
 
 
 def _transport(impl, params):
+    if impl == "gipcgreedy":
+        from . import impl_gipc
+        return impl_gipc.greedy_transport()
     if impl in ("gipc", "gipc18"):
         from . import impl_gipc
         t = impl_gipc.GipcTransport(
@@ -52,7 +55,11 @@ def run(impl, case_id, params):
     if impl in ("cref", "crefspin"):
         from . import impl_cref
         return impl_cref.run(case_id, params, spin=impl == "crefspin")
-    if impl in ("gipc", "gipc18") or not params.get("bare_refs"):
+    if impl == "gipcgreedy" and not case_id.startswith("8"):
+        raise NotApplicable("the greedy reference is for the loop-stall "
+                            "cases only")
+    if impl in ("gipc", "gipc18", "gipcgreedy") or not params.get(
+            "bare_refs"):
         _become_gevent_application()
     from . import scenarios
     T = _transport(impl, params)
