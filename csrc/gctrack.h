@@ -20,4 +20,10 @@ int gipc_gctrack_init(gipc_core_state *st);
 PyObject *gipc_set_gc_tracked(PyObject *module, PyObject *const *args,
                               Py_ssize_t nargs);
 
+/* track_on_setattr(cls) -> None: instances of cls are tracked again, and
+ * their _gc_pinned slot set to True, when an attribute that is none of the
+ * class's slots is set on them (it goes to their __dict__, where the
+ * program may make a cycle). */
+PyObject *gipc_track_on_setattr(PyObject *module, PyObject *cls);
+
 #endif /* GIPC_GCTRACK_H */

@@ -68,6 +68,12 @@ static PyMethodDef core_methods[] = {
                "Put an instance of a class defined in Python under the "
                "cyclic garbage collector, or take it out (the caller "
                "vouches that it is in no reference cycle meanwhile).")},
+    {"track_on_setattr", gipc_track_on_setattr, METH_O,
+     PyDoc_STR("track_on_setattr(cls) -> None\n\n"
+               "Instances of cls (a class defined in Python, with a "
+               "_gc_pinned slot) are put back under the cyclic garbage "
+               "collector, and their _gc_pinned set to True, when an "
+               "attribute other than a slot is set on them.")},
     {NULL, NULL, 0, NULL}
 };
 

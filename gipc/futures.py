@@ -18,6 +18,7 @@ async watcher.
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import os
 import threading
@@ -31,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from . import _worker, _workers
+from . import _core, _worker, _workers
 from ._workers import DONE, PENDING, Task, WorkerSet
 from .exceptions import WorkerLostError
 
@@ -50,6 +51,9 @@ DoneAndNotDoneFutures = collections.namedtuple(
     "DoneAndNotDoneFutures", "done not_done")
 
 # The stdlib Future's states (concurrent.futures._base).
+_set_gc_tracked = _core.set_gc_tracked
+_is_tracked = gc.is_tracked
+
 _PENDING = "PENDING"
 _RUNNING = "RUNNING"
 _FINISHED = "FINISHED"
@@ -76,10 +80,12 @@ class BrokenInitializerError(BrokenProcessPool):
 _lazy_lock = threading.Lock()
 
 
-def _lazy(slot: Any, make: Any) -> Any:
+def _lazy(slot: Any, make: Any, pin: bool) -> Any:
     """A property for a stdlib ``Future`` attribute that most of our
     futures never use: kept in ``slot`` (None until needed), made by
-    ``make()`` when something first asks for it."""
+    ``make()`` when something first asks for it.  The future is tracked by
+    the cyclic GC from then on (what is made may lead back to it), for
+    good if ``pin`` (see Future)."""
 
     def get(future: Any) -> Any:
         value = getattr(future, slot)
@@ -89,9 +95,17 @@ def _lazy(slot: Any, make: Any) -> Any:
                 if value is None:
                     value = make()
                     setattr(future, slot, value)
+                    if pin:
+                        future._gc_pinned = True
+                    _set_gc_tracked(future, True)
         return value
 
     return property(get)
+
+
+# The instance dictionary every Future has (concurrent.futures.Future has
+# no __slots__), reached past Future.__dict__ below.
+_instance_dict = _cf.Future.__dict__["__dict__"]
 
 
 class Future(Task, _cf.Future[Any]):
@@ -106,7 +120,8 @@ class Future(Task, _cf.Future[Any]):
     # (not four: the future, its dict, two lists), which the cyclic GC
     # scans at every full collection.
     __slots__ = ("_state", "_result", "_exception", "_engine",
-                 "_condition_made", "_waiters_made", "_callbacks_made")
+                 "_condition_made", "_waiters_made", "_callbacks_made",
+                 "_gc_pinned")
 
     # A stdlib future makes a threading.Condition and two lists when it is
     # created; most of ours are created and completed in the hub's thread
@@ -116,9 +131,32 @@ class Future(Task, _cf.Future[Any]):
     # first, then looks for a condition and notifies it: a thread that made
     # it before that look is notified, one that made it after sees the
     # final state.
-    _condition = _lazy("_condition_made", threading.Condition)
-    _waiters = _lazy("_waiters_made", list)
-    _done_callbacks = _lazy("_callbacks_made", list)
+    #
+    # A future is left out of the cyclic GC while it can be in no cycle
+    # the collector would have to break, as a pool's result is (see
+    # gipc._workers.Task), so that a program holding 100,000 of them pays
+    # no full collection for them.  What a future holds of the program's
+    # keeps it tracked: callbacks (until called), a greenlet waiting on it
+    # (until woken), an outcome the collector tracks, and for good
+    # (_gc_pinned) another thread's Condition or waiters, and any
+    # attribute the program sets on it or its __dict__: the C core puts a
+    # future back under the collector when an attribute goes to its
+    # __dict__ (_core.track_on_setattr, below the class).
+    _condition = _lazy("_condition_made", threading.Condition, True)
+    _waiters = _lazy("_waiters_made", list, True)
+    _done_callbacks = _lazy("_callbacks_made", list, False)
+
+    @property
+    def __dict__(self) -> Any:  # noqa: D105 (the stdlib's)
+        self._gc_pinned = True
+        _set_gc_tracked(self, True)
+        return _instance_dict.__get__(self)
+
+    @__dict__.setter
+    def __dict__(self, value: Any) -> None:
+        self._gc_pinned = True
+        _set_gc_tracked(self, True)
+        _instance_dict.__set__(self, value)
 
     def __init__(self, engine: Any, job: Any) -> None:
         # concurrent.futures.Future.__init__, with the lazy parts.
@@ -128,8 +166,10 @@ class Future(Task, _cf.Future[Any]):
         self._condition_made = None
         self._waiters_made = None
         self._callbacks_made = None
+        self._gc_pinned = False
         self._init_task(job)
         self._engine = engine
+        _set_gc_tracked(self, False)
 
     # -- engine hooks (in the hub's thread) ------------------------------
 
@@ -162,6 +202,16 @@ class Future(Task, _cf.Future[Any]):
                     condition.notify_all()
             self._invoke_callbacks()
         self._wake()
+        self._settle()
+
+    def _settle(self) -> None:
+        # Done: out of the cyclic GC unless something of the program's may
+        # lead back here (see the class).
+        _set_gc_tracked(self, self._gc_pinned
+                        or self._callbacks_made is not None
+                        or self._sleepers is not None
+                        or _is_tracked(self._result)
+                        or _is_tracked(self._exception))
 
     def _invoke_callbacks(self) -> None:
         if self._callbacks_made:
@@ -185,6 +235,7 @@ class Future(Task, _cf.Future[Any]):
         self.set_running_or_notify_cancel()  # notifies stdlib waiters
         self._invoke_callbacks()
         self._wake()
+        self._settle()
 
     # -- the Future API --------------------------------------------------
 
@@ -282,6 +333,7 @@ class Future(Task, _cf.Future[Any]):
 
 _encode_call = _worker.encode_call
 _perf_counter = time.perf_counter
+_core.track_on_setattr(Future)
 
 
 def _default_workers() -> Any:
