@@ -164,17 +164,22 @@ def case_first(impl, n):
     return {"ms": median(times) * 1e3}
 
 
-def _stall(impl, n, run, owed=False):
+def _stall(impl, n, run, owed=False, executor=False):
     """Largest gap in a ticker greenlet (sleeping 0.5 ms at a time) while
     ``run(pool, n)`` runs n trivial tasks: ms.  gipc only (a blocking pool
     stops the ticker for the whole run).  With ``owed``, the full
     collection the interpreter owes for what it made before the run is not
-    made first, so that it falls within the run."""
+    made first, so that it falls within the run.  With ``executor``, the
+    pool is a ProcessPoolExecutor."""
     if impl != "gipc":
         return {"ms": None, "cpu_ms": None, "gc_ms": None}
     import gevent
-    pool = _pool(impl)
-    _warm(pool)
+    if executor:
+        pool = _executor(impl)
+        list(pool.map(trivial, range(4 * WORKERS)))
+    else:
+        pool = _pool(impl)
+        _warm(pool)
     if not owed:
         # The collection the interpreter owes for what it made before (its
         # start-up, the imports, earlier cases) is not the pool's stall.
@@ -214,7 +219,10 @@ def _stall(impl, n, run, owed=False):
     finally:
         gc.callbacks.remove(on_gc)
     check()  # after the ticker: checking is not the pool's work
-    _close(pool)
+    if executor:
+        pool.shutdown()
+    else:
+        _close(pool)
     return {"ms": max(g[0] for g in gaps) * 1e3,
             "cpu_ms": max(g[1] for g in gaps) * 1e3,
             "gc_ms": max(collections, default=0.0) * 1e3}
@@ -228,6 +236,17 @@ def _run_apply_async(pool, n):
         # Also frees the results after the ticker stopped: deallocating
         # 100,000 objects at once is the program's stall, not the pool's.
         del results[:]
+        if values != list(range(1, n + 1)):
+            raise AssertionError("wrong result")
+    return check
+
+
+def _run_submit(executor, n):
+    futures = [executor.submit(add_one, i) for i in range(n)]
+    values = [f.result() for f in futures]
+
+    def check():
+        del futures[:]  # freed after the ticker stopped, as in apply_async
         if values != list(range(1, n + 1)):
             raise AssertionError("wrong result")
     return check
@@ -254,6 +273,11 @@ def case_stall_owed(impl, n):
     start-up made within the run: a reference, what such a collection
     costs with the results held (the pool's own objects make none)."""
     return _stall(impl, n, _run_apply_async, owed=True)
+
+
+def case_stall_submit(impl, n):
+    """Loop stall while n executor tasks run (all futures held)."""
+    return _stall(impl, n, _run_submit, executor=True)
 
 
 def case_stall_imap(impl, n):
@@ -328,6 +352,8 @@ CASES = [
     ("stall", case_stall, "ms", "ms", False, None, (100000, 10000)),
     ("stall_owed", case_stall_owed, "ms", "ms", False, None,
      (100000, 10000)),
+    ("stall_submit", case_stall_submit, "ms", "ms", False, None,
+     (100000, 10000)),
     ("stall_imap", case_stall_imap, "ms", "ms", False, None,
      (100000, 10000)),
     ("gc_held", case_gc_held, "ms", "ms", False, None, (100000, 10000)),
@@ -344,6 +370,7 @@ LABELS = {
     "first": "new pool, first result, close",
     "stall": "loop stall, 100k results held",
     "stall_owed": "  same, GC owed from start-up",
+    "stall_submit": "loop stall, 100k futures held",
     "stall_imap": "loop stall, 100k imap_unordered",
     "gc_held": "gc.collect(), 100k results held",
     "gc_floor": "  same, 100k smallest objects",
@@ -357,7 +384,7 @@ EXTRA_ROWS = {
 #: The stall target is absolute (issue 11: <= 5 ms), for the cases a
 #: program runs (not the GC-off reference).
 STALL_TARGET_MS = 5.0
-STALL_TARGETED = ("stall", "stall_imap")
+STALL_TARGETED = ("stall", "stall_submit", "stall_imap")
 
 
 def run_one(case_id, impl, n):
