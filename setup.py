@@ -56,6 +56,8 @@ setup(
         Extension(
             "gipc._sync",
             sources=["csrc/sync.c"],
+            depends=["csrc/platform.h"],
+            define_macros=define_macros,
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         ),

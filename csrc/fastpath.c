@@ -484,6 +484,7 @@ static int
 pp_save_tuple(PlainPickler *p, PyObject *obj, int depth)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(obj);
+    int i, first_memo = p->n_memo;
 
     if (n == 0) {
         return pp_op(p, ')');  /* EMPTY_TUPLE, never memoized */
@@ -493,6 +494,14 @@ pp_save_tuple(PlainPickler *p, PyObject *obj, int depth)
     }
     if (!pp_save_items(p, PySequence_Fast_ITEMS(obj), n, depth)) {
         return 0;
+    }
+    /* A tuple that contains itself (through a list or a dict) was
+     * memoized while its items were saved: pickle then pops the items and
+     * fetches the tuple from the memo instead.  Left to pickle. */
+    for (i = first_memo; i < p->n_memo; i++) {
+        if (p->memo[i] == obj) {
+            return 0;
+        }
     }
     /* TUPLE1, TUPLE2, TUPLE3 or TUPLE */
     if (!pp_op(p, n <= 3 ? (unsigned char)(0x84 + n) : 't')) {

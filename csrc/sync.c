@@ -178,10 +178,29 @@ static int
 make_bell(BlockObject *self, int b)
 {
     int fds[2];
+#ifdef GIPC_HAVE_PIPE2
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+#else
+    /* The GIL is held: no other Python thread forks and execs between
+     * pipe() and fcntl(). */
+    if (pipe(fds) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(fds[i], F_GETFL);
+        if (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0
+                || fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            (void)close(fds[0]);
+            (void)close(fds[1]);
+            return -1;
+        }
+    }
+#endif
     self->rfd[b] = fds[0];
     self->wfd[b] = fds[1];
     return 0;
@@ -242,6 +261,28 @@ open_memory_file(void)
 #endif
 }
 
+/* 0 if the memory file `fd` holds at least `need` bytes; else -1 with a
+ * ValueError (a mapping past the end of the file would raise SIGBUS where
+ * it is touched) or an OSError. */
+static int
+check_file_size(int fd, uint64_t need)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size < need) {
+        PyErr_Format(PyExc_ValueError,
+                     "the memory file holds %lld bytes, fewer than the "
+                     "%llu to map", (long long)st.st_size,
+                     (unsigned long long)need);
+        return -1;
+    }
+    return 0;
+}
+
 /* Where the ring starts in the memory file: after the header, on a page
  * boundary (mmap's offsets must be). */
 static off_t
@@ -251,18 +292,27 @@ ring_offset(void)
     return page > HEADER_BYTES ? (off_t)page : (off_t)HEADER_BYTES;
 }
 
-/* Map the header and (if capacity) the ring of self->memfd. */
+/* Map the header and (if capacity) the ring of self->memfd, received
+ * from another process: -1 with an exception set on failure. */
 static int
 map_block(BlockObject *self, uint64_t capacity)
 {
+    uint64_t need = capacity > 0 ? (uint64_t)ring_offset() + capacity
+                                 : HEADER_BYTES;
+
+    if (check_file_size(self->memfd, need) < 0) {
+        return -1;
+    }
     self->words = map_shared(self->memfd, 0, HEADER_BYTES, 0);
     if (self->words == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     if (capacity > 0) {
         self->data = map_shared(self->memfd, ring_offset(),
                                 (size_t)capacity, 1);
         if (self->data == NULL) {
+            PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
         self->capacity = capacity;
@@ -275,13 +325,18 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"bells", "ring_bytes", NULL};
     int nbells = 1;
-    unsigned long long ring_bytes = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iK", kwlist, &nbells,
+    long long ring_bytes = 0;
+    /* "L", not "K": K takes a negative or huge int modulo 2**64. */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iL", kwlist, &nbells,
                                      &ring_bytes)) {
         return NULL;
     }
     if (nbells < 0 || nbells > MAX_BELLS) {
         PyErr_SetString(PyExc_ValueError, "bells must be 0 to 4");
+        return NULL;
+    }
+    if (ring_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "ring_bytes must not be negative");
         return NULL;
     }
     BlockObject *self = (BlockObject *)type->tp_alloc(type, 0);
@@ -311,11 +366,12 @@ block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
     }
     if (ring_bytes > 0) {
-        /* Reserve the largest power of two that the system grants, no
-         * larger than asked and no smaller than 64 MiB (a strict
+        /* Reserve the smallest power of two not below what is asked (at
+         * least 64 MiB, at most 1 TiB) or, where the system refuses it,
+         * the largest smaller one it grants, down to 64 MiB (a strict
          * overcommit policy charges MAP_NORESERVE mappings in full). */
         uint64_t size = (uint64_t)1 << 26;
-        while (size < ring_bytes && size < ((uint64_t)1 << 40)) {
+        while (size < (uint64_t)ring_bytes && size < ((uint64_t)1 << 40)) {
             size <<= 1;
         }
         off_t offset = ring_offset();
@@ -361,7 +417,8 @@ int_arg(PyObject *arg, int *out)
 
 /* Block._attach(bells, capacity, fds): the block whose memory file and
  * bells are ``fds`` (as fds() lists them), received from the process that
- * made it.  The new block owns them from then on (also on failure). */
+ * made it.  The new block owns them from then on (also on a failure
+ * once the list matched `bells`: those read are closed then). */
 static PyObject *
 block_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -382,8 +439,7 @@ block_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
     if (capacity == (unsigned long long)-1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (nbells < 0 || nbells > MAX_BELLS
-            || (capacity & (capacity - 1)) != 0) {
+    if (nbells < 0 || nbells > MAX_BELLS) {
         PyErr_SetString(PyExc_ValueError, "bad block description");
         return NULL;
     }
@@ -406,8 +462,24 @@ block_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "negative descriptor");
             goto error;
         }
+        for (int i = 0; i < nfds; i++) {
+            if (fds[i] == fds[nfds]) {
+                /* Closed twice later: the second close could close a
+                 * descriptor opened meanwhile. */
+                PyErr_SetString(PyExc_ValueError, "repeated descriptor");
+                goto error;
+            }
+        }
     }
     Py_CLEAR(seq);
+    /* The ring's positions are offsets modulo the capacity, and a record
+     * header takes 8 bytes. */
+    if (capacity != 0 && ((capacity & (capacity - 1)) != 0 || capacity < 8
+                          || (unsigned long long)(size_t)capacity != capacity
+                          || capacity > ((unsigned long long)1 << 40))) {
+        PyErr_SetString(PyExc_ValueError, "bad block description");
+        goto error;
+    }
     self = (BlockObject *)((PyTypeObject *)type)->tp_alloc(
         (PyTypeObject *)type, 0);
     if (self == NULL) {
@@ -429,7 +501,6 @@ block_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (map_block(self, (uint64_t)capacity) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
         goto error;
     }
     return (PyObject *)self;
@@ -915,8 +986,15 @@ block_get(BlockObject *self, PyObject *arg)
         spin_unlock(&w[R_RLOCK]);
         return PyLong_FromLong(GET_EMPTY);
     }
-    uint64_t len;
+    uint64_t len, used = head - tail;
     ring_copy_out(self, tail, (char *)&len, 8);
+    if (used < 8 || used > self->capacity || len > used - 8) {
+        /* Only a store() into the ring's words makes this: refuse rather
+         * than copy from beyond the ring. */
+        spin_unlock(&w[R_RLOCK]);
+        PyErr_SetString(PyExc_ValueError, "the ring's words are corrupt");
+        return NULL;
+    }
     PyObject *item = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
     if (item == NULL) {
         spin_unlock(&w[R_RLOCK]);
@@ -1117,7 +1195,8 @@ memory_attach(PyObject *type, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (size_arg(args[1], &size) < 0
-            || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0
+            || check_file_size(fd, (uint64_t)size) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetFromErrno(PyExc_OSError);
         }
