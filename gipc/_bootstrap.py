@@ -72,9 +72,11 @@ class Prepared:
     def __init__(self, key: Any) -> None:
         self.key = key
         parent_name, parent_pid = key
+        children: set[Any] = set()
         # The parent process object's sentinel is only known in the child.
-        self.state = (itertools.count(1), set(), mp_process._ParentProcess(  # type: ignore[attr-defined]
-            parent_name, parent_pid, None))
+        parent = mp_process._ParentProcess(  # type: ignore[attr-defined]
+            parent_name, parent_pid, None)
+        self.state = (itertools.count(1), children, parent)
 
 
 _prepared = None
@@ -160,7 +162,18 @@ def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
         sys.stderr.write("Process %s:\n" % process_obj.name)
         traceback.print_exc()
     finally:
-        if not _threads_idle():
+        # Skip threading._shutdown() where it is skippable (see above), no
+        # thread-atexit call is registered and there is no thread to join
+        # but the main one (read now: threading replaces its set after a
+        # fork).  Here, not in a function of its own: one cold call less.
+        threading_vars = _threading_vars
+        idle = threading_vars["_shutdown"] is _SKIPPABLE_THREAD_SHUTDOWN
+        if idle:
+            locks = threading_vars["_shutdown_locks"]
+            idle = not threading_vars["_threading_atexits"] and (
+                not locks or (len(locks) == 1 and threading_vars[
+                    "_main_thread"]._tstate_lock in locks))
+        if not idle:
             threading._shutdown()  # type: ignore[attr-defined]
         if util_vars["_logger"]:
             mp_util.info("process exiting with exitcode %d" % exitcode)
@@ -170,19 +183,6 @@ def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
 
 if not _CHILD_RUNS_ATEXIT:
     bootstrap = _run  # nothing to add around it (one call less per start)
-
-
-def _threads_idle() -> Any:
-    """A skippable threading._shutdown (see above), no thread-atexit call
-    registered, no thread to join but the main one (read at exit:
-    threading replaces its set after a fork)."""
-    threading_vars = _threading_vars
-    if threading_vars["_shutdown"] is not _SKIPPABLE_THREAD_SHUTDOWN:
-        return False
-    locks = threading_vars["_shutdown_locks"]
-    return not threading_vars["_threading_atexits"] and (
-        not locks or (len(locks) == 1
-                      and threading_vars["_main_thread"]._tstate_lock in locks))
 
 
 def _exit_function() -> None:

@@ -167,52 +167,15 @@ def _make_first_hub_init(hub_class: Any, old_hub: Any) -> Any:
     return first_hub_init
 
 
-def _leave_the_parents_world(steps: Any, kept: Any) -> Any:
-    """Park the parent's hub, reset the signal module, close the parent's
-    handles (but the kept ones) and forget its children; /dev/null becomes
-    sys.stdin.  ``steps`` is the plan's tuple of the same name.  Returns
-    the parent's sys.stdin, which the caller keeps referenced (the parent's
-    hub and loop stay referenced by the plan)."""
-    (old_hub, parked_hub_class, hub_class, first_hub_init, python_handlers,
-     handles, sibling_popens, stdin, _) = steps
-    if old_hub is not None:
-        if parked_hub_class is not None:
-            try:
-                old_hub.__class__ = parked_hub_class
-            except TypeError:
-                pass  # an exotic hub class: keep it as it is
-        set_hub(None)
-    set_loop(None)
-    hub_class.__init__ = first_hub_init
-
-    # The C helper reset the dispositions; make the signal module agree, so
-    # that signal.getsignal() tells the truth in the child.
-    for signum in python_handlers:
-        try:
-            _set_signal(signum, SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    _set_wakeup_fd(-1)
-
-    for handle in handles:
-        _parked.append(handle._take_over())
-        if handle not in kept:
-            handle.close()  # which also takes it off the registry
-
-    for popen in sibling_popens:
-        popen._forget_in_child()
-
-    # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0 stays
-    # as it is (the old sys.stdin, kept, does not own it).  Through the
-    # dict, as _bootstrap does with its modules.
-    parents_stdin = _sys_vars["stdin"]
-    if stdin is not None:
-        _sys_vars["stdin"] = stdin
-    return parents_stdin
-
-
 def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
-    """Bootstrap the child and exit with multiprocessing's exit code.
+    """Leave the parent's world, bootstrap the child and exit with
+    multiprocessing's exit code.
+
+    Leaving the parent's world: park the parent's hub, reset the signal
+    module, close the parent's handles (but the kept ones) and forget its
+    children; /dev/null becomes sys.stdin.  One function, not two: a call
+    of cold code costs the child a few page copies (see the module's
+    docstring).
 
     This frame never returns, so what it references is never freed here:
     ``plan`` (the parent's hub and loop), the parent's sys.stdin and its
@@ -225,10 +188,44 @@ def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.
         _freeze_gc()
-        steps = plan.steps
-        parents_stdin = _leave_the_parents_world(  # noqa: F841 (kept)
-            steps, kept)
-        code = _run_bootstrap(process_obj, steps[-1], parent_sentinel)
+        (old_hub, parked_hub_class, hub_class, first_hub_init,
+         python_handlers, handles, sibling_popens, stdin,
+         prepared) = plan.steps
+        if old_hub is not None:
+            if parked_hub_class is not None:
+                try:
+                    old_hub.__class__ = parked_hub_class
+                except TypeError:
+                    pass  # an exotic hub class: keep it as it is
+            set_hub(None)
+        set_loop(None)
+        hub_class.__init__ = first_hub_init
+
+        # The C helper reset the dispositions; make the signal module
+        # agree, so that signal.getsignal() tells the truth in the child.
+        for signum in python_handlers:
+            try:
+                _set_signal(signum, SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        _set_wakeup_fd(-1)
+
+        for handle in handles:
+            _parked.append(handle._take_over())
+            if handle not in kept:
+                handle.close()  # which also takes it off the registry
+
+        for popen in sibling_popens:
+            popen._forget_in_child()
+
+        # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0
+        # stays as it is (the old sys.stdin, kept, does not own it).
+        # Through the dict, as _bootstrap does with its modules.
+        parents_stdin = _sys_vars["stdin"]  # noqa: F841 (kept)
+        if stdin is not None:
+            _sys_vars["stdin"] = stdin
+
+        code = _run_bootstrap(process_obj, prepared, parent_sentinel)
     except BaseException:
         try:
             sys.stderr.write("gipc: child process failed to start:\n")
