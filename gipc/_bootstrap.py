@@ -47,24 +47,36 @@ _SKIPPABLE_THREAD_SHUTDOWN = (
     else None)
 
 
+# The child reads and writes the attributes of these modules through their
+# dicts.  Its code is cold (the parent never runs it, so CPython never
+# specializes it), and a cold ``module.attribute`` writes to the name and
+# its descriptor lookup as well as to the value: a page copied per name.
+_process_vars = vars(mp_process)
+_util_vars = vars(mp_util)
+_threading_vars = vars(threading)
+
+
 class Prepared:
     """The fresh multiprocessing state of a child, built in the parent.
 
     The parent never uses these objects itself (only its children's copies
     are used, and changed), so one serves every child started from the
-    same process under the same parent name.
+    same process under the same parent name.  ``state`` is the tuple
+    (process counter, set of children, parent process object), one tuple
+    for the child to unpack rather than three attributes to read (see
+    ``_process_vars``).
     """
 
-    __slots__ = ("key", "process_counter", "children", "parent_process")
+    __slots__ = ("key", "state")
 
     def __init__(self, key: Any) -> None:
         self.key = key
-        self.process_counter = itertools.count(1)
-        self.children: set[Any] = set()
         parent_name, parent_pid = key
-        # Its sentinel is only known in the child.
-        self.parent_process = mp_process._ParentProcess(  # type: ignore[attr-defined]
+        children: set[Any] = set()
+        # The parent process object's sentinel is only known in the child.
+        parent = mp_process._ParentProcess(  # type: ignore[attr-defined]
             parent_name, parent_pid, None)
+        self.state = (itertools.count(1), children, parent)
 
 
 _prepared = None
@@ -98,30 +110,35 @@ def bootstrap(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
 def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
     """The bootstrap proper: ``run()`` with multiprocessing's state, exit
     codes and messages."""
+    process_vars = _process_vars
+    util_vars = _util_vars
     try:
         if process_obj._start_method is not None:
             from multiprocessing import context
             context._force_start_method(process_obj._start_method)
-        mp_process._process_counter = prepared.process_counter  # type: ignore[attr-defined]
-        mp_process._children = prepared.children  # type: ignore[attr-defined]
-        old_process = mp_process._current_process  # type: ignore[attr-defined]
-        mp_process._current_process = process_obj  # type: ignore[attr-defined]
-        prepared.parent_process._sentinel = parent_sentinel
-        mp_process._parent_process = prepared.parent_process  # type: ignore[attr-defined]
-        if threading._HAVE_THREAD_NATIVE_ID:  # type: ignore[attr-defined]
-            threading.main_thread()._set_native_id()  # type: ignore[attr-defined]
+        counter, children, parent_process = prepared.state
+        process_vars["_process_counter"] = counter
+        process_vars["_children"] = children
+        old_process = process_vars["_current_process"]
+        process_vars["_current_process"] = process_obj
+        parent_process._sentinel = parent_sentinel
+        process_vars["_parent_process"] = parent_process
+        if _threading_vars["_HAVE_THREAD_NATIVE_ID"]:
+            # The main thread (threading's after-fork hook made the forking
+            # thread the main one): what threading.main_thread() returns.
+            _threading_vars["_main_thread"]._set_native_id()
         try:
-            mp_util._finalizer_registry.clear()  # type: ignore[attr-defined]
+            util_vars["_finalizer_registry"].clear()
             # Walking an empty WeakValueDictionary still costs a dozen
             # page faults; nothing is registered in most programs.
-            if len(mp_util._afterfork_registry):  # type: ignore[attr-defined]
-                mp_util._run_after_forkers()  # type: ignore[attr-defined]
+            if len(util_vars["_afterfork_registry"]):
+                util_vars["_run_after_forkers"]()
         finally:
             # multiprocessing drops the parent's process object here, after
             # the after-fork hooks; gipc's child keeps it referenced until
             # it exits (see _child.run).
             del old_process
-        if mp_util._logger:  # type: ignore[attr-defined]
+        if util_vars["_logger"]:
             mp_util.info("child process calling self.run()")
         if _CHILD_RUNS_ATEXIT:
             process_obj.run()
@@ -145,11 +162,22 @@ def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
         sys.stderr.write("Process %s:\n" % process_obj.name)
         traceback.print_exc()
     finally:
-        if not _threads_idle():
+        # Skip threading._shutdown() where it is skippable (see above), no
+        # thread-atexit call is registered and there is no thread to join
+        # but the main one (read now: threading replaces its set after a
+        # fork).  Here, not in a function of its own: one cold call less.
+        threading_vars = _threading_vars
+        idle = threading_vars["_shutdown"] is _SKIPPABLE_THREAD_SHUTDOWN
+        if idle:
+            locks = threading_vars["_shutdown_locks"]
+            idle = not threading_vars["_threading_atexits"] and (
+                not locks or (len(locks) == 1 and threading_vars[
+                    "_main_thread"]._tstate_lock in locks))
+        if not idle:
             threading._shutdown()  # type: ignore[attr-defined]
-        if mp_util._logger:  # type: ignore[attr-defined]
+        if util_vars["_logger"]:
             mp_util.info("process exiting with exitcode %d" % exitcode)
-        mp_util._flush_std_streams()  # type: ignore[attr-defined]
+        util_vars["_flush_std_streams"]()
     return exitcode
 
 
@@ -157,27 +185,16 @@ if not _CHILD_RUNS_ATEXIT:
     bootstrap = _run  # nothing to add around it (one call less per start)
 
 
-def _threads_idle() -> Any:
-    """A skippable threading._shutdown (see above), no thread-atexit call
-    registered, no thread to join but the main one (read at exit:
-    threading replaces its set after a fork)."""
-    if threading._shutdown is not _SKIPPABLE_THREAD_SHUTDOWN:  # type: ignore[attr-defined]
-        return False
-    locks = threading._shutdown_locks  # type: ignore[attr-defined]
-    return not threading._threading_atexits and (  # type: ignore[attr-defined]
-        not locks or (len(locks) == 1
-                      and threading._main_thread._tstate_lock in locks))  # type: ignore[attr-defined]
-
-
 def _exit_function() -> None:
     """multiprocessing's ``util._exit_function``, which runs the finalizers
     and joins the children left, without its calls when there is nothing
     to finalize and no child: then all it does is this."""
-    if mp_util._finalizer_registry or mp_process._children:  # type: ignore[attr-defined]
-        mp_util._exit_function()  # type: ignore[attr-defined]
-    elif not mp_util._exiting:  # type: ignore[attr-defined]
-        mp_util._exiting = True  # type: ignore[attr-defined]
-        if mp_util._logger:  # type: ignore[attr-defined]
+    util_vars = _util_vars
+    if util_vars["_finalizer_registry"] or _process_vars["_children"]:
+        util_vars["_exit_function"]()
+    elif not util_vars["_exiting"]:
+        util_vars["_exiting"] = True
+        if util_vars["_logger"]:
             mp_util.info("process shutting down")
             mp_util.debug('running all "atexit" finalizers with '
                           'priority >= 0')

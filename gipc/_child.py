@@ -37,6 +37,11 @@ from ._devnull import shared_devnull
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
 
+# Bound here, as the functions are (see above).
+_run_bootstrap = _bootstrap.bootstrap
+_process_vars = vars(mp_process)
+_sys_vars = vars(sys)
+
 # What else of the parent's must stay referenced for the life of the child
 # (the watchers and handles it takes over; the hub, loop and stdin are held
 # by run()'s frame): if they were collected, greenlet would throw
@@ -57,7 +62,7 @@ class ChildPlan:
 
     __slots__ = ("old_hub", "old_loop", "parked_hub_class", "hub_class",
                  "first_hub_init", "python_handlers", "stdin", "handles",
-                 "sibling_popens", "prepared")
+                 "sibling_popens", "prepared", "steps")
 
     def __init__(self, process_obj: Any) -> None:
         hub = self.old_hub = get_hub_if_exists()
@@ -83,6 +88,13 @@ class ChildPlan:
             child._popen for child in children
             if hasattr(getattr(child, "_popen", None), "_forget_in_child"))
         self.prepared = _bootstrap.prepared_for(process_obj)
+        # What the child reads, as one tuple it unpacks: reading nine
+        # attributes in the child's cold code would write to the pages of
+        # their names and descriptors too (see _bootstrap._process_vars).
+        self.steps = (hub, self.parked_hub_class, self.hub_class,
+                      self.first_hub_init, self.python_handlers,
+                      self.handles, self.sibling_popens, self.stdin,
+                      self.prepared)
 
 
 _parked_classes: dict[Any, Any] = {}
@@ -155,48 +167,15 @@ def _make_first_hub_init(hub_class: Any, old_hub: Any) -> Any:
     return first_hub_init
 
 
-def _leave_the_parents_world(plan: Any, kept: Any) -> Any:
-    """Park the parent's hub, reset the signal module, close the parent's
-    handles (but the kept ones) and forget its children; /dev/null becomes
-    sys.stdin.  Returns the parent's sys.stdin, which the caller keeps
-    referenced (the parent's hub and loop stay referenced by ``plan``)."""
-    if plan.old_hub is not None:
-        if plan.parked_hub_class is not None:
-            try:
-                plan.old_hub.__class__ = plan.parked_hub_class
-            except TypeError:
-                pass  # an exotic hub class: keep it as it is
-        set_hub(None)
-    set_loop(None)
-    plan.hub_class.__init__ = plan.first_hub_init
-
-    # The C helper reset the dispositions; make the signal module agree, so
-    # that signal.getsignal() tells the truth in the child.
-    for signum in plan.python_handlers:
-        try:
-            _set_signal(signum, SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    _set_wakeup_fd(-1)
-
-    for handle in plan.handles:
-        _parked.append(handle._take_over())
-        if handle not in kept:
-            handle.close()  # which also takes it off the registry
-
-    for popen in plan.sibling_popens:
-        popen._forget_in_child()
-
-    # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0 stays
-    # as it is (the old sys.stdin, kept, does not own it).
-    parents_stdin = sys.stdin
-    if plan.stdin is not None:
-        sys.stdin = plan.stdin
-    return parents_stdin
-
-
 def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
-    """Bootstrap the child and exit with multiprocessing's exit code.
+    """Leave the parent's world, bootstrap the child and exit with
+    multiprocessing's exit code.
+
+    Leaving the parent's world: park the parent's hub, reset the signal
+    module, close the parent's handles (but the kept ones) and forget its
+    children; /dev/null becomes sys.stdin.  One function, not two: a call
+    of cold code costs the child a few page copies (see the module's
+    docstring).
 
     This frame never returns, so what it references is never freed here:
     ``plan`` (the parent's hub and loop), the parent's sys.stdin and its
@@ -204,15 +183,49 @@ def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
     them would copy the pages they live on, for nothing: the child ends in
     ``os._exit``)."""
     code = 1
-    parents_process = mp_process._current_process  # type: ignore[attr-defined]  # noqa: F841 (kept)
+    parents_process = _process_vars["_current_process"]  # noqa: F841 (kept)
     try:
         # The parent's objects are never garbage here: keep the collector
         # from walking (and so copying) every page of them.
         _freeze_gc()
-        parents_stdin = _leave_the_parents_world(  # noqa: F841 (kept)
-            plan, kept)
-        code = _bootstrap.bootstrap(process_obj, plan.prepared,
-                                    parent_sentinel)
+        (old_hub, parked_hub_class, hub_class, first_hub_init,
+         python_handlers, handles, sibling_popens, stdin,
+         prepared) = plan.steps
+        if old_hub is not None:
+            if parked_hub_class is not None:
+                try:
+                    old_hub.__class__ = parked_hub_class
+                except TypeError:
+                    pass  # an exotic hub class: keep it as it is
+            set_hub(None)
+        set_loop(None)
+        hub_class.__init__ = first_hub_init
+
+        # The C helper reset the dispositions; make the signal module
+        # agree, so that signal.getsignal() tells the truth in the child.
+        for signum in python_handlers:
+            try:
+                _set_signal(signum, SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        _set_wakeup_fd(-1)
+
+        for handle in handles:
+            _parked.append(handle._take_over())
+            if handle not in kept:
+                handle.close()  # which also takes it off the registry
+
+        for popen in sibling_popens:
+            popen._forget_in_child()
+
+        # As multiprocessing: sys.stdin reads /dev/null; file descriptor 0
+        # stays as it is (the old sys.stdin, kept, does not own it).
+        # Through the dict, as _bootstrap does with its modules.
+        parents_stdin = _sys_vars["stdin"]  # noqa: F841 (kept)
+        if stdin is not None:
+            _sys_vars["stdin"] = stdin
+
+        code = _run_bootstrap(process_obj, prepared, parent_sentinel)
     except BaseException:
         try:
             sys.stderr.write("gipc: child process failed to start:\n")

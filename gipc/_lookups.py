@@ -28,22 +28,18 @@ from multiprocessing import process as mp_process
 
 from . import _bootstrap, _child
 
-# Attributes of modules that the child's bootstrap reads or writes (a
-# module's attribute goes through a lookup on the module type first).
-# Every pair also takes a slot of the parent's cache, where it may push out
-# one of the parent's own: functions are bound by name instead (_child).
-_MODULE_ATTRIBUTES: tuple[str, ...] = (
-    "bootstrap", "stdin", "stdout", "stderr", "_process_counter", "_children",
-    "_current_process", "_parent_process", "_HAVE_THREAD_NATIVE_ID",
-    "_finalizer_registry", "_afterfork_registry", "_logger", "_exiting",
-    "_flush_std_streams", "_shutdown")
+# Attributes of modules that the child's bootstrap reads or writes as
+# attributes (a module's attribute goes through a lookup on the module type
+# first): sys.stdin, stdout and stderr (multiprocessing flushes the
+# latter two), and atexit's
+# functions.  gipc's own steps go through the modules' dicts instead (see
+# _bootstrap._process_vars).  Every pair also takes a slot of the parent's
+# cache, where it may push out one of the parent's own: functions are
+# bound by name instead (_child).
+_MODULE_ATTRIBUTES: tuple[str, ...] = ("stdin", "stdout", "stderr")
 if _bootstrap._CHILD_RUNS_ATEXIT:
     # The child's own atexit handlers (Python 3.13 and later).
     _MODULE_ATTRIBUTES += ("_clear", "register", "_run_exitfuncs")
-if _bootstrap._SKIPPABLE_THREAD_SHUTDOWN is not None:
-    # Read where the bootstrap checks for threads to join (before 3.13).
-    _MODULE_ATTRIBUTES += (
-        "_shutdown_locks", "_threading_atexits", "_main_thread")
 
 # What multiprocessing's Process.run() and the bootstrap read of the
 # process object.

@@ -35,6 +35,8 @@ from . import _child, _core, _log
 from ._cooperate import READ, FdWaiter, check_timeout, close_fd, fd_readable
 from .exceptions import GIPCError
 
+_modules = sys.modules
+
 # Exit code reported when something else in the program reaped our child
 # (see README, "Child processes and other reapers").
 UNKNOWN_EXIT_CODE = 255
@@ -155,8 +157,10 @@ class BasePopen:
                 code = self._reaped_elsewhere()
             if code is not None:
                 self.returncode = code
-                _log.debug("child %d exited with code %d", self.pid, code)
-                self._drop_status_watcher()
+                if "logging" in _modules:  # _log logs only then
+                    _log.debug("child %d exited with code %d", self.pid, code)
+                if self._status_watcher is not None:
+                    self._drop_status_watcher()
                 self._plan = None
         return self.returncode
 
@@ -181,8 +185,12 @@ class BasePopen:
         or None if ``timeout`` seconds passed first."""
         if self.returncode is not None:
             return self.returncode
-        timeout = check_timeout(timeout)
-        if self.poll() is None:
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        # _poll(0), not poll(): the same, one call less on the way to the
+        # hub (each call the parent makes while its child runs writes
+        # pages that are then copied).
+        if self._poll(0) is None:
             deadline = None if timeout is None else monotonic() + timeout
             waiter = FdWaiter(self.sentinel, READ)  # type: ignore[arg-type]
             try:
@@ -192,7 +200,7 @@ class BasePopen:
                 waiter.close()
             if not USE_PIDFDS:
                 return self._reap_after_eof(deadline)
-        return self.poll()
+        return self._poll(0)
 
     def _reap_after_eof(self, deadline: Any) -> Any:
         # The sentinel's EOF comes as the child's descriptors close, a

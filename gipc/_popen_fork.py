@@ -179,6 +179,7 @@ class Popen(BasePopen):
             # handles and children: this start must not keep them alive.
             if plan.handles or plan.sibling_popens:
                 plan.handles = plan.sibling_popens = ()
+                plan.steps = None
             self._plan = plan
         except BaseException:
             if os.getpid() != parent:

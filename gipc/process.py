@@ -14,6 +14,7 @@ import multiprocessing.util  # noqa: F401  (registers multiprocessing's
 # exit handler, which terminates daemonic children and joins the others)
 import os
 import signal
+import sys
 import warnings
 from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
@@ -23,6 +24,8 @@ from . import _log, _shared
 from ._inherit import check_close_fds, check_pass_fds
 from ._moves import collect_moved_handles, collect_shared_handles
 from ._popen import check_method, popen_class
+
+_modules = sys.modules
 
 # The default of ``pass_fds`` (the empty tuple is a singleton: a caller's
 # ``()`` is this object too).
@@ -129,7 +132,8 @@ class Process(mp_context.Process):
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
         mp_process._children.add(self)  # type: ignore[attr-defined]
-        _log.debug("started %s, pid %d", self.name, self._popen.pid)
+        if "logging" in _modules:  # _log logs only then; skips self.name
+            _log.debug("started %s, pid %d", self.name, self._popen.pid)
         for handle in moved:
             if not handle._closed:
                 _log.debug("moved %r to pid %d", handle, self._popen.pid)
