@@ -395,7 +395,10 @@ class WorkerSet:
             if len(outbox) == 1:
                 # Setting an event only schedules its waiters: an idle
                 # worker's reader sends (see _read_loop).
-                (best.wake if best.window else best.activity).set()
+                if best.window:
+                    self._wake_sender(best)
+                else:
+                    best.activity.set()
 
     def check_function(self, func: Any) -> None:
         """Raise before a task exists if ``func`` cannot reach a spawn or
@@ -445,8 +448,10 @@ class WorkerSet:
         if not isinstance(progress, mmap.mmap):
             progress.close_fd()  # the worker has its own now
         worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
+        # Without an initializer the worker sends no READY: it is ready.
+        worker.ready = self.initializer is None
         self.workers.append(worker)
-        worker.sender = gevent.spawn(self._send_loop, worker)
+        # (The sender starts when first needed: see _wake_sender.)
         worker.reader = gevent.spawn(self._read_loop, worker)
         self.readers.append(worker.reader)
         return True
@@ -495,7 +500,7 @@ class WorkerSet:
                 # the worker if it starts it before it sees the request.
                 worker.skips.append(seq)
                 worker.cancelled.add(seq)
-                worker.wake.set()
+                self._wake_sender(worker)
             # else done already: its outcome is dropped when it comes.
         else:
             try:
@@ -546,6 +551,17 @@ class WorkerSet:
         finally:
             worker.sending = False
 
+    def _wake_sender(self, worker: Any) -> None:
+        """Have ``worker``'s sender write its outbox and skip requests.
+        The sender greenlet starts on the first call: while a worker is
+        given tasks only when idle, its reader sends them (see _read_loop),
+        and a pool that runs one task at a time never needs a sender."""
+        if worker.retired:
+            return
+        worker.wake.set()
+        if worker.sender is None:
+            worker.sender = gevent.spawn(self._send_loop, worker)
+
     def _send_loop(self, worker: Any) -> None:
         """Write ``worker``'s outbox and skip requests to its pipe while
         the reader is busy reading (see _read_loop for the idle case)."""
@@ -582,7 +598,7 @@ class WorkerSet:
                     # go straight on to read the answers.
                     self._send_batch(worker)
                     if worker.outbox or worker.skips:
-                        worker.wake.set()
+                        self._wake_sender(worker)
                 if not window and (answered or not poll()):
                     # (No frame can follow the answers to the last task.)
                     answered = False
@@ -593,7 +609,7 @@ class WorkerSet:
                     if worker.outbox:
                         continue
                     if worker.skips:
-                        worker.wake.set()
+                        self._wake_sender(worker)
                     idle_watcher.start(activity.set)
                     try:
                         woke = activity.wait(self.idle_timeout)
