@@ -599,8 +599,10 @@ class WorkerSet:
                     self._send_batch(worker)
                     if worker.outbox or worker.skips:
                         self._wake_sender(worker)
-                if not window and (answered or not poll()):
-                    # (No frame can follow the answers to the last task.)
+                if not window and (answered or worker.retired
+                                   or not poll()):
+                    # (No frame can follow the answers to the last task;
+                    # retired here: stop() ended the worker's tasks.)
                     answered = False
                     if self._should_retire(worker):
                         self._retire(worker)
@@ -635,6 +637,10 @@ class WorkerSet:
                     self._init_failed(worker, _loads(frame[1:]))
                     return
                 if worker.retired:
+                    if not channel.closed:
+                        # stop() ended its tasks: reap it (a frame sent
+                        # before, READY, came meanwhile).
+                        self._retire(worker)
                     return
                 if self.queue:
                     self.dispatch()
@@ -814,8 +820,24 @@ class WorkerSet:
         """No more tasks will be submitted: workers exit once the queue is
         empty."""
         self.stopping = True
+        queued = bool(self.queue)
         for worker in self.workers:
+            if not (queued or worker.window or worker.outbox
+                    or worker.sending or worker.retired):
+                self._end_tasks(worker)
             worker.activity.set()
+
+    def _end_tasks(self, worker: Any) -> None:
+        """Close idle ``worker``'s task stream (no task will come for it):
+        it starts exiting now, a turn of the loop before its reader wakes
+        to retire and reap it.  The reader sees it ``retired``, and
+        dispatch() gives it nothing more."""
+        writer = worker.channel.writer
+        try:
+            writer.close()
+        except gipc.GIPCError:
+            return  # in use: the reader closes it as it retires the worker
+        worker.retired = True
 
     def join(self, timeout: Any = None) -> bool:
         """Wait for every worker to exit (after :meth:`stop` or

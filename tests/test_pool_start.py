@@ -121,3 +121,42 @@ def test_fresh_child_makes_no_hub_to_write():
         finally:
             child.join(WAIT)
         assert child.exitcode == 0
+
+
+def test_close_ends_an_idle_workers_tasks_at_once():
+    # close() itself closes the idle worker's task stream: the worker exits
+    # while the parent's loop has not turned (its reader has not run).
+    import select
+    p = gipc.Pool(2)
+    try:
+        assert p.apply(square, (2,)) == 4
+        (worker,) = p._engine.workers
+        pidfd = os.pidfd_open(worker.process.pid)
+        try:
+            p.close()
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            # A blocking wait: nothing else runs meanwhile.
+            assert poller.poll(WAIT * 1000), "the worker did not exit"
+        finally:
+            os.close(pidfd)
+    finally:
+        p.close()
+        assert p.join(WAIT)
+    assert not p._engine.workers
+
+
+def test_close_with_a_busy_worker_finishes_its_tasks(tmp_path):
+    path = str(tmp_path / "go")
+    p = gipc.Pool(2)
+    try:
+        idle = p.apply_async(square, (3,))
+        assert idle.get(WAIT) == 9
+        busy = p.apply_async(wait_for_file, (path,))
+        queued = p.apply_async(square, (4,))
+        p.close()
+        touch(path)
+        assert busy.get(WAIT) and queued.get(WAIT) == 16
+    finally:
+        p.close()
+        assert p.join(WAIT)
