@@ -28,15 +28,12 @@ from __future__ import annotations
 from typing import Any
 import os
 import pickle
-import select
 import struct
 import time
 import traceback
 import types
 from collections import deque
 from itertools import starmap
-
-from gevent._hub_local import get_hub_if_exists
 
 TASKS = 0
 SKIP = 1
@@ -65,13 +62,6 @@ FLUSH_AFTER = 0.001
 
 #: ... or once this many results are waiting.
 FLUSH_COUNT = 64
-
-# The blocking poll, even in a program that ran patch_all() before this
-# module was imported (see _Idle).
-_blocking_poll: Any = select.poll
-if getattr(_blocking_poll, "__module__", "").startswith("gevent"):
-    from gevent.monkey import get_original
-    _blocking_poll = get_original("select", "poll")
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -215,30 +205,6 @@ class _ResidentMemory:
         return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
 
 
-class _Idle:
-    """Waits until the parent sends a frame (or closes the pipe).
-
-    A worker makes no gevent hub of its own until a task uses gevent: with
-    no hub, nothing but the worker's loop can run, so it waits in a
-    blocking ``poll()`` on the pipe.  Making a hub (a loop, its
-    descriptors, its first iteration) costs about as much as a round trip
-    with the parent, and would come just before the first result or the
-    exit.  Once a hub exists, a task may have left greenlets running: the
-    worker then waits cooperatively in ``get()``, so they run meanwhile.
-    """
-
-    __slots__ = ("_poll", "_poller")
-
-    def __init__(self, tasks: Any) -> None:
-        self._poll = tasks.poll
-        self._poller = _blocking_poll()
-        self._poller.register(tasks.fileno(), select.POLLIN)
-
-    def __call__(self) -> None:
-        if get_hub_if_exists() is None and not self._poll():
-            self._poller.poll()
-
-
 def serve(
         tasks: Any, answers: Any, progress: Any, initializer: Any, initargs: Any,
         memory_limit: Any
@@ -254,13 +220,12 @@ def serve(
     put = answers.put
     get = tasks.get
     poll = tasks.poll
-    idle = _Idle(tasks)
     if initializer is not None:
         try:
             initializer(*initargs)
         except Exception as exc:
             put(INIT_FAILED + _dumps(_portable_error(exc), _PROTOCOL))
-            _drain(get, idle)
+            _drain(get)
             return
         put(READY)
     rss = _ResidentMemory() if memory_limit is not None else None
@@ -284,7 +249,6 @@ def serve(
                     put(_encode_results(out, busy, False))
                     out = []
                     busy = 0.0
-                idle()
                 try:
                     frame = get()
                 except EOFError:
@@ -319,7 +283,7 @@ def serve(
         del result
         if rss is not None and rss() > memory_limit:
             put(_encode_results(out, busy, True))
-            _drain(get, idle)
+            _drain(get)
             return
         if queue and (end - first_unsent >= FLUSH_AFTER
                       or len(out) >= FLUSH_COUNT):
@@ -328,12 +292,11 @@ def serve(
             busy = 0.0
 
 
-def _drain(get: Any, idle: Any) -> None:
+def _drain(get: Any) -> None:
     """Read and drop frames until the parent closes the channel (it may
     still be sending when the worker stops taking tasks)."""
     try:
         while True:
-            idle()
             get()
     except EOFError:
         pass

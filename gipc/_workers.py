@@ -230,7 +230,7 @@ class _Worker:
         self.skips: list[Any] = []         # seqs of sent tasks cancelled since
         self.sent = 0
         self.answered = 0
-        self.ready = False      # the initializer has run
+        self.ready = False      # READY came: the initializer has run
         self.wake = Event()     # the sender has something to send
         self.activity = Event()  # the reader has something to read
         self.sender = self.reader = None
@@ -253,6 +253,12 @@ class _Worker:
         window = self.window
         index = seq - (self.sent - len(window))
         return window[index] if 0 <= index < len(window) else None
+
+    def began(self) -> bool:
+        """Whether the worker got past its start: its initializer ran
+        (READY), or it began a task (see running())."""
+        return self.ready or bool(self.answered) or bool(
+            _PROGRESS.unpack_from(self.progress)[0])
 
     def running(self) -> Any:
         """The seq of the task the worker is running, or None.  The worker
@@ -448,8 +454,6 @@ class WorkerSet:
         if not isinstance(progress, mmap.mmap):
             progress.close_fd()  # the worker has its own now
         worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
-        # Without an initializer the worker sends no READY: it is ready.
-        worker.ready = self.initializer is None
         self.workers.append(worker)
         # (The sender starts when first needed: see _wake_sender.)
         worker.reader = gevent.spawn(self._read_loop, worker)
@@ -751,12 +755,17 @@ class WorkerSet:
     def _lost(self, worker: Any) -> None:
         """``worker`` died (or was killed to stop a cancelled task): fail
         the task it was running, give the others to a new worker."""
-        in_initializer = not worker.ready and not worker.killed \
+        # A worker that dies before it began (it has run no task, nor
+        # reported its initializer done) would die again in its successor:
+        # the tasks fail instead of workers being respawned in a loop.
+        in_initializer = not worker.began() and not worker.killed \
             and not self.terminated
+        stage = ("in the initializer" if self.initializer is not None
+                 else "at start, before its first task")
         if in_initializer:
             # Set before anything can switch: no new worker may start.
             self.broken = self.lost_error(
-                "a worker process died in the initializer", None)
+                "a worker process died %s" % stage, None)
         self._detach(worker)
         if not worker.channel.closed:
             worker.channel.close()
@@ -768,8 +777,8 @@ class WorkerSet:
             # No new worker would do better.
             self._requeue(worker)
             self._break(self.lost_error(
-                "a worker process died in the initializer (%s)"
-                % _describe_exit(code), code))
+                "a worker process died %s (%s)"
+                % (stage, _describe_exit(code)), code))
         elif not worker.killed:
             task = worker.task_at(worker.running())
             if task is not None and task._phase != DONE:
