@@ -54,6 +54,12 @@ MAX_BATCH = 64
 #: a large task without waiting for the ones behind it to arrive.
 MAX_BATCH_BYTES = 256 * 1024
 
+#: A new worker's first task is written to its pipe before the fork if its
+#: job takes at most this many bytes: the frame then fits in an empty
+#: pipe (PIPE_BUF, 4096 bytes, even for a pipe the kernel gave one page)
+#: and the write cannot wait for a reader that does not exist yet.
+FIRST_TASK_BYTES = 2048
+
 #: A worker is given about this much estimated work beyond the task it is
 #: running, so it never waits for the parent between quick tasks; a task
 #: estimated to take longer is not queued behind another one.
@@ -431,11 +437,14 @@ class WorkerSet:
         else:
             # A memory file, whose descriptor the worker is sent.
             progress = Memory(_PROGRESS.size)
+        worker = None
         try:
             # Two one-way pipes: tasks to the worker, answers back.
             ends.extend(gipc.pipe(encoder=None, decoder=None))
             ends.extend(gipc.pipe(encoder=None, decoder=None))
             tasks_in, tasks_out, answers_in, answers_out = ends
+            worker = _Worker(None, _Channel(answers_in, tasks_out), progress)
+            self._send_first_task(worker)
             self.spawned += 1
             process = gipc.start_process(
                 _worker.serve, args=(tasks_in, answers_out, progress,
@@ -447,18 +456,46 @@ class WorkerSet:
             for end in ends:
                 if not end.closed:
                     end.close()
+            if worker is not None:
+                # Its first task was sent to a worker that never was: it
+                # fails as the queued ones do (below).
+                error = exc if isinstance(exc, Exception) else \
+                    self.lost_error("a worker process could not be "
+                                    "started (%r)" % exc, None)
+                for task in worker.window:
+                    if task._phase != DONE:
+                        self._complete(task, False, error)
             if isinstance(exc, Exception) and not self.workers:
                 self._fail_queue(exc)
                 return False
             raise
         if not isinstance(progress, mmap.mmap):
             progress.close_fd()  # the worker has its own now
-        worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
+        worker.process = process
         self.workers.append(worker)
         # (The sender starts when first needed: see _wake_sender.)
         worker.reader = gevent.spawn(self._read_loop, worker)
         self.readers.append(worker.reader)
         return True
+
+    def _send_first_task(self, worker: Any) -> None:
+        """Before the fork: write the first task waiting to the new
+        ``worker``'s pipe if it is small (see FIRST_TASK_BYTES).  The
+        worker finds it there as it starts, and the parent has nothing to
+        write after the fork, while the child shares its memory (every page
+        the parent writes then is copied)."""
+        queue = self.queue
+        while queue and queue[0]._phase != PENDING:
+            queue.popleft()  # cancelled while queued
+        if not queue:
+            return
+        task = queue[0]
+        if len(task._function) + len(task._job) > FIRST_TASK_BYTES:
+            return
+        queue.popleft()
+        task._worker = worker
+        worker.outbox.append(task)
+        self._send_batch(worker)
 
     def _fail_queue(self, exc: Any) -> None:
         queue = self.queue

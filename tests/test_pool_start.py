@@ -200,3 +200,45 @@ def test_close_with_a_busy_worker_finishes_its_tasks(tmp_path):
     finally:
         p.close()
         assert p.join(WAIT)
+
+
+def test_a_new_workers_small_first_task_is_sent_before_the_fork():
+    p = gipc.Pool(1)
+    try:
+        result = p.apply_async(square, (5,))
+        # Nothing has run since: the task went into the pipe with the start.
+        (worker,) = p._engine.workers
+        assert list(worker.window) == [result] and not worker.outbox
+        assert result.get(WAIT) == 25
+    finally:
+        _close(p)
+
+
+def test_a_new_workers_large_first_task_is_sent_after_the_fork():
+    # Larger than an empty pipe is sure to take: written once the worker
+    # reads (before the fork, the write would wait for ever).
+    data = b"x" * (4 * 1024 * 1024)
+    p = gipc.Pool(1)
+    try:
+        result = p.apply_async(len, (data,))
+        (worker,) = p._engine.workers
+        assert list(worker.outbox) == [result] and not worker.window
+        assert result.get(WAIT) == len(data)
+    finally:
+        _close(p)
+
+
+def test_the_first_task_fails_with_the_error_that_stopped_its_worker(
+        monkeypatch):
+    def cannot_fork(*args, **kwargs):
+        raise BlockingIOError(11, "no more processes")
+
+    monkeypatch.setattr(gipc, "start_process", cannot_fork)
+    p = gipc.Pool(1)
+    try:
+        first = p.apply_async(square, (2,))
+        with pytest.raises(BlockingIOError):
+            first.get(WAIT)
+        assert not p._engine.workers
+    finally:
+        _close(p)
