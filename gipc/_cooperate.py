@@ -3,6 +3,11 @@
 The C core never waits; when a descriptor would block, the handle waits here
 for readiness on an I/O watcher of the current hub and calls the core again.
 Each handle keeps one watcher per hub and reuses it for every wait.
+
+A thread that has no hub has no greenlet to let run either (every gevent
+greenlet is started through the hub): there the wait is a plain poll(),
+and no hub is made for it.  A gipc child that only talks over its pipes (a
+pool worker running plain functions) never pays for a hub and its loop.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Any, Iterable
 
 import gevent
 from gevent import get_hub
+from gevent._hub_local import get_hub_if_exists
 
 # gevent.lock's Semaphore, from the module that defines it: importing
 # gevent.lock also imports gevent.monkey and, through it, logging, whose
@@ -37,6 +43,15 @@ WRITE = 2
 # Timeouts beyond this are treated as "no timeout": libev timers misbehave
 # with absurd values, and nobody waits 30 years on purpose.
 _TIMEOUT_FOREVER = 1e9
+
+_LONGEST_POLL = (2 ** 31 - 1) // 1000  # seconds
+
+# The blocking poll for a thread without a hub, even in a program that ran
+# patch_all() before gipc was imported (gevent's would make a hub).
+_blocking_poll: Any = select.poll
+if getattr(_blocking_poll, "__module__", "").startswith("gevent"):
+    from gevent.monkey import get_original
+    _blocking_poll = get_original("select", "poll")
 
 
 def check_timeout(timeout: Any) -> Any:
@@ -97,6 +112,27 @@ def yield_to_loop() -> None:
         timer.close()
 
 
+def _wait_without_hub(fd: int, events: int, seconds: float | None) -> bool:
+    """:meth:`FdWaiter.wait` in a thread without a hub (see the module
+    docstring)."""
+    if seconds is not None and seconds <= 0:
+        return False
+    poller = _blocking_poll()
+    poller.register(fd, (select.POLLIN if events & READ else 0)
+                    | (select.POLLOUT if events & WRITE else 0))
+    # (poll() retries on EINTR with the time left.)
+    if seconds is None:
+        return bool(poller.poll())
+    end = time.monotonic() + seconds
+    while True:
+        # In milliseconds, at most what poll() takes (an int).
+        if poller.poll(min(seconds, _LONGEST_POLL) * 1000):
+            return True
+        seconds = end - time.monotonic()
+        if seconds <= 0:
+            return False
+
+
 class FdWaiter:
     """Waits cooperatively until one descriptor is ready for one kind of
     I/O, reusing a single watcher of the current hub."""
@@ -112,7 +148,9 @@ class FdWaiter:
     def wait(self, seconds: float | None = None) -> bool:
         """Wait until the descriptor is ready and return True, or return
         False once ``seconds`` have passed (None waits for ever)."""
-        hub = get_hub()
+        hub = get_hub_if_exists()
+        if hub is None:
+            return _wait_without_hub(self._fd, self._events, seconds)
         watcher = self._watcher
         if watcher is None or self._hub is not hub:
             self.close()

@@ -17,6 +17,7 @@ import types
 from typing import Any, Callable, NoReturn
 
 import gevent
+from gevent._hub_local import get_hub_if_exists
 
 from . import _core, _log, _ownership, _pipesize
 from ._cooperate import (Deadline, close_fd, check_timeout, input_ready, loop_epoch,
@@ -252,7 +253,14 @@ class Endpoint:
         """A slice is over: yield to the event loop unless it ran since the
         slice began (the calls waited, or the greenlet slept), then begin
         the next slice."""
-        loop = gevent.get_hub().loop
+        hub = get_hub_if_exists()
+        if hub is None:
+            # No hub in this thread (a fresh child, say): no greenlet waits
+            # for the loop, and making a hub only to yield would cost more
+            # than the call.
+            self._turn.restart()
+            return
+        loop = hub.loop
         if loop_epoch(loop) == self._loop_epoch:
             yield_to_loop()
         self._loop_epoch = loop_epoch(loop)

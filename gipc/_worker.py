@@ -15,7 +15,8 @@ Frames, parent to worker (pickled tuples):
     (SKIP, [seq, ...])        seq: the task's number, counting from 0 in
                               the order the worker received them
 Frames, worker to parent: one kind byte, then
-    READY                     (nothing) the initializer has run
+    READY                     (nothing) the initializer has run (sent
+                              only if there is one)
     INIT_FAILED + pickle((exc, formatted traceback))
     RESULTS + 4-byte count + pickle((results, busy seconds, retiring))
         results: [(status, value), ...], one per task, in order; the
@@ -226,7 +227,7 @@ def serve(
             put(INIT_FAILED + _dumps(_portable_error(exc), _PROTOCOL))
             _drain(get)
             return
-    put(READY)
+        put(READY)
     rss = _ResidentMemory() if memory_limit is not None else None
     queue: deque[Any] = deque()
     skip = set()

@@ -54,6 +54,12 @@ MAX_BATCH = 64
 #: a large task without waiting for the ones behind it to arrive.
 MAX_BATCH_BYTES = 256 * 1024
 
+#: A new worker's first task is written to its pipe before the fork if its
+#: job takes at most this many bytes: the frame then fits in an empty
+#: pipe (PIPE_BUF, 4096 bytes, even for a pipe the kernel gave one page)
+#: and the write cannot wait for a reader that does not exist yet.
+FIRST_TASK_BYTES = 2048
+
 #: A worker is given about this much estimated work beyond the task it is
 #: running, so it never waits for the parent between quick tasks; a task
 #: estimated to take longer is not queued behind another one.
@@ -245,7 +251,7 @@ class _Worker:
         self.skips: list[Any] = []         # seqs of sent tasks cancelled since
         self.sent = 0
         self.answered = 0
-        self.ready = False      # the initializer has run
+        self.ready = False      # READY came: the initializer has run
         self.wake = Event()     # the sender has something to send
         self.activity = Event()  # the reader has something to read
         self.sender = self.reader = None
@@ -268,6 +274,12 @@ class _Worker:
         window = self.window
         index = seq - (self.sent - len(window))
         return window[index] if 0 <= index < len(window) else None
+
+    def began(self) -> bool:
+        """Whether the worker got past its start: its initializer ran
+        (READY), or it began a task (see running())."""
+        return self.ready or bool(self.answered) or bool(
+            _PROGRESS.unpack_from(self.progress)[0])
 
     def running(self) -> Any:
         """The seq of the task the worker is running, or None.  The worker
@@ -410,7 +422,10 @@ class WorkerSet:
             if len(outbox) == 1:
                 # Setting an event only schedules its waiters: an idle
                 # worker's reader sends (see _read_loop).
-                (best.wake if best.window else best.activity).set()
+                if best.window:
+                    self._wake_sender(best)
+                else:
+                    best.activity.set()
 
     def check_function(self, func: Any) -> None:
         """Raise before a task exists if ``func`` cannot reach a spawn or
@@ -437,11 +452,14 @@ class WorkerSet:
         else:
             # A memory file, whose descriptor the worker is sent.
             progress = Memory(_PROGRESS.size)
+        worker = None
         try:
             # Two one-way pipes: tasks to the worker, answers back.
             ends.extend(gipc.pipe(encoder=None, decoder=None))
             ends.extend(gipc.pipe(encoder=None, decoder=None))
             tasks_in, tasks_out, answers_in, answers_out = ends
+            worker = _Worker(None, _Channel(answers_in, tasks_out), progress)
+            self._send_first_task(worker)
             self.spawned += 1
             process = gipc.start_process(
                 _worker.serve, args=(tasks_in, answers_out, progress,
@@ -453,18 +471,46 @@ class WorkerSet:
             for end in ends:
                 if not end.closed:
                     end.close()
+            if worker is not None:
+                # Its first task was sent to a worker that never was: it
+                # fails as the queued ones do (below).
+                error = exc if isinstance(exc, Exception) else \
+                    self.lost_error("a worker process could not be "
+                                    "started (%r)" % exc, None)
+                for task in worker.window:
+                    if task._phase != DONE:
+                        self._complete(task, False, error)
             if isinstance(exc, Exception) and not self.workers:
                 self._fail_queue(exc)
                 return False
             raise
         if not isinstance(progress, mmap.mmap):
             progress.close_fd()  # the worker has its own now
-        worker = _Worker(process, _Channel(answers_in, tasks_out), progress)
+        worker.process = process
         self.workers.append(worker)
-        worker.sender = gevent.spawn(self._send_loop, worker)
+        # (The sender starts when first needed: see _wake_sender.)
         worker.reader = gevent.spawn(self._read_loop, worker)
         self.readers.append(worker.reader)
         return True
+
+    def _send_first_task(self, worker: Any) -> None:
+        """Before the fork: write the first task waiting to the new
+        ``worker``'s pipe if it is small (see FIRST_TASK_BYTES).  The
+        worker finds it there as it starts, and the parent has nothing to
+        write after the fork, while the child shares its memory (every page
+        the parent writes then is copied)."""
+        queue = self.queue
+        while queue and queue[0]._phase != PENDING:
+            queue.popleft()  # cancelled while queued
+        if not queue:
+            return
+        task = queue[0]
+        if len(task._function) + len(task._job) > FIRST_TASK_BYTES:
+            return
+        queue.popleft()
+        task._worker = worker
+        worker.outbox.append(task)
+        self._send_batch(worker)
 
     def _fail_queue(self, exc: Any) -> None:
         queue = self.queue
@@ -510,7 +556,7 @@ class WorkerSet:
                 # the worker if it starts it before it sees the request.
                 worker.skips.append(seq)
                 worker.cancelled.add(seq)
-                worker.wake.set()
+                self._wake_sender(worker)
             # else done already: its outcome is dropped when it comes.
         else:
             try:
@@ -561,6 +607,17 @@ class WorkerSet:
         finally:
             worker.sending = False
 
+    def _wake_sender(self, worker: Any) -> None:
+        """Have ``worker``'s sender write its outbox and skip requests.
+        The sender greenlet starts on the first call: while a worker is
+        given tasks only when idle, its reader sends them (see _read_loop),
+        and a pool that runs one task at a time never needs a sender."""
+        if worker.retired:
+            return
+        worker.wake.set()
+        if worker.sender is None:
+            worker.sender = gevent.spawn(self._send_loop, worker)
+
     def _send_loop(self, worker: Any) -> None:
         """Write ``worker``'s outbox and skip requests to its pipe while
         the reader is busy reading (see _read_loop for the idle case)."""
@@ -597,9 +654,11 @@ class WorkerSet:
                     # go straight on to read the answers.
                     self._send_batch(worker)
                     if worker.outbox or worker.skips:
-                        worker.wake.set()
-                if not window and (answered or not poll()):
-                    # (No frame can follow the answers to the last task.)
+                        self._wake_sender(worker)
+                if not window and (answered or worker.retired
+                                   or not poll()):
+                    # (No frame can follow the answers to the last task;
+                    # retired here: stop() ended the worker's tasks.)
                     answered = False
                     if self._should_retire(worker):
                         self._retire(worker)
@@ -608,7 +667,7 @@ class WorkerSet:
                     if worker.outbox:
                         continue
                     if worker.skips:
-                        worker.wake.set()
+                        self._wake_sender(worker)
                     idle_watcher.start(activity.set)
                     try:
                         woke = activity.wait(self.idle_timeout)
@@ -634,6 +693,10 @@ class WorkerSet:
                     self._init_failed(worker, _loads(frame[1:]))
                     return
                 if worker.retired:
+                    if not channel.closed:
+                        # stop() ended its tasks: reap it (a frame sent
+                        # before, READY, came meanwhile).
+                        self._retire(worker)
                     return
                 if self.queue:
                     self.dispatch()
@@ -744,12 +807,17 @@ class WorkerSet:
     def _lost(self, worker: Any) -> None:
         """``worker`` died (or was killed to stop a cancelled task): fail
         the task it was running, give the others to a new worker."""
-        in_initializer = not worker.ready and not worker.killed \
+        # A worker that dies before it began (it has run no task, nor
+        # reported its initializer done) would die again in its successor:
+        # the tasks fail instead of workers being respawned in a loop.
+        in_initializer = not worker.began() and not worker.killed \
             and not self.terminated
+        stage = ("in the initializer" if self.initializer is not None
+                 else "at start, before its first task")
         if in_initializer:
             # Set before anything can switch: no new worker may start.
             self.broken = self.lost_error(
-                "a worker process died in the initializer", None)
+                "a worker process died %s" % stage, None)
         self._detach(worker)
         if not worker.channel.closed:
             worker.channel.close()
@@ -761,8 +829,8 @@ class WorkerSet:
             # No new worker would do better.
             self._requeue(worker)
             self._break(self.lost_error(
-                "a worker process died in the initializer (%s)"
-                % _describe_exit(code), code))
+                "a worker process died %s (%s)"
+                % (stage, _describe_exit(code)), code))
         elif not worker.killed:
             task = worker.task_at(worker.running())
             if task is not None and task._phase != DONE:
@@ -813,8 +881,24 @@ class WorkerSet:
         """No more tasks will be submitted: workers exit once the queue is
         empty."""
         self.stopping = True
+        queued = bool(self.queue)
         for worker in self.workers:
+            if not (queued or worker.window or worker.outbox
+                    or worker.sending or worker.retired):
+                self._end_tasks(worker)
             worker.activity.set()
+
+    def _end_tasks(self, worker: Any) -> None:
+        """Close idle ``worker``'s task stream (no task will come for it):
+        it starts exiting now, a turn of the loop before its reader wakes
+        to retire and reap it.  The reader sees it ``retired``, and
+        dispatch() gives it nothing more."""
+        writer = worker.channel.writer
+        try:
+            writer.close()
+        except gipc.GIPCError:
+            return  # in use: the reader closes it as it retires the worker
+        worker.retired = True
 
     def join(self, timeout: Any = None) -> bool:
         """Wait for every worker to exit (after :meth:`stop` or
