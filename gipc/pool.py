@@ -79,6 +79,24 @@ def _check_chunksize(chunksize: Any) -> Any:
     return chunksize
 
 
+#: A map's default chunks hold at least this many items once the stdlib's
+#: rule (four chunks per worker) would make them larger.
+MIN_LARGE_CHUNK = 4096
+
+
+def _default_chunksize(length: int, processes: int) -> int:
+    """A map's chunk size when the caller gives none: the stdlib's (four
+    chunks per worker) for a small map; for a large one, chunks of
+    ``MIN_LARGE_CHUNK`` items or more, up to 64 per worker.  Many chunks
+    let the parent pickle and unpickle while the workers compute, and let
+    a worker that is done early take the next chunk instead of idling
+    while the other finishes a quarter of its share."""
+    stdlib = -(-length // (processes * 4)) or 1
+    if stdlib <= MIN_LARGE_CHUNK:
+        return stdlib
+    return max(-(-length // (processes * 64)), MIN_LARGE_CHUNK)
+
+
 #: The value of a cancelled result.
 _CANCELLED = object()
 
@@ -522,9 +540,7 @@ class Pool:
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
-            chunksize, extra = divmod(len(iterable), self._processes * 4)
-            if extra or not chunksize:
-                chunksize += 1
+            chunksize = _default_chunksize(len(iterable), self._processes)
         else:
             _check_chunksize(chunksize)
         engine = self._engine

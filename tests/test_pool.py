@@ -583,3 +583,24 @@ def test_raising_get_leaves_no_reference_cycle(pool):
     frames = frames_of(ApplyResult.get.__code__, info.value.__traceback__)
     assert frames
     assert all(frame.f_locals["self"] is None for frame in frames)
+
+
+# -- a map's default chunks ----------------------------------------------
+
+@pytest.mark.parametrize("length, processes, expected", [
+    # The stdlib's rule (four chunks per worker, rounded up) while its
+    # chunks stay small...
+    (0, 2, 1), (1, 2, 1), (8, 2, 1), (9, 2, 2), (1000, 2, 125),
+    (32768, 2, 4096), (1000, 7, 36),
+    # ... then chunks of 4096 items, up to 64 per worker.
+    (32769, 2, 4096), (100000, 2, 4096), (2000000, 2, 15625),
+    (2000000, 1, 31250)])
+def test_default_chunksize(length, processes, expected):
+    from gipc.pool import _default_chunksize
+    assert _default_chunksize(length, processes) == expected
+
+
+def test_map_uses_the_default_chunksize(pool):
+    result = pool.map_async(square, range(100000))
+    assert result._chunksize == 4096
+    assert result.get(timeout=WAIT) == [i * i for i in range(100000)]
