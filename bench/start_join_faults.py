@@ -30,7 +30,7 @@ gevent.sleep(0)
 kind, starts = sys.argv[1], int(sys.argv[2])
 if kind != "fork":
     import threading  # noqa: F401
-if kind in ("gipc", "fork+gipc"):
+if kind in ("gipc", "pool", "fork+gipc"):
     import gipc
 
 
@@ -43,6 +43,14 @@ if kind == "gipc":
         p = gipc.start_process(noop)
         p.join()
         del p
+elif kind == "pool":
+    def one():
+        pool = gipc.Pool(2)
+        if pool.apply(abs, (-1,)) != 1:
+            raise AssertionError("wrong result")
+        pool.close()
+        pool.join()
+        del pool
 else:
     def one():
         pid = os.fork()
@@ -60,7 +68,8 @@ kids1 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
 print((self1 - self0) / starts, (kids1 - kids0) / starts)
 """
 
-_KINDS = (("gipc", "gipc.start_process + join"),
+_KINDS = (("pool", "gipc.Pool: first apply, close, join"),
+          ("gipc", "gipc.start_process + join"),
           ("fork", "os.fork + waitpid (bench pyref)"),
           ("fork+threading", "the same, threading imported"),
           ("fork+gipc", "the same, gipc imported"))

@@ -211,9 +211,13 @@ def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
         _set_wakeup_fd(-1)
 
         for handle in handles:
-            _parked.append(handle._take_over())
-            if handle not in kept:
-                handle.close()  # which also takes it off the registry
+            if handle in kept:
+                _parked.append(handle._take_over())
+            else:
+                # Closed as cheaply as it can be (see _close_inherited).
+                parked = handle._close_inherited()
+                if parked is not None:
+                    _parked.append(parked)
 
         for popen in sibling_popens:
             popen._forget_in_child()

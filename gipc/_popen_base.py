@@ -101,6 +101,13 @@ class BasePopen:
     # What the start made for the child (its plan), freed once the child
     # is gone: freeing it while the child shares its pages would copy them.
     _plan = None
+    #: Whether a handle that moved to the child leaves the end of its
+    #: teardown in the parent until the child is gone (see
+    #: ``Endpoint._close_moved``): where the child shares the parent's
+    #: pages (fork).
+    defers_moved_teardown = False
+    # The handles whose teardown waits for the child to be gone.
+    _moved: Any = ()
 
     def _watch(self, started: Any, watch_status: Any) -> Any:
         """Take over the child the start made: ``started`` is the
@@ -161,7 +168,7 @@ class BasePopen:
                     _log.debug("child %d exited with code %d", self.pid, code)
                 if self._status_watcher is not None:
                     self._drop_status_watcher()
-                self._plan = None
+                self._release_start()
         return self.returncode
 
     def _reaped_elsewhere(self) -> Any:
@@ -247,9 +254,24 @@ class BasePopen:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
 
+    def hold_moved(self, handles: Any) -> None:
+        """Keep ``handles``, which moved to the child, until it is gone,
+        then finish their teardown (see ``Endpoint._close_moved``)."""
+        self._moved = handles
+
+    def _release_start(self) -> None:
+        """The child is gone (or this object is closed): free what its
+        start kept until then."""
+        self._plan = None
+        moved = self._moved
+        if moved:
+            self._moved = ()
+            for handle in moved:
+                handle._finish_moved()
+
     def close(self, _close: Any = close_fd) -> None:
         """Release the sentinel (pidfd or pipe)."""
-        self._plan = None
+        self._release_start()
         self._drop_status_watcher()
         fd, self.sentinel = self.sentinel, None
         if fd is not None:
@@ -272,6 +294,10 @@ class BasePopen:
         # close).
         _child.park(self._status_watcher)
         self._status_watcher = None
+        if self._moved:
+            # The parent's to finish, not this child's.
+            _child.park(self._moved)
+            self._moved = ()
         self.close()
         self.returncode = UNKNOWN_EXIT_CODE
 

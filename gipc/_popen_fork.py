@@ -122,6 +122,8 @@ class Popen(BasePopen):
     there.  With the process's ``close_fds``, every other descriptor is
     replaced by /dev/null in the child (see ``_inherit``)."""
 
+    defers_moved_teardown = True
+
     def __init__(self, process_obj: Any, kept: Any = ()) -> None:
         # As multiprocessing: what is buffered is written once, not once
         # more by the child.

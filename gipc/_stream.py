@@ -97,6 +97,9 @@ class Endpoint:
     #: name) and the call that passes it to a child instead.
     _type_name: str | None = None
     _passed_by = "gipc.start_process()"
+    #: The name of the endpoint's one fast call, whose lock is its
+    #: ``_lock``, if it has exactly one (see :meth:`_take_over`).
+    _fast_name = ""
 
     def _init_endpoint(self, fd: int) -> None:
         # Descriptors made by gipc are non-blocking; one given to an
@@ -458,6 +461,87 @@ class Endpoint:
             for lock in held:
                 lock.release()
 
+    def _close_moved(self) -> bool:
+        """In the parent, right after the fork of the child this endpoint
+        moved to: close its descriptor and make it closed (``closed`` is
+        True, every call raises as after :meth:`close`, the registry
+        forgets it), and return True if the rest of the teardown is left
+        to :meth:`_finish_moved`, which the caller calls once the child
+        is gone.
+
+        Until then every page the parent writes is copied (the child
+        shares it), and that rest (the C cores, the fast calls, the
+        watchers, the locks) writes dozens of them: the pages of cold
+        code and of objects the parent has not touched since the fork.
+        An endpoint with a watcher (it waited in the parent: the watcher
+        must go before its descriptor), a grown pipe, or a greenlet
+        inside a call is closed the usual way (False)."""
+        if self._grew_pipe:
+            self._close()
+            return False
+        for waiter in self._waiters:
+            if waiter._watcher is not None:
+                self._close()
+                return False
+        for lock, _ in self._close_locks():
+            if lock.locked():
+                self._close()  # raises GIPCLocked
+                return False
+        fd = self._fd
+        self._fd = None  # type: ignore[assignment]  # closed: never read again
+        self._closed = True
+        self._set_ok_pid(None)
+        _ownership.unregister(self)
+        try:
+            close_fd(fd)
+        finally:
+            _log.debug("closed %r", self)
+        return True
+
+    def _finish_moved(self) -> None:
+        """The teardown :meth:`_close_moved` left: detach the C cores
+        (their buffers are freed), drop the fast calls (and the reference
+        cycle through them) and the watchers' state."""
+        for waiter in self._waiters:
+            waiter.close()
+        for core in (self._core, self._wcore):
+            if core is not None:
+                core.detach()
+        self._unbind_fast()
+
+    def _close_inherited(self) -> Any:
+        """In a child: close an endpoint of the parent's that was not
+        given to it, and return what the caller must keep referenced (see
+        :meth:`_take_over`), or None.
+
+        Only the descriptor and the closed state (``closed`` is True,
+        every call raises as after :meth:`close`, the registry forgets
+        it): its C cores, fast calls and locks stay as they are, never
+        used again (every call and every fast call checks the state
+        first).  Every page a child writes is copied, and taking such an
+        endpoint over to close it the usual way writes dozens.  One with
+        a watcher (the parent's, which the child must keep untouched) or
+        a grown pipe (a count to release) is taken over and closed."""
+        if self._grew_pipe:
+            kept = self._take_over()
+            self.close()
+            return kept
+        for waiter in self._waiters:
+            if waiter._watcher is not None:
+                kept = self._take_over()
+                self.close()
+                return kept
+        fd = self._fd
+        self._fd = None  # type: ignore[assignment]  # closed: never read again
+        self._closed = True
+        self._set_ok_pid(None)
+        _ownership.unregister(self)
+        try:
+            close_fd(fd)
+        finally:
+            _log.debug("closed %r", self)
+        return None
+
     def _finish_close(self) -> None:
         """Record that the descriptor is closed."""
         _log.debug("closed %r", self)
@@ -475,17 +559,28 @@ class Endpoint:
         this child).  The parent's lock state and watchers mean nothing
         here; returns the watchers, which the caller keeps referenced and
         never touches (they belong to the parent's loop)."""
+        # The child's code is cold: every function it calls writes the
+        # pages of the function and its code (a copy each), so the usual
+        # case is done here, with no call of this module's.
         for core in (self._core, self._wcore):
             if core is not None:
                 core.after_fork()  # a parent thread inside means nothing here
-        self._legit_pid = _ownership.pid
-        if not self._closed and self._broken is None:
-            self._set_ok_pid(self._legit_pid)
-        self._lock = self._make_lock()
-        if not self._closed:
-            self._bind_fast()
-        # methodcaller: no Python frame of its own on the child's path.
-        return tuple(map(_forget, self._waiters))
+        pid = self._legit_pid = _ownership.pid
+        closed = self._closed
+        if not closed and self._broken is None:
+            self._ok_pid = self._gate.ok_pid = pid  # _set_ok_pid()
+        lock = self._lock = self._make_lock()
+        if not closed:
+            fast = self.__dict__.get(self._fast_name)
+            if fast is None:
+                self._bind_fast()
+            else:
+                fast.lock = lock  # its one fast call (see _bind_fast)
+        for waiter in self._waiters:
+            if waiter._watcher is not None:
+                # methodcaller: no Python frame of its own.
+                return tuple(map(_forget, self._waiters))
+        return ()
 
     def __reduce__(self) -> NoReturn:
         raise unpicklable(self._type_name or type(self).__name__,

@@ -35,7 +35,7 @@ from gevent.hub import Waiter, get_hub
 
 import gipc
 
-from . import _core, _worker
+from . import _core, _ownership, _worker
 from ._sync import Memory
 from ._worker import COUNT, FAILED, INIT_FAILED, OK, READY, SKIP, TASKS
 
@@ -84,17 +84,10 @@ _PROTOCOL = _worker._PROTOCOL
 _perf_counter = time.perf_counter
 _set_gc_tracked = _core.set_gc_tracked
 
-# This process's pid, kept up to date across forks: a pool checks it on
-# every call (os.getpid() is a system call).
-_current_pid = os.getpid()
-
-
-def _update_pid() -> None:
-    global _current_pid
-    _current_pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_update_pid)
+# This process's pid is _ownership.pid, kept up to date across forks: a
+# pool checks it on every call (os.getpid() is a system call).  No fork
+# hook of this module's own: each one is cold code that every child runs,
+# a few page copies more per start.
 _loads = _worker._loads
 
 
@@ -340,7 +333,7 @@ class WorkerSet:
     # -- submitting ----------------------------------------------------
 
     def check_process(self) -> Any:
-        if _current_pid != self.pid:
+        if _ownership.pid != self.pid:
             raise gipc.GIPCError(
                 "this pool belongs to process %d; it cannot be used in "
                 "process %d, which inherited it" % (self.pid, os.getpid()))

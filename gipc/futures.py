@@ -32,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from . import _core, _worker, _workers
+from . import _core, _ownership, _worker
 from ._workers import DONE, PENDING, Task, WorkerSet
 from .exceptions import WorkerLostError
 
@@ -420,7 +420,7 @@ class ProcessPoolExecutor(_cf.Executor):
         """Schedule ``fn(*args, **kwargs)``; return its :class:`Future`.
         An unpicklable ``fn`` or argument raises here."""
         engine = self._engine
-        if _workers._current_pid != engine.pid or engine.broken is not None \
+        if _ownership.pid != engine.pid or engine.broken is not None \
                 or self._shutdown:
             self._check_open()  # raises the error
         if not callable(fn):

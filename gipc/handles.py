@@ -91,6 +91,7 @@ class _GIPCReader(_GIPCHandle):
     """The read end of a pipe: ``get()`` returns one message per call."""
 
     _core: Reader
+    _fast_name = "get"
 
     def __init__(self, fd: int, decoder: Callable[[bytes], Any] | None,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
@@ -179,6 +180,7 @@ class _GIPCWriter(_GIPCHandle):
     """The write end of a pipe: ``put()`` sends one message per call."""
 
     _wcore: Writer
+    _fast_name = "put"
 
     def __init__(self, fd: int,
                  encoder: Callable[[Any], Any] | None) -> None:

@@ -132,12 +132,30 @@ class Process(mp_context.Process):
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
         mp_process._children.add(self)  # type: ignore[attr-defined]
-        if "logging" in _modules:  # _log logs only then; skips self.name
-            _log.debug("started %s, pid %d", self.name, self._popen.pid)
-        for handle in moved:
-            if not handle._closed:
-                _log.debug("moved %r to pid %d", handle, self._popen.pid)
+        popen = self._popen
+        logs = "logging" in _modules  # _log logs only then; skips self.name
+        if logs:
+            _log.debug("started %s, pid %d", self.name, popen.pid)
+        if moved:
+            _close_moved(moved, popen, logs)
+
+
+def _close_moved(moved: tuple[Any, ...], popen: Any, logs: bool) -> None:
+    """Close in the parent the handles that moved to the child of
+    ``popen``; under fork, the end of their teardown waits until the child
+    is gone (see ``Endpoint._close_moved``)."""
+    later = []
+    defer = popen.defers_moved_teardown
+    for handle in moved:
+        if not handle._closed:
+            if logs:
+                _log.debug("moved %r to pid %d", handle, popen.pid)
+            if not defer:
                 handle.close()
+            elif handle._close_moved():
+                later.append(handle)
+    if later:
+        popen.hold_moved(later)
 
 
 def _status(process: Process) -> str:
