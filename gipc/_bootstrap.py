@@ -19,6 +19,7 @@ import itertools
 import sys
 import threading
 import traceback
+from multiprocessing import context as mp_context
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
 
@@ -67,7 +68,7 @@ class Prepared:
     ``_process_vars``).
     """
 
-    __slots__ = ("key", "state")
+    __slots__ = ("key", "state", "contexts")
 
     def __init__(self, key: Any) -> None:
         self.key = key
@@ -77,6 +78,13 @@ class Prepared:
         parent = mp_process._ParentProcess(  # type: ignore[attr-defined]
             parent_name, parent_pid, None)
         self.state = (itertools.count(1), children, parent)
+        # What multiprocessing.context._force_start_method(method) changes
+        # in a child whose process object names its start method: the
+        # default context's actual one becomes ``concrete[method]``.  Read
+        # here: an import statement and a call in the child's cold code
+        # write a dozen pages.
+        self.contexts = (mp_context._default_context,  # type: ignore[attr-defined]
+                         mp_context._concrete_contexts)  # type: ignore[attr-defined]
 
 
 _prepared = None
@@ -113,9 +121,11 @@ def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
     process_vars = _process_vars
     util_vars = _util_vars
     try:
-        if process_obj._start_method is not None:
-            from multiprocessing import context
-            context._force_start_method(process_obj._start_method)
+        method = process_obj._start_method
+        if method is not None:
+            # multiprocessing.context._force_start_method(method)
+            default_context, concrete = prepared.contexts
+            default_context._actual_context = concrete[method]
         counter, children, parent_process = prepared.state
         process_vars["_process_counter"] = counter
         process_vars["_children"] = children
@@ -130,8 +140,11 @@ def _run(process_obj: Any, prepared: Any, parent_sentinel: Any) -> Any:
         try:
             util_vars["_finalizer_registry"].clear()
             # Walking an empty WeakValueDictionary still costs a dozen
-            # page faults; nothing is registered in most programs.
-            if len(util_vars["_afterfork_registry"]):
+            # page faults; nothing is registered in most programs.  Its
+            # dict, not len() (a call of cold Python code): an entry
+            # whose object is gone may linger there, and the walk then
+            # skips it.
+            if util_vars["_afterfork_registry"].data:
                 util_vars["_run_after_forkers"]()
         finally:
             # multiprocessing drops the parent's process object here, after

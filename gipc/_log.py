@@ -15,14 +15,22 @@ _DEBUG = 10  # logging.DEBUG, without importing logging
 _logger = None
 
 
-def debug(message: Any, *args: Any) -> None:
-    """Log ``message % args`` on the ``gipc`` logger at DEBUG, if the
-    program uses :mod:`logging` and has that level enabled for gipc."""
+def enabled() -> bool:
+    """Whether :func:`debug` logs now: the program uses :mod:`logging`
+    and has DEBUG enabled for gipc.  (Asked before a fork by code that
+    would log after it: every page the parent writes while a child shares
+    it is copied, and asking writes a few.)"""
     global _logger
     if _logger is None:
         logging = sys.modules.get("logging")
         if logging is None:
-            return
+            return False
         _logger = logging.getLogger("gipc")
-    if _logger.isEnabledFor(_DEBUG):
-        _logger.debug(message, *args)
+    return bool(_logger.isEnabledFor(_DEBUG))
+
+
+def debug(message: Any, *args: Any) -> None:
+    """Log ``message % args`` on the ``gipc`` logger at DEBUG, if the
+    program uses :mod:`logging` and has that level enabled for gipc."""
+    if enabled():
+        _logger.debug(message, *args)  # type: ignore[union-attr]  # enabled

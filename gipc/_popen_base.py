@@ -106,7 +106,8 @@ class BasePopen:
     #: ``Endpoint._close_moved``): where the child shares the parent's
     #: pages (fork).
     defers_moved_teardown = False
-    # The handles whose teardown waits for the child to be gone.
+    # The handles that moved to the child whose teardown waits for it to
+    # be gone (set by Process.start, finished by _release_start).
     _moved: Any = ()
 
     def _watch(self, started: Any, watch_status: Any) -> Any:
@@ -253,11 +254,6 @@ class BasePopen:
     def kill(self) -> None:
         """Send SIGKILL unless the child is known to have exited."""
         self._send_signal(signal.SIGKILL)
-
-    def hold_moved(self, handles: Any) -> None:
-        """Keep ``handles``, which moved to the child, until it is gone,
-        then finish their teardown (see ``Endpoint._close_moved``)."""
-        self._moved = handles
 
     def _release_start(self) -> None:
         """The child is gone (or this object is closed): free what its

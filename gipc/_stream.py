@@ -461,7 +461,7 @@ class Endpoint:
             for lock in held:
                 lock.release()
 
-    def _close_moved(self) -> bool:
+    def _close_moved(self, log: bool) -> bool:
         """In the parent, right after the fork of the child this endpoint
         moved to: close its descriptor and make it closed (``closed`` is
         True, every call raises as after :meth:`close`, the registry
@@ -475,27 +475,31 @@ class Endpoint:
         code and of objects the parent has not touched since the fork.
         An endpoint with a watcher (it waited in the parent: the watcher
         must go before its descriptor), a grown pipe, or a greenlet
-        inside a call is closed the usual way (False)."""
-        if self._grew_pipe:
-            self._close()
+        inside a call is closed the usual way (False).  ``log``: whether
+        to log the close (asked before the fork: see ``_log.enabled``).
+
+        No call of its own but the registry's: each function called
+        writes its pages too."""
+        # (Every endpoint's _lock has locked(), true while any of its
+        # locks is held.)
+        if self._grew_pipe or self._lock.locked():
+            self._close()  # raises GIPCLocked if it is held
             return False
         for waiter in self._waiters:
             if waiter._watcher is not None:
                 self._close()
                 return False
-        for lock, _ in self._close_locks():
-            if lock.locked():
-                self._close()  # raises GIPCLocked
-                return False
         fd = self._fd
         self._fd = None  # type: ignore[assignment]  # closed: never read again
         self._closed = True
-        self._set_ok_pid(None)
+        self._ok_pid = None  # _set_ok_pid(None)
+        self._gate.ok_pid = 0
         _ownership.unregister(self)
         try:
             close_fd(fd)
         finally:
-            _log.debug("closed %r", self)
+            if log:
+                _log.debug("closed %r", self)
         return True
 
     def _finish_moved(self) -> None:

@@ -220,6 +220,10 @@ def serve(
     put = answers.put
     get = tasks.get
     poll = tasks.poll
+    # A whole frame that has arrived, or None; never waits.  The C reader
+    # itself, not a poll() of the handle: every page a new worker writes
+    # is copied, and poll()'s Python path writes a few dozen.
+    arrived = tasks._core.read_frame
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -244,15 +248,15 @@ def serve(
         if not queue or poll():
             # Take in every frame that has arrived (skip requests must be
             # seen before the next task starts); wait for one if idle.
-            while True:
-                if not queue and out:
-                    put(_encode_results(out, busy, False))
-                    out = []
-                    busy = 0.0
-                try:
-                    frame = get()
-                except EOFError:
-                    return
+            if not queue and out:
+                put(_encode_results(out, busy, False))
+                out = []
+                busy = 0.0
+            try:
+                frame = get()
+            except EOFError:
+                return
+            while frame is not None:
                 kind, items = _loads(frame)
                 if kind == TASKS:
                     for i in range(0, len(items), 2):
@@ -260,8 +264,12 @@ def serve(
                         received += 1
                 else:
                     skip.update(items)
-                if not poll():
-                    break
+                try:
+                    frame = arrived()
+                except EOFError:
+                    return
+            if not queue:
+                continue  # skip requests only
         seq, function, data = queue.popleft()
         if skip and seq in skip:
             skip.discard(seq)

@@ -124,38 +124,36 @@ class Process(mp_context.Process):
         shared = (collect_shared_handles(self, moved)
                   if self._shares_attribute_handles else ())
         mp_process._cleanup()  # type: ignore[attr-defined]
+        # Asked before the fork: until the child is gone, every page the
+        # parent writes is copied, so little runs after it (no call of
+        # its own here, the moved handles' teardown left for later).
+        logs = "logging" in _modules and _log.enabled()  # skips self.name
         try:
-            self._popen = self._Popen(self, moved + shared)
+            popen = self._popen = self._Popen(self, moved + shared)
         finally:
             _shared.forget_given()
-        self._sentinel = self._popen.sentinel
+        self._sentinel = popen.sentinel
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
         mp_process._children.add(self)  # type: ignore[attr-defined]
-        popen = self._popen
-        logs = "logging" in _modules  # _log logs only then; skips self.name
         if logs:
             _log.debug("started %s, pid %d", self.name, popen.pid)
         if moved:
-            _close_moved(moved, popen, logs)
-
-
-def _close_moved(moved: tuple[Any, ...], popen: Any, logs: bool) -> None:
-    """Close in the parent the handles that moved to the child of
-    ``popen``; under fork, the end of their teardown waits until the child
-    is gone (see ``Endpoint._close_moved``)."""
-    later = []
-    defer = popen.defers_moved_teardown
-    for handle in moved:
-        if not handle._closed:
-            if logs:
-                _log.debug("moved %r to pid %d", handle, popen.pid)
-            if not defer:
-                handle.close()
-            elif handle._close_moved():
-                later.append(handle)
-    if later:
-        popen.hold_moved(later)
+            # Closed in the parent now; under fork, the end of their
+            # teardown waits until the child is gone (see
+            # Endpoint._close_moved).
+            later = []
+            defer = popen.defers_moved_teardown
+            for handle in moved:
+                if not handle._closed:
+                    if logs:
+                        _log.debug("moved %r to pid %d", handle, popen.pid)
+                    if not defer:
+                        handle.close()
+                    elif handle._close_moved(logs):
+                        later.append(handle)
+            if later:
+                popen._moved = later  # see BasePopen._release_start
 
 
 def _status(process: Process) -> str:
