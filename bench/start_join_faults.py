@@ -11,11 +11,15 @@ started, as bench case 5 runs:
 
     python -m bench.start_join_faults [--starts N] [--root TREE]
 
-Rows: gipc.start_process() + join(); os.fork() + os._exit() +
-os.waitpid() as the Python reference runs it (its worker imports neither
-threading nor gipc); the same with threading imported, whose after-fork
-hook runs in every child of a program that imported it (gipc imports
-multiprocessing, which imports threading); and with gipc imported.
+Rows: a new gipc.Pool(2), its first apply() and its close() + join()
+(bench pool case "first": one worker starts); gipc.start_process() +
+join(); os.fork() + os._exit() + os.waitpid() as the Python reference
+runs it (its worker imports neither threading nor gipc); the same with
+threading imported, whose after-fork hook runs in every child of a
+program that imported it (gipc imports multiprocessing, which imports
+threading); and with gipc imported.  The pool row's child count varies
+by some tens with the machine's load (the worker's wait for the end of
+its tasks spins or sleeps), the others hardly.
 """
 import argparse
 import os

@@ -325,7 +325,9 @@ class WorkerSet:
         # time while nothing is known.
         self.window = 1
         self.spawned = 0
-        self._next_yield = 0.0
+        # No yield at the first submissions: a new pool's first task is
+        # the one whose latency counts most (see fair()).
+        self._next_yield = _perf_counter() + YIELD_EVERY
         self._outstanding = 0  # tasks submitted, not done
         self._idle = Event()   # set while _outstanding == 0
         self._idle.set()
