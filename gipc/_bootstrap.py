@@ -83,7 +83,7 @@ class Prepared:
         # default context's actual one becomes ``concrete[method]``.  Read
         # here: an import statement and a call in the child's cold code
         # write a dozen pages.
-        self.contexts = (mp_context._default_context,  # type: ignore[attr-defined]
+        self.contexts = (mp_context._default_context,
                          mp_context._concrete_contexts)  # type: ignore[attr-defined]
 
 

@@ -84,6 +84,7 @@ class Endpoint:
     _waiters: tuple[Any, ...]
     _make_lock: Callable[[], Any]
     _close_locks: Callable[[], tuple[tuple[Any, str | None], ...]]
+    close: Callable[[], None]  # the subclass's public close()
     _fd: int  # None once closed, and only read while open
     _ok_pid: int | None
     _gate: Any
