@@ -25,7 +25,7 @@ Frames, worker to parent: one kind byte, then
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 import os
 import pickle
 import struct
@@ -33,7 +33,7 @@ import time
 import traceback
 import types
 from collections import deque
-from itertools import starmap
+from itertools import islice, starmap
 
 TASKS = 0
 SKIP = 1
@@ -54,6 +54,23 @@ COUNT = struct.Struct(">I")
 #: task a worker is running (to kill it for a cancel, or to blame it when
 #: the worker dies) without a message per task.
 PROGRESS = struct.Struct("q")
+
+#: The second word of that memory: how many skip requests the parent has
+#: written to the worker's pipe (it counts one up after each frame is
+#: wholly written).  A worker with tasks queued looks at the pipe before
+#: its next task only when this count moved, or POLL_AFTER after it last
+#: looked: a skip request is seen before the next task starts, as if the
+#: worker looked every time, without a system call per task.
+SKIPS_SENT = struct.Struct("q")
+SKIPS_SENT_AT = PROGRESS.size
+
+#: The size of the memory the parent shares with each worker.
+SHARED_SIZE = SKIPS_SENT_AT + SKIPS_SENT.size
+
+#: A worker with tasks queued takes in the frames that have arrived at
+#: least this often (so that it sees the end of its stream within about a
+#: task of this age: the parent closed it, or died).
+POLL_AFTER = 0.001
 
 #: A worker sends its results once this much time has passed since the
 #: first unsent one, even if more tasks are queued: small tasks travel in
@@ -108,11 +125,33 @@ def encode_call(func: Any, args: Any, kwds: Any) -> Any:
     return (_pickled_function(func), _dumps((CALL, args, kwds), _PROTOCOL))
 
 
+def chunked(iterable: Any, size: int) -> Iterator[tuple[Any, ...]]:
+    """The items of ``iterable`` in tuples of ``size`` (the last one may
+    be shorter)."""
+    it = iter(iterable)
+    if size == 1:
+        return zip(it)  # 1-tuples, made in C
+    return iter(lambda: tuple(islice(it, size)), ())
+
+
+def chunk_encoder(func: Any, star: Any = False) -> Any:
+    """``(function, encode)`` for the chunks of one map of ``func``:
+    ``(function, encode(chunk))`` is the job for ``[func(x) for x in
+    chunk]`` (``func(*x)`` with ``star``).  The function is pickled once
+    for all of them."""
+    kind = STARMAP if star else MAP
+
+    def encode(chunk: Any) -> Any:
+        return _dumps((kind, chunk, None), _PROTOCOL)
+
+    return _pickled_function(func), encode
+
+
 def encode_chunk(func: Any, chunk: Any, star: Any = False) -> Any:
     """The job for ``[func(x) for x in chunk]`` (``func(*x)`` with
     ``star``)."""
-    return (_pickled_function(func),
-            _dumps((STARMAP if star else MAP, chunk, None), _PROTOCOL))
+    function, encode = chunk_encoder(func, star)
+    return function, encode(chunk)
 
 
 class _Functions(dict[Any, Any]):
@@ -219,11 +258,12 @@ def serve(
     """
     put = answers.put
     get = tasks.get
-    poll = tasks.poll
     # A whole frame that has arrived, or None; never waits.  The C reader
-    # itself, not a poll() of the handle: every page a new worker writes
-    # is copied, and poll()'s Python path writes a few dozen.
+    # itself, not a poll() of the handle: poll()'s Python path costs some
+    # microseconds (a task's worth, for a trivial one), and every page a
+    # new worker writes is copied.
     arrived = tasks._core.read_frame
+    skips_sent = SKIPS_SENT.unpack_from
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -243,19 +283,31 @@ def serve(
     mark = PROGRESS.pack_into
     functions = _Functions()
     run = _run
+    skips_seen = 0
+    end = next_look = 0.0
 
     while True:
-        if not queue or poll():
-            # Take in every frame that has arrived (skip requests must be
-            # seen before the next task starts); wait for one if idle.
-            if not queue and out:
-                put(_encode_results(out, busy, False))
-                out = []
-                busy = 0.0
-            try:
+        # Take in the frames that have arrived (a skip request must be seen
+        # before the next task starts); wait for one if idle.
+        frame = None
+        try:
+            if not queue:
+                if out:
+                    put(_encode_results(out, busy, False))
+                    out = []
+                    busy = 0.0
+                skips_seen = skips_sent(progress, SKIPS_SENT_AT)[0]
                 frame = get()
-            except EOFError:
-                return
+                next_look = perf_counter() + POLL_AFTER
+            else:
+                sent = skips_sent(progress, SKIPS_SENT_AT)[0]
+                if sent != skips_seen or end >= next_look:
+                    skips_seen = sent
+                    next_look = end + POLL_AFTER
+                    frame = arrived()
+        except EOFError:
+            return
+        if frame is not None:
             while frame is not None:
                 kind, items = _loads(frame)
                 if kind == TASKS:

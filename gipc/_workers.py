@@ -74,11 +74,18 @@ SKIP_GRACE = 0.02
 #: terminated one after its signal, before it is killed.
 EXIT_GRACE = 5.0
 
+#: Tasks queued at a time by submit_all() (a map's chunks) between two
+#: hand-outs to the workers: enough that the hand-out costs little per
+#: task, few enough that the first tasks start at once.
+SUBMIT_SLICE = 256
+
 #: The submitting greenlet yields to the event loop after this much time of
 #: submissions without a wait (fairness: a loop of submissions never waits).
 YIELD_EVERY = 0.0005
 
 _PROGRESS = _worker.PROGRESS
+_SKIPS_SENT = _worker.SKIPS_SENT
+_SKIPS_SENT_AT = _worker.SKIPS_SENT_AT
 _dumps = _worker._dumps
 _PROTOCOL = _worker._PROTOCOL
 _perf_counter = time.perf_counter
@@ -232,7 +239,8 @@ class _Worker:
 
     __slots__ = ("process", "channel", "window", "outbox", "skips", "sent",
                  "answered", "ready", "wake", "activity", "sender", "reader",
-                 "retired", "killed", "progress", "cancelled", "sending")
+                 "retired", "killed", "progress", "cancelled", "sending",
+                 "skip_frames")
 
     def __init__(self, process: Any, channel: Any, progress: Any) -> None:
         self.process = process
@@ -251,6 +259,7 @@ class _Worker:
         self.retired = False
         self.killed = False     # by the parent, to stop a cancelled task
         self.sending = False    # a greenlet is writing a batch
+        self.skip_frames = 0    # skip requests written (see SKIPS_SENT)
 
     def seq_of(self, task: Any) -> int:
         """The number of ``task``, in this worker's window, in the order
@@ -358,6 +367,27 @@ class WorkerSet:
         if len(queue) == 1:
             self.dispatch()
 
+    def submit_all(self, tasks: Any) -> None:
+        """:meth:`submit` each task of the list ``tasks``, in order, with
+        one hand-out to the workers per slice of SUBMIT_SLICE tasks (and
+        per turn of the event loop) rather than one per task."""
+        queue = self.queue
+        for start in range(0, len(tasks), SUBMIT_SLICE):
+            if _perf_counter() >= self._next_yield:
+                self.fair()
+            part = tasks[start:start + SUBMIT_SLICE]
+            if self.broken is not None:
+                error = self.init_error(self.broken)
+                for task in part:
+                    task._phase = DONE
+                    task._on_result(False, error)
+                continue
+            if not self._outstanding:
+                self._idle.clear()
+            self._outstanding += len(part)
+            queue.extend(part)
+            self.dispatch()
+
     def fair(self) -> None:
         """Yield to the event loop if a millisecond passed since the last
         time: called in loops that never wait (submitting, pickling)."""
@@ -397,24 +427,40 @@ class WorkerSet:
         limited = self.max_tasks is not None
         while queue:
             best = None
-            best_load = window  # only a worker with room qualifies
+            # Only a worker with room qualifies; next_load: the load of the
+            # next least loaded one.
+            best_load = next_load = window
             for worker in workers:
                 load = len(worker.window) + len(worker.outbox)
-                if load < best_load and not worker.retired and (
+                if load < next_load and not worker.retired and (
                         not limited or self.capacity(worker) > 0):
-                    best, best_load = worker, load
+                    if load < best_load:
+                        best, best_load, next_load = worker, load, best_load
+                    else:
+                        next_load = load
             if (best is None or best_load) and len(workers) < self.size:
                 if self._start_worker():
                     continue
             if best is None:
                 break
-            task = queue.popleft()
-            if task._phase != PENDING:
-                continue  # cancelled while queued
-            task._worker = best
+            # The tasks that keep it the least loaded, in one run: the
+            # same share per worker as one task at a time (a worker that
+            # just answered a batch takes as many), for a fraction of the
+            # cost per task.  One at a time while workers may start.
+            count = 1 if len(workers) < self.size else max(
+                1, next_load - best_load)
+            if limited:
+                count = min(count, self.capacity(best))
             outbox = best.outbox
-            outbox.append(task)
-            if len(outbox) == 1:
+            was_empty = not outbox
+            while count and queue:
+                task = queue.popleft()
+                if task._phase != PENDING:
+                    continue  # cancelled while queued
+                task._worker = best
+                outbox.append(task)
+                count -= 1
+            if was_empty and outbox:
                 # Setting an event only schedules its waiters: an idle
                 # worker's reader sends (see _read_loop).
                 if best.window:
@@ -443,10 +489,10 @@ class WorkerSet:
         ends: list[Any] = []
         progress: Any
         if self.start_method == "fork":
-            progress = mmap.mmap(-1, _PROGRESS.size)  # inherited as it is
+            progress = mmap.mmap(-1, _worker.SHARED_SIZE)  # inherited
         else:
             # A memory file, whose descriptor the worker is sent.
-            progress = Memory(_PROGRESS.size)
+            progress = Memory(_worker.SHARED_SIZE)
         worker = None
         try:
             # Two one-way pipes: tasks to the worker, answers back.
@@ -579,6 +625,11 @@ class WorkerSet:
             if worker.skips:
                 skips, worker.skips = worker.skips, []
                 put(_dumps((SKIP, skips), _PROTOCOL))
+                # Now that the frame is wholly in the pipe: the worker
+                # looks at its pipe before its next task (see SKIPS_SENT).
+                worker.skip_frames += 1
+                _SKIPS_SENT.pack_into(worker.progress, _SKIPS_SENT_AT,
+                                      worker.skip_frames)
             outbox = worker.outbox
             window = worker.window
             jobs: list[Any] = []

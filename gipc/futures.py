@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import itertools
 import os
 import threading
 import time
@@ -447,17 +446,12 @@ class ProcessPoolExecutor(_cf.Executor):
         end = None if timeout is None else time.monotonic() + timeout
         engine = self._engine
         engine.check_function(fn)
-        arguments = zip(*iterables)
+        function, encode = _worker.chunk_encoder(fn, True)
         futures = []
-        while True:
-            chunk = tuple(itertools.islice(arguments, chunksize))
-            if not chunk:
-                break
-            futures.append(Future(engine, _worker.encode_chunk(fn, chunk,
-                                                               True)))
+        for chunk in _worker.chunked(zip(*iterables), chunksize):
+            futures.append(Future(engine, (function, encode(chunk))))
             engine.fair()
-        for future in futures:
-            engine.submit(future)
+        engine.submit_all(futures)
         return _results(futures, end)
 
     def shutdown(self, wait: bool = True, *,

@@ -54,6 +54,7 @@ _encode_call = _worker.encode_call
 _set_gc_tracked = _core.set_gc_tracked
 _is_tracked = gc.is_tracked
 _encode_chunk = _worker.encode_chunk
+_perf_counter = time.perf_counter
 
 
 def _run_callback(callback: Any, value: Any) -> None:
@@ -548,21 +549,15 @@ class Pool:
                            error_callback)
         if not len(iterable):
             return result
-        it = iter(iterable)
+        function, encode = _worker.chunk_encoder(func, star)
         chunks = []
-        index = 0
-        while True:
-            chunk = tuple(itertools.islice(it, chunksize))
-            if not chunk:
-                break
-            chunks.append(_Chunk(result, index,
-                                 _encode_chunk(func, chunk, star)))
-            index += 1
-            engine.fair()
+        for index, chunk in enumerate(_worker.chunked(iterable, chunksize)):
+            chunks.append(_Chunk(result, index, (function, encode(chunk))))
+            if _perf_counter() >= engine._next_yield:
+                engine.fair()
         self._check_running()
         result._chunks = chunks
-        for chunk in chunks:  # type: ignore[assignment]  # now a _Chunk
-            engine.submit(chunk)
+        engine.submit_all(chunks)
         return result
 
     def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],

@@ -129,33 +129,3 @@ def test_handles_not_given_to_a_fork_child_are_closed_there():
     assert other_r.get(timeout=JOIN) == "still open"
     for h in (other_r, other_w, r):
         h.close()
-
-
-def test_a_worker_takes_a_skip_request_that_finds_its_queue_empty():
-    # (A skip for a task the worker has already run, say.)  It waits for
-    # the next frame; it used to take the next task from its empty queue.
-    from gipc import _worker
-    tasks_r, tasks_w = gipc.pipe(encoder=None, decoder=None)
-    answers_r, answers_w = gipc.pipe(encoder=None, decoder=None)
-    progress = bytearray(_worker.PROGRESS.size)
-    serving = gevent.spawn(_worker.serve, tasks_r, answers_w, progress,
-                           None, (), None)
-    try:
-        tasks_w.put(_worker._dumps((_worker.SKIP, [7]), _worker._PROTOCOL))
-        with gevent.Timeout(JOIN):
-            while tasks_r.poll():  # until the worker has read it alone
-                gevent.sleep(0)
-        assert not serving.dead
-        tasks_w.put(_worker._dumps(
-            (_worker.TASKS, list(_worker.encode_call(abs, (-3,), {}))),
-            _worker._PROTOCOL))
-        frame = answers_r.get(timeout=JOIN)
-        assert frame[:1] == _worker.RESULTS
-        results, _, retiring = _worker._loads(frame[5:])
-        assert results == [(_worker.OK, 3)] and not retiring
-    finally:
-        tasks_w.close()
-        serving.join(JOIN)
-        for h in (tasks_r, answers_r, answers_w):
-            h.close()
-    assert serving.successful()
