@@ -461,11 +461,17 @@ class WorkerSet:
                 outbox.append(task)
                 count -= 1
             if was_empty and outbox:
-                # Setting an event only schedules its waiters: an idle
-                # worker's reader sends (see _read_loop).
                 if best.window:
                     self._wake_sender(best)
                 else:
+                    # An idle worker, whose pipe is empty: a small task is
+                    # written from here (a turn of the loop sooner than by
+                    # the worker's reader, which then reads the answer).
+                    # Not from the hub, which must never wait.
+                    if len(outbox) == 1 and not best.sending and _small(
+                            outbox[0]) and gevent.getcurrent() is not \
+                            get_hub():
+                        self._send_batch(best)
                     best.activity.set()
 
     def check_function(self, func: Any) -> None:
@@ -546,7 +552,7 @@ class WorkerSet:
         if not queue:
             return
         task = queue[0]
-        if len(task._function) + len(task._job) > FIRST_TASK_BYTES:
+        if not _small(task):
             return
         queue.popleft()
         task._worker = worker
@@ -990,6 +996,12 @@ class WorkerSet:
             self._idle.set()
         for worker in list(self.workers):
             worker.activity.set()
+
+
+def _small(task: Any) -> bool:
+    """Whether ``task``'s frame fits in an empty pipe, so that writing it
+    there never waits (see FIRST_TASK_BYTES)."""
+    return len(task._function) + len(task._job) <= FIRST_TASK_BYTES
 
 
 def _describe_exit(code: Any) -> str:
