@@ -13,7 +13,8 @@ Every case runs a real parent and a real child process for each
 implementation side by side: gipc (this tree), multiprocessing.Pipe +
 Process (fork context), a C reference (bench/cref.c, compiled with gcc -O2
 into bench/out/ at run time), a Python reference (os.fork + os.pipe,
-blocking I/O), gipc with its fairness slice off (gipcgreedy: the
+blocking I/O; pyrefgipc: the same in a process that imported gipc, the
+floor of case 5), gipc with its fairness slice off (gipcgreedy: the
 throughput reference of the loop-stall cases) and optionally gipc 1.8.
 Each (case, repetition,
 implementation) runs in a fresh worker process (bench/worker.py) under a

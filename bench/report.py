@@ -82,7 +82,8 @@ def _cell_text(cell):
 
 
 def table_lines(summary, impls):
-    ratio_refs = [r for r in ("cref", "crefspin", "mp", "pyref", "gipc18")
+    ratio_refs = [r for r in ("cref", "crefspin", "mp", "pyref", "pyrefgipc",
+                              "gipc18")
                   if r in impls]
     heads = ["case / metric"] + impls + ["gipc/" + r for r in ratio_refs
                                          if "gipc" in impls]
@@ -147,8 +148,22 @@ def evaluate_targets(summary):
             value = g["ratios"][ref]
             detail = "gipc/%s = %.2f" % (ref, value)
         met = value >= bound if op == ">=" else value <= bound
+        if ref is not None and (cid, key) in C.FLOORS:
+            detail += _floor_detail(row, ref, op, bound, *C.FLOORS[cid, key])
         out.append((text, "MET" if met else "MISSED", detail))
     return out
+
+
+def _floor_detail(row, ref, op, bound, floor, what):
+    """What the target's floor is (see cases.FLOORS), for its detail."""
+    cell = row["cells"].get(floor)
+    ratio = None if cell is None else cell["ratios"].get(ref)
+    if ratio is None:
+        return "; floor (%s) not measured" % floor
+    reachable = ratio >= bound if op == ">=" else ratio <= bound
+    return "; floor: %s is %.2f x %s%s" % (
+        what, ratio, ref, "" if reachable else
+        ", beyond the bound: no start can meet it")
 
 
 def machine_info():
@@ -206,8 +221,11 @@ def _meta_lines(meta):
 LEGEND = [
     "gipc = this tree; gipc18 = gipc 1.8.0 from PyPI; mp = "
     "multiprocessing.Pipe(duplex=False) + Process (fork); pyref = os.fork + "
-    "os.pipe, blocking os.read/os.write; cref = bench/cref.c (gcc -O2), "
-    "blocking I/O.",
+    "os.pipe, blocking os.read/os.write; pyrefgipc = the same in a process "
+    "that imported gipc (start + join: the floor of any start there); cref "
+    "= bench/cref.c (gcc -O2), blocking I/O; crefspin = the same, polling "
+    "50 us before it blocks (round trip); gipcgreedy = gipc with its "
+    "fairness slice off (loop stalls).",
     "gipc/X = gipc's median divided by X's (for msgs/s and MB/s higher is "
     "better, for µs, ms and memory lower is better).",
     "The receiver compares every message with the expected bytes inside the "

@@ -25,7 +25,7 @@ def _transport(impl, params):
     if impl == "mp":
         from . import impl_mp
         return impl_mp.transport(params)
-    if impl == "pyref":
+    if impl in ("pyref", "pyrefgipc"):
         from . import impl_pyref
         return impl_pyref.transport(params)
     raise ValueError("unknown implementation %r" % impl)
@@ -58,9 +58,13 @@ def run(impl, case_id, params):
     if impl == "gipcgreedy" and not case_id.startswith("8"):
         raise NotApplicable("the greedy reference is for the loop-stall "
                             "cases only")
-    if impl in ("gipc", "gipc18", "gipcgreedy") or not params.get(
-            "bare_refs"):
+    if impl == "pyrefgipc" and case_id != "5":
+        raise NotApplicable("the floor reference is for start + join only")
+    if impl in ("gipc", "gipc18", "gipcgreedy", "pyrefgipc") or not \
+            params.get("bare_refs"):
         _become_gevent_application()
+    if impl == "pyrefgipc":
+        import gipc  # noqa: F401  (what it costs a fork is the point)
     from . import scenarios
     T = _transport(impl, params)
     out = scenarios.run(T, case_id, params)
