@@ -389,7 +389,9 @@ def test_external_sigkill_of_a_busy_worker():
     with gipc.Pool(1) as p:
         worker = _only_worker_pid(p)
         result = p.apply_async(sleep_then, (WAIT, 1))
-        wait_until(lambda: p._engine.workers[0].window)
+        # Running, not only sent: a task its worker never started is not
+        # lost with it, but goes to the next worker.
+        wait_until(lambda: p._engine.workers[0].running() is not None)
         os.kill(worker, 9)
         with pytest.raises(gipc.WorkerLostError):
             result.get(WAIT)
