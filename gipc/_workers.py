@@ -471,7 +471,14 @@ class WorkerSet:
                     if len(outbox) == 1 and not best.sending and _small(
                             outbox[0]) and gevent.getcurrent() is not \
                             get_hub():
-                        self._send_batch(best)
+                        try:
+                            self._send_batch(best)
+                        except (OSError, gipc.GIPCError):
+                            # The worker died while idle (EPIPE), or its
+                            # pipe is closed: its reader sees it too and
+                            # hands the task on, as after the sender's
+                            # failed write (see _send_loop).
+                            pass
                     best.activity.set()
 
     def check_function(self, func: Any) -> None:

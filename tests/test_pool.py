@@ -398,6 +398,21 @@ def test_external_sigkill_of_a_busy_worker():
         assert p.apply(square, (2,)) == 4
 
 
+def test_a_task_for_a_worker_that_died_idle_goes_to_the_next_one():
+    # The submitter writes a small task for an idle worker itself: here
+    # to a worker that is gone, before its reader could see it (the hub
+    # has not run since).  The write fails (EPIPE); the task must not.
+    with gipc.Pool(1) as p:
+        worker = _only_worker_pid(p)
+        os.kill(worker, 9)
+        deadline = time.monotonic() + WAIT
+        while alive(worker):  # no yield: the reader must not run yet
+            assert time.monotonic() < deadline
+        result = p.apply_async(square, (6,))
+        assert result.get(WAIT) == 36
+        assert _only_worker_pid(p) != worker
+
+
 # -- recycling ---------------------------------------------------------
 
 def test_maxtasksperchild():
