@@ -355,9 +355,8 @@ class WorkerSet:
         millisecond of submissions."""
         if _perf_counter() >= self._next_yield:  # fair(), without a call
             self.fair()
-        if self.broken is not None:
-            task._phase = DONE
-            task._on_result(False, self.init_error(self.broken))
+        if self.broken is not None or self.terminated:
+            self._refuse((task,))
             return
         self._outstanding += 1
         if self._outstanding == 1:
@@ -376,17 +375,28 @@ class WorkerSet:
             if _perf_counter() >= self._next_yield:
                 self.fair()
             part = tasks[start:start + SUBMIT_SLICE]
-            if self.broken is not None:
-                error = self.init_error(self.broken)
-                for task in part:
-                    task._phase = DONE
-                    task._on_result(False, error)
+            if self.broken is not None or self.terminated:
+                self._refuse(part)
                 continue
             if not self._outstanding:
                 self._idle.clear()
             self._outstanding += len(part)
             queue.extend(part)
             self.dispatch()
+
+    def _refuse(self, tasks: Any) -> None:
+        """Complete ``tasks``, not queued, at once: failed with the
+        initializer's error if the set is broken, else cancelled (the set
+        was terminated, while their submitter yielded to the event loop:
+        no worker may start for them)."""
+        if self.broken is not None:
+            error = self.init_error(self.broken)
+            for task in tasks:
+                task._phase = DONE
+                task._on_result(False, error)
+        else:
+            for task in tasks:
+                _cancel(task)
 
     def fair(self) -> None:
         """Yield to the event loop if a millisecond passed since the last
@@ -993,16 +1003,22 @@ class WorkerSet:
         for task in failed:
             self._complete(task, False, running_error)
         for task in cancelled:
-            task._phase = DONE
-            task._worker = None
-            task._function = task._job = None
             self._outstanding -= 1
-            task._on_cancel()
+            _cancel(task)
         if self._outstanding <= 0:
             self._outstanding = 0
             self._idle.set()
         for worker in list(self.workers):
             worker.activity.set()
+
+
+def _cancel(task: Any) -> None:
+    """Complete ``task`` as cancelled by the set (terminated): done, its
+    job dropped, its result object told."""
+    task._phase = DONE
+    task._worker = None
+    task._function = task._job = None
+    task._on_cancel()
 
 
 def _small(task: Any) -> bool:

@@ -215,6 +215,21 @@ def test_terminate_and_kill_workers(method):
         ex.submit(square, 1)
 
 
+def test_kill_workers_while_submitting_cancels_the_submitted():
+    # submit() may yield to the event loop (fairness); a kill_workers()
+    # that runs then cancels the future, and no worker starts for it.
+    ex = gipc.ProcessPoolExecutor(1)
+    assert ex.submit(square, 2).result(WAIT) == 4
+    engine = ex._engine
+    spawned = engine.spawned
+    engine._next_yield = 0  # this submit() yields
+    gevent.spawn(ex.kill_workers)
+    future = ex.submit(square, 3)
+    assert future.cancelled()
+    ex.shutdown()
+    assert engine.spawned == spawned and not engine.workers
+
+
 def test_result_from_another_thread(executor):
     future = executor.submit(sleep_then, 0.2, 7)
     got = []

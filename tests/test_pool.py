@@ -223,6 +223,30 @@ def test_terminate_cancels_results():
     assert not alive(worker)
 
 
+def test_terminate_while_a_map_is_being_queued_cancels_all_of_it():
+    # A long submission yields to the event loop (fairness); a terminate()
+    # that runs then must cancel what was not queued yet too, and start no
+    # worker for it (it used to run the whole map on new workers).
+    p = gipc.Pool(2)
+    p.apply(square, (1,))
+    engine = p._engine
+    queue_all = engine.submit_all
+
+    def submit_all_after_a_terminate(tasks):
+        engine._next_yield = 0  # the first slice yields
+        gevent.spawn(p.terminate)
+        queue_all(tasks)
+
+    engine.submit_all = submit_all_after_a_terminate
+    spawned = engine.spawned
+    result = p.map_async(square, range(1000), chunksize=1)
+    with pytest.raises(CancelledError):
+        result.get(WAIT)
+    assert p.join(WAIT)
+    assert engine.spawned == spawned and not engine.workers
+    assert not engine.queue and not engine._outstanding
+
+
 def test_context_manager_terminates():
     with gipc.Pool(1) as p:
         result = p.apply_async(sleep_then, (WAIT, 1))
