@@ -328,6 +328,11 @@ class WorkerSet:
         self.readers: list[Any] = []      # reader greenlets, until they end
         self.stopping = False  # no more tasks will come: retire when idle
         self.terminated = False
+        # Tasks submitted from now on are cancelled at once: set by
+        # terminate() and by an executor's shutdown(cancel_futures=True),
+        # for the rest of a submission (a map's) that yielded to the event
+        # loop meanwhile.
+        self.cancel_new = False
         self.broken = None     # the initializer's exception
         self.task_time = None  # moving average of a task's run time
         # Unanswered tasks a worker may hold (from task_time); one at a
@@ -355,7 +360,7 @@ class WorkerSet:
         millisecond of submissions."""
         if _perf_counter() >= self._next_yield:  # fair(), without a call
             self.fair()
-        if self.broken is not None or self.terminated:
+        if self.broken is not None or self.cancel_new:
             self._refuse((task,))
             return
         self._outstanding += 1
@@ -375,7 +380,7 @@ class WorkerSet:
             if _perf_counter() >= self._next_yield:
                 self.fair()
             part = tasks[start:start + SUBMIT_SLICE]
-            if self.broken is not None or self.terminated:
+            if self.broken is not None or self.cancel_new:
                 self._refuse(part)
                 continue
             if not self._outstanding:
@@ -386,9 +391,8 @@ class WorkerSet:
 
     def _refuse(self, tasks: Any) -> None:
         """Complete ``tasks``, not queued, at once: failed with the
-        initializer's error if the set is broken, else cancelled (the set
-        was terminated, while their submitter yielded to the event loop:
-        no worker may start for them)."""
+        initializer's error if the set is broken, else cancelled (see
+        ``cancel_new``: no worker may start for them)."""
         if self.broken is not None:
             error = self.init_error(self.broken)
             for task in tasks:
@@ -985,7 +989,7 @@ class WorkerSet:
         cancel every task not done; with ``running_error``, the tasks sent
         to workers fail with that exception instead."""
         self.stopping = True
-        self.terminated = True
+        self.terminated = self.cancel_new = True
         cancelled = [t for t in self.queue if t._phase != DONE]
         self.queue.clear()
         failed = []

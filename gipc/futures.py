@@ -463,6 +463,8 @@ class ProcessPoolExecutor(_cf.Executor):
         engine.check_process()
         self._shutdown = True
         if cancel_futures:
+            # (And the rest of a map() still being submitted.)
+            engine.cancel_new = True
             for task in list(engine.queue) + [
                     t for w in engine.workers for t in w.outbox]:
                 if task._phase == PENDING:

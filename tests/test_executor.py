@@ -215,15 +215,22 @@ def test_terminate_and_kill_workers(method):
         ex.submit(square, 1)
 
 
-def test_kill_workers_while_submitting_cancels_the_submitted():
-    # submit() may yield to the event loop (fairness); a kill_workers()
-    # that runs then cancels the future, and no worker starts for it.
+@pytest.mark.parametrize("stop", [
+    "kill_workers", "terminate_workers",
+    "shutdown(cancel_futures=True)"])
+def test_a_stop_while_submitting_cancels_the_submitted(stop):
+    # submit() may yield to the event loop (fairness); a stop that cancels
+    # pending futures, run then, cancels this one too, and no worker
+    # starts for it.
     ex = gipc.ProcessPoolExecutor(1)
     assert ex.submit(square, 2).result(WAIT) == 4
     engine = ex._engine
     spawned = engine.spawned
     engine._next_yield = 0  # this submit() yields
-    gevent.spawn(ex.kill_workers)
+    if stop.startswith("shutdown"):
+        gevent.spawn(ex.shutdown, wait=False, cancel_futures=True)
+    else:
+        gevent.spawn(getattr(ex, stop))
     future = ex.submit(square, 3)
     assert future.cancelled()
     ex.shutdown()
