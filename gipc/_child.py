@@ -24,7 +24,9 @@ import traceback
 from _signal import SIG_DFL
 from _signal import set_wakeup_fd as _set_wakeup_fd
 from _signal import signal as _set_signal
+from gc import enable as _enable_gc
 from gc import freeze as _freeze_gc
+from gc import isenabled as _gc_isenabled
 from os import _exit
 from multiprocessing import process as mp_process
 from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined]
@@ -32,7 +34,7 @@ from multiprocessing.util import _flush_std_streams  # type: ignore[attr-defined
 from gevent._hub_local import (
     get_hub_class, get_hub_if_exists, get_loop, set_hub, set_loop)
 
-from . import _bootstrap, _ownership
+from . import _bootstrap, _log, _ownership
 from ._devnull import shared_devnull
 from .exceptions import GIPCError
 from .signals import _signals_to_reset
@@ -40,6 +42,7 @@ from .signals import _signals_to_reset
 # Bound here, as the functions are (see above).
 _run_bootstrap = _bootstrap.bootstrap
 _process_vars = vars(mp_process)
+_ownership_vars = vars(_ownership)  # its all_handles may be rebound
 _sys_vars = vars(sys)
 
 # What else of the parent's must stay referenced for the life of the child
@@ -62,9 +65,9 @@ class ChildPlan:
 
     __slots__ = ("old_hub", "old_loop", "parked_hub_class", "hub_class",
                  "first_hub_init", "python_handlers", "stdin", "handles",
-                 "sibling_popens", "prepared", "steps")
+                 "sibling_popens", "prepared", "gc_enabled", "steps")
 
-    def __init__(self, process_obj: Any) -> None:
+    def __init__(self, process_obj: Any, kept: Any = ()) -> None:
         hub = self.old_hub = get_hub_if_exists()
         # A loop gevent keeps aside for the next hub of this thread is the
         # parent's too.
@@ -80,7 +83,7 @@ class ChildPlan:
             if _signal.getsignal(signum) not in (_signal.SIG_DFL, None)]
         self.stdin = None if sys.stdin is None else shared_devnull()
         # Tuples: empty ones cost no allocation (and no freeing).
-        self.handles = tuple(_ownership.all_handles)
+        self.handles = _sort_handles(_ownership.all_handles, kept)
         # The parent's other children: their pidfds are inherited, and
         # they are not the child's children.
         children = mp_process._children  # type: ignore[attr-defined]
@@ -88,13 +91,42 @@ class ChildPlan:
             child._popen for child in children
             if hasattr(getattr(child, "_popen", None), "_forget_in_child"))
         self.prepared = _bootstrap.prepared_for(process_obj)
+        # The fork runs with the cyclic GC off, which the child turns back
+        # on once its parent's objects are frozen (see run()).
+        self.gc_enabled = _gc_isenabled()
         # What the child reads, as one tuple it unpacks: reading nine
         # attributes in the child's cold code would write to the pages of
         # their names and descriptors too (see _bootstrap._process_vars).
         self.steps = (hub, self.parked_hub_class, self.hub_class,
                       self.first_hub_init, self.python_handlers,
                       self.handles, self.sibling_popens, self.stdin,
-                      self.prepared)
+                      self.prepared, self.gc_enabled)
+
+
+def _sort_handles(registry: Any, kept: Any) -> Any:
+    """The parent's open handles as the child treats them, ``(taken,
+    alone, taken_to_close, log)``: the ones it was given (``kept``), which
+    it takes over; those it closes alone (see
+    ``Endpoint._close_inherited``); those it must take over to close them;
+    and whether it logs each close.  ``()`` if there are none.
+
+    Sorted here, in the parent: in the child, each attribute read of a
+    handle writes the pages of the objects it reads (their reference
+    counts)."""
+    if not registry:
+        return ()
+    taken: list[Any] = []
+    alone: list[Any] = []
+    taken_to_close: list[Any] = []
+    for handle in registry:
+        if handle in kept:
+            taken.append(handle)
+        elif handle._child_closes_alone():
+            alone.append(handle)
+        else:
+            taken_to_close.append(handle)
+    log = "logging" in sys.modules and _log.enabled()
+    return tuple(taken), tuple(alone), tuple(taken_to_close), log
 
 
 _parked_classes: dict[Any, Any] = {}
@@ -167,12 +199,12 @@ def _make_first_hub_init(hub_class: Any, old_hub: Any) -> Any:
     return first_hub_init
 
 
-def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
+def run(process_obj: Any, parent_sentinel: Any, plan: Any) -> None:
     """Leave the parent's world, bootstrap the child and exit with
     multiprocessing's exit code.
 
     Leaving the parent's world: park the parent's hub, reset the signal
-    module, close the parent's handles (but the kept ones) and forget its
+    module, close the parent's handles (but the given ones) and forget its
     children; /dev/null becomes sys.stdin.  One function, not two: a call
     of cold code costs the child a few page copies (see the module's
     docstring).
@@ -186,11 +218,16 @@ def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
     parents_process = _process_vars["_current_process"]  # noqa: F841 (kept)
     try:
         # The parent's objects are never garbage here: keep the collector
-        # from walking (and so copying) every page of them.
+        # from walking (and so copying) every page of them.  It was off
+        # from before the fork (see _popen_fork): a collection of the
+        # parent's youngest objects, in the after-fork hooks, would write
+        # to every page they live on (some hundred copies).
         _freeze_gc()
         (old_hub, parked_hub_class, hub_class, first_hub_init,
          python_handlers, handles, sibling_popens, stdin,
-         prepared) = plan.steps
+         prepared, gc_enabled) = plan.steps
+        if gc_enabled:
+            _enable_gc()
         if old_hub is not None:
             if parked_hub_class is not None:
                 try:
@@ -210,14 +247,19 @@ def run(process_obj: Any, kept: Any, parent_sentinel: Any, plan: Any) -> None:
                 pass
         _set_wakeup_fd(-1)
 
-        for handle in handles:
-            if handle in kept:
+        if handles:
+            taken, alone, taken_to_close, log = handles
+            # The registry keeps the handles given to the child only (one
+            # write for all: a closing handle's own unregister() then
+            # finds itself gone).
+            _ownership_vars["all_handles"][:] = taken
+            for handle in taken:
                 _parked.append(handle._take_over())
-            else:
-                # Closed as cheaply as it can be (see _close_inherited).
-                parked = handle._close_inherited()
-                if parked is not None:
-                    _parked.append(parked)
+            for handle in alone:
+                handle._close_inherited(log)
+            for handle in taken_to_close:
+                _parked.append(handle._take_over())
+                handle.close()
 
         for popen in sibling_popens:
             popen._forget_in_child()

@@ -9,6 +9,8 @@ copied.
 """
 from typing import Any
 import os
+from gc import disable as _gc_disable
+from gc import enable as _gc_enable
 import sys
 import threading
 import warnings
@@ -135,10 +137,16 @@ class Popen(BasePopen):
         # With close_fds: the pipe on which the child reports that its
         # descriptors are replaced (see _inherit).
         report = None
+        gc_off = False
         try:
-            plan, watch_status = _plan_child(process_obj)
+            plan, watch_status = _plan_child(process_obj, kept)
             if process_obj._close_fds:
                 report = report_pipe()
+            # No collection in the child before it froze the parent's
+            # objects (see _child.run); none here either, for the instant.
+            if plan.gc_enabled:
+                _gc_disable()
+                gc_off = True
             if _use_pidfds:
                 if report is None:
                     _core.fork(_signals_to_reset, forked)
@@ -149,7 +157,7 @@ class Popen(BasePopen):
                     # The child: straight into its bootstrap (no call of
                     # this module's own on its path).
                     try:
-                        _run_child(process_obj, kept, forked[1]
+                        _run_child(process_obj, forked[1]
                                    if forked[1] >= 0
                                    else _parent_sentinel(), plan)
                     finally:
@@ -167,12 +175,15 @@ class Popen(BasePopen):
                     global _own_sentinel
                     _own_sentinel = forked[1]
                     try:
-                        _run_child(process_obj, kept, lifeline, plan)
+                        _run_child(process_obj, lifeline, plan)
                     finally:
                         os._exit(1)
             # The parent.  Every page it writes while the child shares it
-            # is copied, so little happens from here until it waits: one
-            # call.
+            # is copied, so little happens from here until it waits: two
+            # calls.
+            if gc_off:
+                gc_off = False
+                _gc_enable()
             self._watch(forked, watch_status)
             if report is not None:
                 await_child_setup(report)  # closes the pipe
@@ -186,19 +197,21 @@ class Popen(BasePopen):
         except BaseException:
             if os.getpid() != parent:
                 os._exit(1)  # a child never returns into the parent's stack
+            if gc_off:
+                _gc_enable()
             if report is not None:
                 close_report_pipe(report)
             self._abandon()
             raise
 
 
-def _plan_child(process_obj: Any) -> Any:
+def _plan_child(process_obj: Any, kept: Any) -> Any:
     """Before the fork: check that gipc can fork here, work out the child's
     plan, and make the type lookups the child will make (see _lookups).
     Returns the plan and whether to watch the child's status with libev
     (see ``_popen_base.libev_reaps_children``)."""
     _check_can_fork()
-    plan = _child.ChildPlan(process_obj)
+    plan = _child.ChildPlan(process_obj, kept)
     watch_status = libev_reaps_children()
     _core.warm_type_cache(_lookups.child_lookups(
         type(process_obj), type(plan.old_hub)))

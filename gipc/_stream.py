@@ -514,38 +514,40 @@ class Endpoint:
                 core.detach()
         self._unbind_fast()
 
-    def _close_inherited(self) -> Any:
-        """In a child: close an endpoint of the parent's that was not
-        given to it, and return what the caller must keep referenced (see
-        :meth:`_take_over`), or None.
-
-        Only the descriptor and the closed state (``closed`` is True,
-        every call raises as after :meth:`close`, the registry forgets
-        it): its C cores, fast calls and locks stay as they are, never
-        used again (every call and every fast call checks the state
-        first).  Every page a child writes is copied, and taking such an
-        endpoint over to close it the usual way writes dozens.  One with
-        a watcher (the parent's, which the child must keep untouched) or
-        a grown pipe (a count to release) is taken over and closed."""
+    def _child_closes_alone(self) -> bool:
+        """In the parent, before a fork: whether a child that was not given
+        this endpoint closes it with :meth:`_close_inherited` alone.  Not
+        one with a watcher (the parent's, which the child must keep
+        untouched) or a grown pipe (a count to release): the child takes
+        those over and closes them the usual way."""
         if self._grew_pipe:
-            kept = self._take_over()
-            self.close()
-            return kept
+            return False
         for waiter in self._waiters:
             if waiter._watcher is not None:
-                kept = self._take_over()
-                self.close()
-                return kept
+                return False
+        return True
+
+    def _close_inherited(self, log: bool) -> None:
+        """In a child: close an endpoint of the parent's that was not
+        given to it and that it may close alone (see
+        :meth:`_child_closes_alone`); ``log``: whether to log it.
+
+        Only the descriptor and the closed state: ``closed`` is True and
+        every call raises as after :meth:`close` (every call and every
+        fast call checks first that the endpoint is this process's, and
+        then that it is open); the child took it out of the registry.  Its
+        C cores, fast calls, locks and watchers stay as they are, never
+        used again.  Every page a child writes is copied, and each
+        object read writes its page (its reference count): closing such
+        an endpoint the usual way writes dozens."""
         fd = self._fd
         self._fd = None  # type: ignore[assignment]  # closed: never read again
         self._closed = True
-        self._set_ok_pid(None)
-        _ownership.unregister(self)
         try:
             close_fd(fd)
         finally:
-            _log.debug("closed %r", self)
-        return None
+            if log:
+                _log.debug("closed %r", self)
 
     def _finish_close(self) -> None:
         """Record that the descriptor is closed."""
