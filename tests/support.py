@@ -18,6 +18,23 @@ JOIN = 10
 GIPC_PATH = os.path.dirname(os.path.dirname(os.path.abspath(gipc.__file__)))
 
 
+def unfair_pipe(**kwargs):
+    """``gipc.pipe(**kwargs)`` whose handles never yield for fairness.
+
+    For the tests of what a call does once it reaches the stream (hands a
+    frame over, is cancelled half-way): with its fairness slice over, as
+    on a slow machine more than a millisecond after the last turn of the
+    loop, a call yields to the event loop first and touches the stream
+    only after that, so that a cancel then finds nothing written."""
+    from gipc import _stream
+    saved = _stream.FAIRNESS_SLICE_US
+    _stream.FAIRNESS_SLICE_US = 10 ** 9  # read as the handles are made
+    try:
+        return gipc.pipe(**kwargs)
+    finally:
+        _stream.FAIRNESS_SLICE_US = saved
+
+
 def children():
     """pids of this process's children, zombies included."""
     pids = set()

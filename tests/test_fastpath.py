@@ -25,6 +25,7 @@ from gipc import GIPCClosed, GIPCError, GIPCLocked, GIPCProtocolError
 from gipc import _core, _ownership
 from gipc.connection import Connection
 from gipc.handles import _GIPCReader, _GIPCWriter
+from support import unfair_pipe
 
 WAIT = 10
 #: A message no pipe takes whole (a pipe holds 64 KiB to 1 MiB).
@@ -612,8 +613,9 @@ def test_fast_calls_introspect_as_their_methods(raw, conns):
 
 def _nearly_full_pipe():
     """A raw pipe of 64 KiB holding 40,000 bytes: a put() of 40,000 more
-    writes a part of its frame, then must wait."""
-    r, w = gipc.pipe(encoder=None, decoder=None, pipe_size=65536)
+    writes a part of its frame, then must wait (at once: no yield for
+    fairness first, see support.unfair_pipe)."""
+    r, w = unfair_pipe(encoder=None, decoder=None, pipe_size=65536)
     w.put(b"a" * 40000)
     return r, w
 

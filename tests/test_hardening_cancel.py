@@ -16,6 +16,7 @@ from gipc import GIPCProtocolError, _core
 from support import hand_write as _hand_write
 from support import children
 from support import frame as _frame
+from support import unfair_pipe
 
 WAIT = 30
 HOWS = ["timeout", "kill", "keyboard"]
@@ -207,7 +208,9 @@ def test_put_cancelled_while_waiting_for_the_lock(how):
 
 @pytest.mark.parametrize("how", HOWS)
 def test_put_cancelled_mid_frame_breaks_writer_and_reader_sees_it(how):
-    with gipc.pipe(encoder=None, decoder=None) as (r, w):
+    # (Its put() must reach the stream before the cancel: no fairness yield
+    # first, see support.unfair_pipe.)
+    with unfair_pipe(encoder=None, decoder=None) as (r, w):
         w.put(b"complete")
         g = _spawn(w.put, how, b"a" * (4 * 1024 * 1024))
         _cancel(g, how)
