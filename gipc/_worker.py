@@ -307,21 +307,20 @@ def serve(
                     frame = arrived()
         except EOFError:
             return
-        if frame is not None:
-            while frame is not None:
-                kind, items = _loads(frame)
-                if kind == TASKS:
-                    for i in range(0, len(items), 2):
-                        queue.append((received, items[i], items[i + 1]))
-                        received += 1
-                else:
-                    skip.update(items)
-                try:
-                    frame = arrived()
-                except EOFError:
-                    return
-            if not queue:
-                continue  # skip requests only
+        while frame is not None:
+            kind, items = _loads(frame)
+            if kind == TASKS:
+                for i in range(0, len(items), 2):
+                    queue.append((received, items[i], items[i + 1]))
+                    received += 1
+            else:
+                skip.update(items)
+            try:
+                frame = arrived()
+            except EOFError:
+                return
+        if not queue:
+            continue  # skip requests only
         seq, function, data = queue.popleft()
         if skip and seq in skip:
             skip.discard(seq)
