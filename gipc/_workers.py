@@ -239,8 +239,7 @@ class _Worker:
 
     __slots__ = ("process", "channel", "window", "outbox", "skips", "sent",
                  "answered", "ready", "wake", "activity", "sender", "reader",
-                 "retired", "killed", "progress", "cancelled", "sending",
-                 "skip_frames")
+                 "retired", "killed", "progress", "cancelled", "sending")
 
     def __init__(self, process: Any, channel: Any, progress: Any) -> None:
         self.process = process
@@ -259,7 +258,6 @@ class _Worker:
         self.retired = False
         self.killed = False     # by the parent, to stop a cancelled task
         self.sending = False    # a greenlet is writing a batch
-        self.skip_frames = 0    # skip requests written (see SKIPS_SENT)
 
     def seq_of(self, task: Any) -> int:
         """The number of ``task``, in this worker's window, in the order
@@ -396,7 +394,7 @@ class WorkerSet:
         if self.broken is not None:
             error = self.init_error(self.broken)
             for task in tasks:
-                task._phase = DONE
+                _drop(task)
                 task._on_result(False, error)
         else:
             for task in tasks:
@@ -590,12 +588,7 @@ class WorkerSet:
     # -- completing ----------------------------------------------------
 
     def _complete(self, task: Any, ok: Any, value: Any) -> None:
-        task._phase = DONE
-        # A program may hold many finished tasks, and a full collection of
-        # the cyclic GC visits every slot of each one: keep nothing but the
-        # outcome (the job's pickles go).
-        task._worker = None
-        task._function = task._job = None
+        _drop(task)
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -632,9 +625,7 @@ class WorkerSet:
                  else task._worker.outbox).remove(task)
             except ValueError:
                 pass
-        task._phase = DONE
-        task._worker = None
-        task._function = task._job = None
+        _drop(task)
         self._outstanding -= 1
         if not self._outstanding:
             self._idle.set()
@@ -653,10 +644,11 @@ class WorkerSet:
                 skips, worker.skips = worker.skips, []
                 put(_dumps((SKIP, skips), _PROTOCOL))
                 # Now that the frame is wholly in the pipe: the worker
-                # looks at its pipe before its next task (see SKIPS_SENT).
-                worker.skip_frames += 1
-                _SKIPS_SENT.pack_into(worker.progress, _SKIPS_SENT_AT,
-                                      worker.skip_frames)
+                # looks at its pipe before its next task (see SKIPS_SENT;
+                # the parent alone writes the count).
+                progress = worker.progress
+                _SKIPS_SENT.pack_into(progress, _SKIPS_SENT_AT, 1 + (
+                    _SKIPS_SENT.unpack_from(progress, _SKIPS_SENT_AT)[0]))
             outbox = worker.outbox
             window = worker.window
             jobs: list[Any] = []
@@ -1016,12 +1008,20 @@ class WorkerSet:
             worker.activity.set()
 
 
-def _cancel(task: Any) -> None:
-    """Complete ``task`` as cancelled by the set (terminated): done, its
-    job dropped, its result object told."""
+def _drop(task: Any) -> None:
+    """Make ``task`` done, keeping nothing but what its result object
+    holds: a program may hold many finished tasks, and a full collection
+    of the cyclic GC visits every slot of each one (the job's pickles
+    go)."""
     task._phase = DONE
     task._worker = None
     task._function = task._job = None
+
+
+def _cancel(task: Any) -> None:
+    """Complete ``task`` as cancelled by the set (terminated): done, its
+    job dropped, its result object told."""
+    _drop(task)
     task._on_cancel()
 
 
