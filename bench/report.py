@@ -147,7 +147,7 @@ def evaluate_targets(summary):
                 continue
             value = g["ratios"][ref]
             detail = "gipc/%s = %.2f" % (ref, value)
-        met = value >= bound if op == ">=" else value <= bound
+        met = _within(value, op, bound)
         if ref is not None and (cid, key) in C.FLOORS:
             detail += _floor_detail(row, ref, op, bound, *C.FLOORS[cid, key])
         out.append((text, "MET" if met else "MISSED", detail))
@@ -160,10 +160,14 @@ def _floor_detail(row, ref, op, bound, floor, what):
     ratio = None if cell is None else cell["ratios"].get(ref)
     if ratio is None:
         return "; floor (%s) not measured" % floor
-    reachable = ratio >= bound if op == ">=" else ratio <= bound
     return "; floor: %s is %.2f x %s%s" % (
-        what, ratio, ref, "" if reachable else
-        ", beyond the bound: no start can meet it")
+        what, ratio, ref, "" if _within(ratio, op, bound) else
+        ", beyond the bound: no implementation can meet it")
+
+
+def _within(value, op, bound):
+    """Whether ``value`` meets a target's bound (``op``: ">=" or "<=")."""
+    return value >= bound if op == ">=" else value <= bound
 
 
 def machine_info():
